@@ -1,0 +1,129 @@
+//! The errors of the crate, one enum per layer, composed upward.
+//!
+//! Each says what failed and with which input, and is classified: a
+//! retryable error (a dropped connection, a broker that is down) is worth
+//! another attempt after a backoff; a fatal one (bad configuration, a lost
+//! lease, a poison-row limit) is not. Credentials never appear in them: URLs
+//! are shown with their password removed.
+
+use crate::sink::SinkError;
+use crate::store::StoreError;
+
+/// Invalid configuration, naming the offending field. Raised before anything
+/// is claimed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `source.order_column`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Anything a run or the runtime can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A partition collected more poison rows than its skip limit allows.
+    #[error("partition {partition_id}: {dead_letters} poison rows exceed the skip limit of {limit}; last: row {row_key}: {reason}")]
+    SkipLimitExceeded {
+        /// Partition that failed.
+        partition_id: i64,
+        /// Poison rows seen in it.
+        dead_letters: u64,
+        /// The configured limit.
+        limit: u64,
+        /// Key of the last poison row.
+        row_key: i64,
+        /// Why the processor rejected it.
+        reason: String,
+    },
+    /// The runtime was shut down before the request completed.
+    #[error("the tranche runtime is shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Whether another attempt after a backoff may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_retryable(),
+            Error::Sink(e) => e.is_retryable(),
+            Error::Config(_) | Error::SkipLimitExceeded { .. } | Error::Shutdown => false,
+        }
+    }
+}
+
+/// Removes the password from a database or broker URL before it is shown.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return redact_query(url);
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    let shown = if userinfo.contains(':') {
+        format!("{scheme}://{user}:***@{host}{tail}")
+    } else {
+        format!("{scheme}://{user}@{host}{tail}")
+    };
+    redact_query(&shown)
+}
+
+/// Hides a `password=` query or keyword parameter.
+fn redact_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("password=") {
+        out.push_str(&rest[..i + "password=".len()]);
+        out.push_str("***");
+        rest = &rest[i + "password=".len()..];
+        let end = rest.find(['&', ' ']).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact_url("postgres://db/x?user=a&password=s3cret&x=1"),
+            "postgres://db/x?user=a&password=***&x=1"
+        );
+        assert_eq!(redact_url("host=db password=s3cret"), "host=db password=***");
+        assert_eq!(redact_url("demo.db"), "demo.db");
+    }
+}

@@ -1,0 +1,387 @@
+//! What a job is: a source to read, a processor that turns rows into
+//! messages, a sink that delivers them, and a partitioning strategy.
+//!
+//! Everything that reaches SQL from here is either a validated, quoted
+//! [`Ident`] or a bound parameter ([`Value`]); no text is spliced raw.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::ident::Ident;
+use crate::sink::{Message, Sink};
+use crate::store::{Connection, StoreError};
+
+/// A value bound as a query parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Text(String),
+}
+
+/// A comparison operator of a [`Condition`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Op {
+    /// The operator as SQL.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "<>",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+}
+
+/// `column op value`, with the value bound as a parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    /// Column of the source table.
+    pub column: Ident,
+    /// Comparison.
+    pub op: Op,
+    /// Bound value.
+    pub value: Value,
+}
+
+impl Condition {
+    /// Builds a condition, validating the column name.
+    pub fn new(column: &str, op: Op, value: Value) -> Result<Self, ConfigError> {
+        Ok(Self {
+            column: Ident::parse("source.filter.column", column)?,
+            op,
+            value,
+        })
+    }
+}
+
+/// One slice of a run's work with its own conditions, planned and
+/// partitioned separately (for S0: one product whose version changed, with
+/// its key and new version in `params`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scope {
+    /// Short human label, shown in progress and reports.
+    pub label: String,
+    /// Conditions added to the source filter for this scope.
+    pub conditions: Vec<Condition>,
+    /// Parameters handed to the processor with each row (e.g. the version).
+    pub params: serde_json::Value,
+}
+
+impl Scope {
+    /// The scope of a job that reads its whole (filtered) source.
+    pub fn whole() -> Self {
+        Self {
+            label: "all".into(),
+            conditions: Vec::new(),
+            params: serde_json::Value::Null,
+        }
+    }
+
+    /// The integer parameter `name`, if present.
+    pub fn param_i64(&self, name: &str) -> Option<i64> {
+        self.params.get(name).and_then(serde_json::Value::as_i64)
+    }
+}
+
+/// How identification finds a run's scopes.
+#[derive(Clone)]
+pub enum Scopes {
+    /// One scope covering the whole filtered source.
+    Whole,
+    /// A fixed list.
+    Fixed(Vec<Scope>),
+    /// A query run during identification, on the database executor, under
+    /// the job's identification lease. It is the host's own SQL.
+    Identify(Arc<dyn Fn(&mut Connection) -> Result<Vec<Scope>, StoreError> + Send + Sync>),
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scopes::Whole => f.write_str("Whole"),
+            Scopes::Fixed(s) => f.debug_tuple("Fixed").field(s).finish(),
+            Scopes::Identify(_) => f.write_str("Identify(..)"),
+        }
+    }
+}
+
+/// The table a job reads.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// Table (or view) name.
+    pub table: Ident,
+    /// Unique integer key; the tie-breaker of the keyset and the message key.
+    pub key_column: Ident,
+    /// Integer order column (e.g. a creation time in epoch seconds).
+    pub order_column: Ident,
+    /// Extra columns read with each row, as text.
+    pub columns: Vec<Ident>,
+    /// Conditions every row must meet.
+    pub filter: Vec<Condition>,
+}
+
+impl Source {
+    /// A source over `table`, keyed by `key_column` and walked in
+    /// `order_column` order. Names are validated here.
+    pub fn new(table: &str, key_column: &str, order_column: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: Ident::parse("source.table", table)?,
+            key_column: Ident::parse("source.key_column", key_column)?,
+            order_column: Ident::parse("source.order_column", order_column)?,
+            columns: Vec::new(),
+            filter: Vec::new(),
+        })
+    }
+
+    /// Adds an extra column to read with each row.
+    pub fn column(mut self, name: &str) -> Result<Self, ConfigError> {
+        self.columns.push(Ident::parse("source.columns", name)?);
+        Ok(self)
+    }
+
+    /// Adds a filter condition.
+    pub fn filter(mut self, column: &str, op: Op, value: Value) -> Result<Self, ConfigError> {
+        self.filter.push(Condition::new(column, op, value)?);
+        Ok(self)
+    }
+}
+
+/// How a run is divided into partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Strategy {
+    /// Ranges of `(order, key)` sized by row-count quantiles; `partitions`
+    /// is spread over the scopes in proportion to their rows.
+    Range {
+        /// Partitions for the whole run.
+        partitions: u32,
+    },
+    /// `key % modulus = k` for `k` in `0..modulus`, per scope (the S1 quick
+    /// fix, with N from configuration).
+    Modulo {
+        /// N.
+        modulus: u32,
+    },
+}
+
+impl Strategy {
+    /// Name stored with each partition.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Range { .. } => "range",
+            Strategy::Modulo { .. } => "modulo",
+        }
+    }
+}
+
+/// A row read from the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRow {
+    /// Unique key.
+    pub key: i64,
+    /// Order value.
+    pub order: i64,
+    /// The extra columns of [`Source::columns`], as text, in that order.
+    pub columns: Vec<Option<String>>,
+}
+
+/// Why a processor rejected a row: it goes to dead letters with this reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Poison(pub String);
+
+/// Turns a row into a message, skips it (`Ok(None)`) or rejects it as poison.
+pub trait Processor: Send + Sync + 'static {
+    /// Processes one row of `scope`.
+    fn process(&self, row: &SourceRow, scope: &Scope) -> Result<Option<Message>, Poison>;
+}
+
+impl<F> Processor for F
+where
+    F: Fn(&SourceRow, &Scope) -> Result<Option<Message>, Poison> + Send + Sync + 'static,
+{
+    fn process(&self, row: &SourceRow, scope: &Scope) -> Result<Option<Message>, Poison> {
+        self(row, scope)
+    }
+}
+
+/// A registered job: what to read, how to turn it into messages, where to
+/// send them and how to split the work.
+#[derive(Clone)]
+pub struct Job {
+    pub(crate) name: String,
+    pub(crate) source: Source,
+    pub(crate) scopes: Scopes,
+    pub(crate) strategy: Strategy,
+    pub(crate) processor: Arc<dyn Processor>,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) params: serde_json::Value,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("scopes", &self.scopes)
+            .field("strategy", &self.strategy)
+            .field("sink", &self.sink.name())
+            .finish()
+    }
+}
+
+impl Job {
+    /// Starts building a job called `name` (letters, digits, `_`, `-`, `.`).
+    pub fn builder(name: &str) -> JobBuilder {
+        JobBuilder {
+            name: name.to_owned(),
+            source: None,
+            scopes: Scopes::Whole,
+            strategy: Strategy::Range { partitions: 8 },
+            processor: None,
+            sink: None,
+            params: serde_json::Value::Null,
+        }
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The job's source.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The job's strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+}
+
+/// Builder of a [`Job`]; [`JobBuilder::build`] validates it.
+pub struct JobBuilder {
+    name: String,
+    source: Option<Source>,
+    scopes: Scopes,
+    strategy: Strategy,
+    processor: Option<Arc<dyn Processor>>,
+    sink: Option<Arc<dyn Sink>>,
+    params: serde_json::Value,
+}
+
+impl JobBuilder {
+    /// The table to read.
+    pub fn source(mut self, source: Source) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// How identification finds scopes (default: the whole source).
+    pub fn scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// The partitioning strategy (default: 8 range partitions).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Row to message.
+    pub fn processor(mut self, processor: impl Processor) -> Self {
+        self.processor = Some(Arc::new(processor));
+        self
+    }
+
+    /// Where messages go.
+    pub fn sink(mut self, sink: Arc<dyn Sink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Parameters recorded with each run (shown in its history).
+    pub fn params(mut self, params: serde_json::Value) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Validates and builds the job.
+    pub fn build(self) -> Result<Job, ConfigError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 128
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok {
+            return Err(ConfigError::new(
+                "job.name",
+                format!(
+                    "{:?} must be 1 to 128 letters, digits, '_', '-' or '.'",
+                    self.name
+                ),
+            ));
+        }
+        let source = self
+            .source
+            .ok_or_else(|| ConfigError::new("job.source", "a source is required"))?;
+        if source.key_column == source.order_column {
+            return Err(ConfigError::new(
+                "source.order_column",
+                "must differ from source.key_column (the key is already the tie-breaker)",
+            ));
+        }
+        match self.strategy {
+            Strategy::Range { partitions: 0 } => {
+                return Err(ConfigError::new(
+                    "strategy.partitions",
+                    "must be at least 1",
+                ))
+            }
+            Strategy::Modulo { modulus: 0 } => {
+                return Err(ConfigError::new("strategy.modulus", "must be at least 1"))
+            }
+            _ => {}
+        }
+        Ok(Job {
+            name: self.name,
+            source,
+            scopes: self.scopes,
+            strategy: self.strategy,
+            processor: self
+                .processor
+                .ok_or_else(|| ConfigError::new("job.processor", "a processor is required"))?,
+            sink: self
+                .sink
+                .ok_or_else(|| ConfigError::new("job.sink", "a sink is required"))?,
+            params: self.params,
+        })
+    }
+}

@@ -1,0 +1,345 @@
+//! The runtime: an actix `System` on a thread of its own, driven through a
+//! [`RuntimeHandle`] that is `Send + Clone` and works from any host (a plain
+//! `#[tokio::main]` service, an actix-web app, a test).
+//!
+//! ```text
+//! RuntimeHandle ──▶ RunSupervisor (per run) ──▶ PartitionWorker × concurrency
+//!                        │                            │ send().await
+//!                        │                            ▼
+//!                        ├──────────────────────▶ Publisher ──▶ Sink
+//!                        └─ LeaseKeeper (per instance: renews leases)
+//! Store ──▶ DbExecutor (SyncArbiter threads, diesel, r2d2)
+//! ```
+
+mod lease_keeper;
+mod progress;
+mod publisher;
+mod supervisor;
+mod worker;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Arbiter, System};
+use tokio::sync::{oneshot, watch, Notify};
+
+pub use progress::{PartitionProgress, RunProgress, RunReport};
+pub use publisher::lane_of;
+
+use crate::backoff::Backoff;
+use crate::error::{ConfigError, Error};
+use crate::job::Job;
+use crate::store::lease::LeaseConfig;
+use crate::store::{Store, StoreOptions};
+use lease_keeper::{HeldLeases, LeaseKeeper};
+use supervisor::{RunSupervisor, SupervisorSetup};
+
+/// Everything an instance needs to run jobs, with documented defaults.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Database holding tranche's tables (and, for the update step, the
+    /// source): `postgres://...`, `sqlite://path` or a bare SQLite path.
+    pub database_url: String,
+    /// Pool and executor settings.
+    pub store: StoreOptions,
+    /// This instance's identity in leases (default: host, pid and a random
+    /// suffix). Must be unique among live instances.
+    pub instance_id: Option<String>,
+    /// Partitions worked at once per run by this instance (default 4).
+    pub concurrency: usize,
+    /// Rows per page, and so per checkpoint (default 1000).
+    pub page_size: usize,
+    /// Publisher mailbox and per-lane queue capacity (default 16).
+    pub mailbox_capacity: usize,
+    /// Per-key lanes in the publisher (default 4).
+    pub lanes: usize,
+    /// Lease and heartbeat durations.
+    pub lease: LeaseConfig,
+    /// Attempts per partition before it is marked failed (default 5).
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Poison rows tolerated per partition before it fails (default 100).
+    pub skip_limit: u64,
+    /// How often to look again when waiting for identification, for other
+    /// instances' partitions or for the store (default 500 ms).
+    pub poll_interval: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for the database at `database_url`.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            store: StoreOptions::default(),
+            instance_id: None,
+            concurrency: 4,
+            page_size: 1000,
+            mailbox_capacity: 16,
+            lanes: 4,
+            lease: LeaseConfig::default(),
+            max_attempts: 5,
+            backoff: Backoff {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(10),
+            },
+            skip_limit: 100,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.trim().is_empty() {
+            return Err(ConfigError::new("database_url", "must not be empty"));
+        }
+        let positive = [
+            ("concurrency", self.concurrency),
+            ("page_size", self.page_size),
+            ("mailbox_capacity", self.mailbox_capacity),
+            ("lanes", self.lanes),
+            ("store.threads", self.store.threads),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
+        }
+        if self.page_size > 100_000 {
+            return Err(ConfigError::new("page_size", "must be at most 100000"));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new("max_attempts", "must be at least 1"));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::new("poll_interval", "must be positive"));
+        }
+        if let Some(id) = &self.instance_id {
+            if id.is_empty() || id.len() > 200 {
+                return Err(ConfigError::new("instance_id", "must be 1 to 200 characters"));
+            }
+        }
+        self.lease.validate()
+    }
+}
+
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}-{}-{nanos:08x}", std::process::id())
+}
+
+/// Counts live runs so shutdown can wait for their last checkpoints.
+#[derive(Clone, Default)]
+pub(crate) struct ActiveRuns {
+    count: Arc<AtomicUsize>,
+    changed: Arc<Notify>,
+}
+
+/// Held by a supervisor; its drop marks the run ended.
+pub(crate) struct ActiveRunGuard(ActiveRuns);
+
+impl ActiveRuns {
+    fn enter(&self) -> ActiveRunGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        ActiveRunGuard(self.clone())
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ActiveRunGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+struct Inner {
+    config: Arc<RuntimeConfig>,
+    owner: String,
+    store: Store,
+    arbiter: actix::ArbiterHandle,
+    system: System,
+    held: HeldLeases,
+    shutdown: watch::Sender<bool>,
+    active: ActiveRuns,
+    /// Resolves when the runtime thread's System has stopped.
+    stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+/// The handle to a running tranche runtime. `Send + Clone`; every clone
+/// drives the same runtime.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("owner", &self.inner.owner)
+            .finish()
+    }
+}
+
+impl RuntimeHandle {
+    /// Validates `config`, starts the runtime's actix `System` on a thread
+    /// of its own, opens the store (applying migrations unless disabled) and
+    /// starts the lease keeper.
+    pub async fn start(config: RuntimeConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let owner = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(default_instance_id);
+        let held = HeldLeases::default();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        {
+            let config = Arc::clone(&config);
+            let owner = owner.clone();
+            let held = held.clone();
+            std::thread::Builder::new()
+                .name("tranche-runtime".into())
+                .spawn(move || {
+                    let system = System::new();
+                    let opened = system.block_on(async {
+                        let store = Store::open(&config.database_url, &config.store)?;
+                        LeaseKeeper::new(store.clone(), owner, config.lease, held).start();
+                        Ok::<_, Error>((store, System::current(), Arbiter::current()))
+                    });
+                    let ok = opened.is_ok();
+                    let _ = ready_tx.send(opened);
+                    if ok {
+                        let _ = system.run();
+                    }
+                    let _ = stopped_tx.send(());
+                })
+                .map_err(|e| {
+                    Error::Config(ConfigError::new("runtime", format!("cannot start thread: {e}")))
+                })?;
+        }
+        let (store, system, arbiter) = ready_rx.await.map_err(|_| Error::Shutdown)??;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                owner,
+                store,
+                arbiter,
+                system,
+                held,
+                shutdown,
+                active: ActiveRuns::default(),
+                stopped: tokio::sync::Mutex::new(Some(stopped_rx)),
+            }),
+        })
+    }
+
+    /// The store, for queries of the host's own (run history, dead letters).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// This instance's identity in leases.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Starts (or joins) the job's active run and returns at once; the
+    /// [`RunHandle`] follows its progress and waits for its report.
+    pub fn start_run(&self, job: Job) -> Result<RunHandle, Error> {
+        if *self.inner.shutdown.borrow() {
+            return Err(Error::Shutdown);
+        }
+        let (report_tx, report_rx) = oneshot::channel();
+        let (progress_tx, progress_rx) = watch::channel(RunProgress {
+            job: job.name.clone(),
+            ..RunProgress::default()
+        });
+        let setup = SupervisorSetup {
+            job,
+            store: self.inner.store.clone(),
+            config: Arc::clone(&self.inner.config),
+            owner: self.inner.owner.clone(),
+            held: self.inner.held.clone(),
+            shutdown: self.inner.shutdown.subscribe(),
+            progress: Arc::new(progress_tx),
+            report: report_tx,
+            guard: self.inner.active.enter(),
+        };
+        let started = self.inner.arbiter.spawn(async move {
+            RunSupervisor::new(setup).start();
+        });
+        if !started {
+            return Err(Error::Shutdown);
+        }
+        Ok(RunHandle {
+            progress: progress_rx,
+            report: report_rx,
+        })
+    }
+
+    /// Runs the job (or joins its active run) to its end.
+    pub async fn run(&self, job: Job) -> Result<RunReport, Error> {
+        self.start_run(job)?.wait().await
+    }
+
+    /// Graceful shutdown: every worker finishes its page, checkpoints and
+    /// hands its partition back; each run reports itself interrupted; then
+    /// the runtime's thread stops. Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner.active.wait_idle().await;
+        self.inner.system.stop();
+        if let Some(rx) = self.inner.stopped.lock().await.take() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Follows one run: live progress, then its report.
+pub struct RunHandle {
+    progress: watch::Receiver<RunProgress>,
+    report: oneshot::Receiver<Result<RunReport, Error>>,
+}
+
+impl RunHandle {
+    /// The latest progress.
+    pub fn progress(&self) -> RunProgress {
+        self.progress.borrow().clone()
+    }
+
+    /// A receiver that wakes on every progress update.
+    pub fn subscribe(&self) -> watch::Receiver<RunProgress> {
+        self.progress.clone()
+    }
+
+    /// Waits for the run to end on this instance.
+    pub async fn wait(self) -> Result<RunReport, Error> {
+        self.report.await.map_err(|_| Error::Shutdown)?
+    }
+}

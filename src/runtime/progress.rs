@@ -1,0 +1,138 @@
+//! What a run reports while it works and when it ends.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::store::{PartitionRecord, PartitionState, RunState};
+
+/// Where one partition stands, as this instance sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionProgress {
+    /// Partition id.
+    pub id: i64,
+    /// Number within the run.
+    pub number: i32,
+    /// Its scope's label.
+    pub scope: String,
+    /// Rows at planning time.
+    pub rows_planned: i64,
+    /// Rows checkpointed.
+    pub rows_done: i64,
+    /// Stored state.
+    pub state: PartitionState,
+    /// Whether a worker of this instance is on it now.
+    pub active: bool,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+impl From<&PartitionRecord> for PartitionProgress {
+    fn from(p: &PartitionRecord) -> Self {
+        Self {
+            id: p.id,
+            number: p.number,
+            scope: p.scope.label.clone(),
+            rows_planned: p.rows_planned,
+            rows_done: p.rows_done,
+            state: p.state,
+            active: false,
+            attempts: p.attempts,
+            last_error: p.last_error.clone(),
+        }
+    }
+}
+
+/// A live view of a run, published after every checkpoint.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunProgress {
+    /// Run id (0 until identification found or created it).
+    pub run_id: i64,
+    /// Job name.
+    pub job: String,
+    /// Whether identification has finished.
+    pub planned: bool,
+    /// Whether the run continued from an earlier process's checkpoints.
+    pub resumed: bool,
+    /// Eligible rows found by identification.
+    pub rows_identified: i64,
+    /// Rows checkpointed by any instance, as known here.
+    pub rows_done: i64,
+    /// Rows that were already checkpointed when this instance joined.
+    pub rows_done_at_start: i64,
+    /// Messages this instance delivered (confirmed by the sink).
+    pub rows_published: u64,
+    /// Messages the sink reported as already delivered or applied.
+    pub rows_replayed: u64,
+    /// Rows rejected as poison by this instance.
+    pub dead_letters: u64,
+    /// Partitions this instance took over from an expired lease.
+    pub takeovers: u64,
+    /// Every partition of the run.
+    pub partitions: Vec<PartitionProgress>,
+    /// Time since the run started on this instance.
+    pub elapsed: Duration,
+}
+
+/// How a run ended on this instance: the gathered results of its partitions.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: i64,
+    /// Job name.
+    pub job: String,
+    /// The run's stored state at the end (running if interrupted).
+    pub state: RunState,
+    /// True when the runtime was shut down before the run ended.
+    pub interrupted: bool,
+    /// Whether it continued from earlier checkpoints.
+    pub resumed: bool,
+    /// Eligible rows found by identification.
+    pub rows_identified: i64,
+    /// Rows checkpointed in the run (all instances).
+    pub rows_done: i64,
+    /// Rows already checkpointed when this instance joined.
+    pub rows_done_at_start: i64,
+    /// Messages this instance delivered.
+    pub rows_published: u64,
+    /// Messages the sink reported as replays.
+    pub rows_replayed: u64,
+    /// Rows rejected as poison by this instance.
+    pub dead_letters: u64,
+    /// Partitions this instance took over.
+    pub takeovers: u64,
+    /// Per-partition results.
+    pub partitions: Vec<PartitionProgress>,
+    /// Time the run took on this instance.
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    pub(crate) fn from_progress(p: RunProgress, state: RunState, interrupted: bool) -> Self {
+        Self {
+            run_id: p.run_id,
+            job: p.job,
+            state,
+            interrupted,
+            resumed: p.resumed,
+            rows_identified: p.rows_identified,
+            rows_done: p.rows_done,
+            rows_done_at_start: p.rows_done_at_start,
+            rows_published: p.rows_published,
+            rows_replayed: p.rows_replayed,
+            dead_letters: p.dead_letters,
+            takeovers: p.takeovers,
+            partitions: p.partitions,
+            elapsed: p.elapsed,
+        }
+    }
+
+    /// Partitions that failed.
+    pub fn failed_partitions(&self) -> impl Iterator<Item = &PartitionProgress> {
+        self.partitions
+            .iter()
+            .filter(|p| p.state == PartitionState::Failed)
+    }
+}

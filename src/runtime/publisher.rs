@@ -1,0 +1,131 @@
+//! The publisher: per-key lanes in front of the sink.
+//!
+//! Workers reach it with `send().await` into a bounded mailbox, so a slow
+//! sink makes them wait instead of piling pages up in memory (queue-based
+//! load levelling). Each batch is split by [`lane_of`] its message keys;
+//! each lane delivers its sub-batches one after another, in arrival order,
+//! so messages of one key keep their order end to end, while the lanes run
+//! concurrently. The answer to a batch comes only when every lane confirmed
+//! its part.
+
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Message as ActixMessage, ResponseFuture};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::sink::{Delivery, Message, Sink, SinkError};
+
+/// The lane of a key: `key mod lanes`, always in `0..lanes`, even for
+/// negative keys. The same key always takes the same lane.
+pub fn lane_of(key: i64, lanes: usize) -> usize {
+    key.rem_euclid(lanes.max(1) as i64) as usize
+}
+
+/// Deliver this batch; answered when the sink confirmed all of it.
+pub(crate) struct Publish(pub Vec<Message>);
+
+impl ActixMessage for Publish {
+    type Result = Result<Delivery, SinkError>;
+}
+
+struct LaneBatch {
+    messages: Vec<Message>,
+    confirmed: oneshot::Sender<Result<Delivery, SinkError>>,
+}
+
+/// Owns the sink's lanes for one run.
+pub(crate) struct Publisher {
+    sink: Arc<dyn Sink>,
+    /// Senders of the lane tasks, bounded so a slow lane pushes back.
+    lanes: Vec<mpsc::Sender<LaneBatch>>,
+    lane_count: usize,
+    mailbox_capacity: usize,
+}
+
+impl Publisher {
+    pub(crate) fn new(sink: Arc<dyn Sink>, lanes: usize, mailbox_capacity: usize) -> Self {
+        Self {
+            sink,
+            lanes: Vec::new(),
+            lane_count: lanes.max(1),
+            mailbox_capacity: mailbox_capacity.max(1),
+        }
+    }
+}
+
+impl Actor for Publisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        for lane in 0..self.lane_count {
+            let (tx, mut rx) = mpsc::channel::<LaneBatch>(self.mailbox_capacity);
+            let sink = Arc::clone(&self.sink);
+            actix::spawn(
+                async move {
+                    while let Some(batch) = rx.recv().await {
+                        let result = sink.deliver(&batch.messages).await;
+                        let _ = batch.confirmed.send(result);
+                    }
+                }
+                .instrument(tracing::debug_span!("lane", lane)),
+            );
+            self.lanes.push(tx);
+        }
+    }
+}
+
+impl Handler<Publish> for Publisher {
+    type Result = ResponseFuture<Result<Delivery, SinkError>>;
+
+    fn handle(&mut self, Publish(messages): Publish, _: &mut Context<Self>) -> Self::Result {
+        let mut split: Vec<Vec<Message>> = vec![Vec::new(); self.lane_count];
+        for m in messages {
+            split[lane_of(m.key, self.lane_count)].push(m);
+        }
+        let lanes = self.lanes.clone();
+        let sink = self.sink.name().to_owned();
+        Box::pin(async move {
+            let mut waiting = Vec::new();
+            for (lane, messages) in lanes.iter().zip(split) {
+                if messages.is_empty() {
+                    continue;
+                }
+                let (tx, rx) = oneshot::channel();
+                let gone = || SinkError::Fatal {
+                    sink: sink.clone(),
+                    reason: "publisher lane stopped".into(),
+                };
+                lane.send(LaneBatch {
+                    messages,
+                    confirmed: tx,
+                })
+                .await
+                .map_err(|_| gone())?;
+                waiting.push((rx, gone()));
+            }
+            let mut total = Delivery::default();
+            for (rx, gone) in waiting {
+                total += rx.await.map_err(|_| gone)??;
+            }
+            Ok(total)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_key_always_takes_the_same_lane_in_range(key in any::<i64>(), lanes in 1usize..64) {
+            let lane = lane_of(key, lanes);
+            prop_assert!(lane < lanes);
+            prop_assert_eq!(lane, lane_of(key, lanes));
+            prop_assert_eq!(lane as i64, key.rem_euclid(lanes as i64));
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The run supervisor: plans a run, claims its partitions, runs a worker on
+//! each (up to the configured concurrency), restarts failed workers with
+//! backoff, fails a partition for good after its attempts while the others
+//! go on, and gathers every partition's result into the run's report
+//! (scatter/gather).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
+    Message as ActixMessage,
+    WrapFuture,
+};
+use tokio::sync::{oneshot, watch};
+
+use super::lease_keeper::HeldLeases;
+use super::progress::{PartitionProgress, RunProgress, RunReport};
+use super::publisher::Publisher;
+use super::worker::{PartitionWorker, WorkerOutcome, WorkerSetup};
+use super::{ActiveRunGuard, RuntimeConfig};
+use crate::error::Error;
+use crate::job::Job;
+use crate::store::{PartitionRecord, PartitionState, PlanOutcome, RunState, Store, StoreError};
+
+/// A worker ended; sent by the worker itself.
+pub(crate) struct WorkerExited {
+    pub(crate) partition_id: i64,
+    pub(crate) epoch: i64,
+    pub(crate) outcome: Result<WorkerOutcome, Error>,
+}
+
+impl ActixMessage for WorkerExited {
+    type Result = ();
+}
+
+/// A partition this instance holds, and the flag the lease keeper raises if
+/// the lease is lost.
+struct Active {
+    record: PartitionRecord,
+    lost: Arc<AtomicBool>,
+}
+
+pub(crate) struct RunSupervisor {
+    job: Job,
+    store: Store,
+    config: Arc<RuntimeConfig>,
+    owner: String,
+    held: HeldLeases,
+    shutdown: watch::Receiver<bool>,
+    progress: Arc<watch::Sender<RunProgress>>,
+    report: Option<oneshot::Sender<Result<RunReport, Error>>>,
+    publisher: Option<Addr<Publisher>>,
+    run_id: Option<i64>,
+    /// Partitions held by this instance, running or waiting for a restart.
+    active: HashMap<i64, Active>,
+    /// A claim is in flight; claims are made one at a time.
+    claiming: bool,
+    /// Set once the report is being produced; nothing new starts.
+    finishing: bool,
+    started: Instant,
+    /// Keeps the runtime's count of live runs (for graceful shutdown).
+    _guard: ActiveRunGuard,
+}
+
+pub(crate) struct SupervisorSetup {
+    pub(crate) job: Job,
+    pub(crate) store: Store,
+    pub(crate) config: Arc<RuntimeConfig>,
+    pub(crate) owner: String,
+    pub(crate) held: HeldLeases,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) progress: Arc<watch::Sender<RunProgress>>,
+    pub(crate) report: oneshot::Sender<Result<RunReport, Error>>,
+    pub(crate) guard: ActiveRunGuard,
+}
+
+impl RunSupervisor {
+    pub(crate) fn new(s: SupervisorSetup) -> Self {
+        Self {
+            job: s.job,
+            store: s.store,
+            config: s.config,
+            owner: s.owner,
+            held: s.held,
+            shutdown: s.shutdown,
+            progress: s.progress,
+            report: Some(s.report),
+            publisher: None,
+            run_id: None,
+            active: HashMap::new(),
+            claiming: false,
+            finishing: false,
+            started: Instant::now(),
+            _guard: s.guard,
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn planned(&mut self, plan: PlanOutcome, ctx: &mut Context<Self>) {
+        let PlanOutcome {
+            run,
+            partitions,
+            reused,
+        } = plan;
+        tracing::info!(
+            job = %self.job.name,
+            run = run.id,
+            partitions = partitions.len(),
+            rows = run.rows_identified,
+            reused,
+            "run planned"
+        );
+        self.run_id = Some(run.id);
+        let done_at_start: i64 = partitions.iter().map(|p| p.rows_done).sum();
+        let resumed = partitions
+            .iter()
+            .any(|p| p.rows_done > 0 || p.state != PartitionState::Pending);
+        self.progress.send_modify(|p| {
+            p.run_id = run.id;
+            p.planned = true;
+            p.resumed = resumed;
+            p.rows_identified = run.rows_identified;
+            p.rows_done = done_at_start;
+            p.rows_done_at_start = done_at_start;
+            p.partitions = partitions.iter().map(PartitionProgress::from).collect();
+        });
+        self.fill(ctx);
+    }
+
+    /// Claims partitions until the concurrency is reached or none is left.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if self.finishing || self.claiming {
+            return;
+        }
+        let Some(run_id) = self.run_id else { return };
+        if self.shutting_down() {
+            if self.active.is_empty() {
+                self.finish(ctx);
+            }
+            return;
+        }
+        if self.active.len() >= self.config.concurrency {
+            return;
+        }
+        self.claiming = true;
+        let store = self.store.clone();
+        let owner = self.owner.clone();
+        let lease = self.config.lease.lease;
+        ctx.spawn(
+            async move { store.claim(run_id, &owner, lease).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.claiming = false;
+                    match res {
+                        Ok(Some(p)) => {
+                            act.start_worker(p, None, ctx);
+                            act.fill(ctx);
+                        }
+                        Ok(None) if act.active.is_empty() => act.finish(ctx),
+                        Ok(None) => {}
+                        Err(e) => act.store_trouble(e, ctx),
+                    }
+                }),
+        );
+    }
+
+    /// A store call of the supervisor failed: retry later if it may pass,
+    /// otherwise end the run's work here with the error.
+    fn store_trouble(&mut self, e: StoreError, ctx: &mut Context<Self>) {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "store unavailable; retrying");
+            ctx.run_later(self.config.poll_interval, |act, ctx| act.fill(ctx));
+        } else {
+            self.fail(Error::Store(e), ctx);
+        }
+    }
+
+    fn start_worker(
+        &mut self,
+        record: PartitionRecord,
+        lost: Option<Arc<AtomicBool>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let lost = lost.unwrap_or_else(|| self.held.hold(record.id, record.epoch));
+        if record.taken_over {
+            tracing::info!(partition = record.id, from = ?record.cursor, "took over an expired lease");
+        }
+        let taken_over = record.taken_over;
+        self.progress.send_modify(|p| {
+            if taken_over {
+                p.takeovers += 1;
+            }
+            if let Some(pp) = p.partitions.iter_mut().find(|pp| pp.id == record.id) {
+                pp.active = true;
+                pp.state = PartitionState::Claimed;
+                pp.rows_done = record.rows_done;
+            }
+        });
+        let publisher = self.publisher.clone().expect("publisher started first");
+        PartitionWorker::new(WorkerSetup {
+            job: self.job.clone(),
+            store: self.store.clone(),
+            config: Arc::clone(&self.config),
+            owner: self.owner.clone(),
+            partition: record.clone(),
+            publisher,
+            supervisor: ctx.address(),
+            lost: Arc::clone(&lost),
+            shutdown: self.shutdown.clone(),
+            progress: Arc::clone(&self.progress),
+        })
+        .start();
+        self.active.insert(record.id, Active { record, lost });
+    }
+
+    fn set_partition(&self, id: i64, state: PartitionState, error: Option<String>) {
+        self.progress.send_modify(|p| {
+            if let Some(pp) = p.partitions.iter_mut().find(|pp| pp.id == id) {
+                pp.active = false;
+                pp.state = state;
+                if error.is_some() {
+                    pp.attempts += 1;
+                    pp.last_error = error;
+                }
+            }
+        });
+    }
+
+    /// Ends the run on this instance: when nothing is left to claim, closes
+    /// it in the store if every partition ended (otherwise other instances
+    /// still hold some: poll, since their leases may expire), then reports.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Some(run_id) = self.run_id else { return };
+        let interrupted = self.shutting_down();
+        let store = self.store.clone();
+        self.finishing = true;
+        ctx.spawn(
+            async move {
+                if interrupted {
+                    store.run_record(run_id).await
+                } else {
+                    store.finish_run_if_complete(run_id).await
+                }
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(run) if interrupted || matches!(run.state, RunState::Done | RunState::Failed) => {
+                    act.progress.send_modify(|p| {
+                        p.elapsed = act.started.elapsed();
+                        p.rows_done = p.rows_done.max(run.rows_done);
+                    });
+                    let report =
+                        RunReport::from_progress(act.progress.borrow().clone(), run.state, interrupted);
+                    tracing::info!(
+                        run = run_id,
+                        state = ?run.state,
+                        interrupted,
+                        rows_done = report.rows_done,
+                        "run ended on this instance"
+                    );
+                    act.send_report(Ok(report), ctx);
+                }
+                Ok(_) => {
+                    act.finishing = false;
+                    ctx.run_later(act.config.poll_interval, |act, ctx| act.fill(ctx));
+                }
+                Err(e) => {
+                    act.finishing = false;
+                    act.store_trouble(e, ctx);
+                }
+            }),
+        );
+    }
+
+    fn fail(&mut self, e: Error, ctx: &mut Context<Self>) {
+        tracing::error!(job = %self.job.name, error = %e, "run failed on this instance");
+        self.finishing = true;
+        self.send_report(Err(e), ctx);
+    }
+
+    fn send_report(&mut self, report: Result<RunReport, Error>, ctx: &mut Context<Self>) {
+        if let Some(tx) = self.report.take() {
+            let _ = tx.send(report);
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for RunSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.publisher = Some(
+            Publisher::new(
+                Arc::clone(&self.job.sink),
+                self.config.lanes,
+                self.config.mailbox_capacity,
+            )
+            .start(),
+        );
+        let (job, store, owner, config) = (
+            self.job.clone(),
+            self.store.clone(),
+            self.owner.clone(),
+            Arc::clone(&self.config),
+        );
+        let shutdown = self.shutdown.clone();
+        ctx.spawn(
+            async move { identify(&job, &store, &owner, &config, &shutdown).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(plan) => act.planned(plan, ctx),
+                    Err(e) => act.fail(e, ctx),
+                }),
+        );
+    }
+}
+
+impl Handler<WorkerExited> for RunSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerExited, ctx: &mut Context<Self>) {
+        let Some(active) = self.active.remove(&msg.partition_id) else {
+            return;
+        };
+        let id = msg.partition_id;
+        match msg.outcome {
+            Ok(WorkerOutcome::Completed) => {
+                self.held.drop_hold(id);
+                self.set_partition(id, PartitionState::Done, None);
+            }
+            Ok(WorkerOutcome::Released) => {
+                self.held.drop_hold(id);
+                self.set_partition(id, PartitionState::Pending, None);
+            }
+            Err(Error::Store(StoreError::LeaseLost { .. })) => {
+                self.held.drop_hold(id);
+                tracing::warn!(partition = id, epoch = msg.epoch, "lease lost; partition abandoned to its new holder");
+                self.set_partition(id, PartitionState::Claimed, None);
+            }
+            Err(e) => {
+                let retry = e.is_retryable() && !self.shutting_down();
+                let reason = e.to_string();
+                let store = self.store.clone();
+                let owner = self.owner.clone();
+                let max = i64::from(self.config.max_attempts);
+                let attempts_before = i64::from(active.record.attempts);
+                let give_up = !retry || attempts_before + 1 >= max;
+                // Keep the partition counted as held while deciding.
+                self.active.insert(id, active);
+                ctx.spawn(
+                    async move {
+                        let attempts = store
+                            .record_failure(id, &owner, msg.epoch, &reason, give_up)
+                            .await?;
+                        let fresh = if give_up {
+                            None
+                        } else {
+                            Some(store.partition(id).await?)
+                        };
+                        Ok::<_, StoreError>((attempts, fresh, reason))
+                    }
+                    .into_actor(self)
+                    .map(move |res, act, ctx| {
+                        let Some(active) = act.active.remove(&id) else {
+                            return;
+                        };
+                        match res {
+                            Ok((attempts, Some(fresh), reason)) => {
+                                let delay = act.config.backoff.delay(attempts as u32);
+                                tracing::warn!(partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
+                                act.set_partition(id, PartitionState::Claimed, Some(reason));
+                                let lost = Arc::clone(&active.lost);
+                                act.active.insert(id, active);
+                                ctx.run_later(delay, move |act, ctx| {
+                                    if act.active.remove(&id).is_some() {
+                                        act.start_worker(fresh, Some(lost), ctx);
+                                    }
+                                });
+                            }
+                            Ok((attempts, None, reason)) => {
+                                act.held.drop_hold(id);
+                                tracing::error!(partition = id, attempts, error = %reason, "partition failed");
+                                act.set_partition(id, PartitionState::Failed, Some(reason));
+                                act.fill(ctx);
+                            }
+                            Err(e) => {
+                                act.held.drop_hold(id);
+                                tracing::warn!(partition = id, error = %e, "could not record the failure; the lease will expire and the partition be retried");
+                                act.set_partition(id, PartitionState::Claimed, None);
+                                act.fill(ctx);
+                            }
+                        }
+                    }),
+                );
+                return;
+            }
+        }
+        self.fill(ctx);
+    }
+}
+
+/// Identification: one instance at a time plans the run (or reuses its
+/// plan) under the job lease; the others wait for the plan and join.
+async fn identify(
+    job: &Job,
+    store: &Store,
+    owner: &str,
+    config: &RuntimeConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<PlanOutcome, Error> {
+    loop {
+        if *shutdown.borrow() {
+            return Err(Error::Shutdown);
+        }
+        match store.acquire_job_lease(&job.name, owner, config.lease.lease).await {
+            Ok(true) => {
+                let planned = async {
+                    let run = store.open_run(&job.name, &job.params.to_string()).await?;
+                    store.plan_run(run.id, job).await
+                }
+                .await;
+                if let Err(e) = store.release_job_lease(&job.name, owner).await {
+                    tracing::warn!(error = %e, "could not release the identification lease; it will expire");
+                }
+                match planned {
+                    Ok(plan) => return Ok(plan),
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, "identification failed; retrying")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(false) => {
+                if let Some(run) = store.active_run(&job.name).await? {
+                    if run.state == RunState::Running {
+                        let partitions = store.partitions(run.id).await?;
+                        return Ok(PlanOutcome {
+                            run,
+                            partitions,
+                            reused: true,
+                        });
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() => tracing::warn!(error = %e, "store unavailable; retrying"),
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(config.poll_interval).await;
+    }
+}

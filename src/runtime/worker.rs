@@ -1,0 +1,224 @@
+//! The partition worker: page → publish → confirm → checkpoint, repeated.
+//!
+//! ```text
+//!   fetch page n ──▶ process rows ──▶ publish (send().await, bounded)
+//!        ▲                                  │   meanwhile: fetch page n+1
+//!        │                                  ▼
+//!        └──────── fenced checkpoint ◀── sink confirmed all of page n
+//! ```
+//!
+//! The cursor moves only after the sink confirmed the whole page, and the
+//! checkpoint names this holder's owner and epoch: if it matches nothing,
+//! the lease was lost and the worker stops without another write. Between
+//! pages it also stops when the lease keeper marked the lease lost, and on
+//! shutdown it hands the partition back after its last checkpoint.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::progress::RunProgress;
+use super::publisher::{Publish, Publisher};
+use super::supervisor::{RunSupervisor, WorkerExited};
+use super::RuntimeConfig;
+use crate::error::Error;
+use crate::job::{Job, SourceRow};
+use crate::keyset::Cursor;
+use crate::store::{DeadLetter, PartitionRecord, Store, StoreError};
+
+/// How a worker ended without error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkerOutcome {
+    /// Every row of the partition was confirmed and checkpointed.
+    Completed,
+    /// Shutdown: the partition was handed back after the last checkpoint.
+    Released,
+}
+
+/// Everything a worker needs, handed over by the supervisor.
+pub(crate) struct WorkerSetup {
+    pub(crate) job: Job,
+    pub(crate) store: Store,
+    pub(crate) config: Arc<RuntimeConfig>,
+    pub(crate) owner: String,
+    pub(crate) partition: PartitionRecord,
+    pub(crate) publisher: Addr<Publisher>,
+    pub(crate) supervisor: Addr<RunSupervisor>,
+    /// Set by the lease keeper when the lease was lost.
+    pub(crate) lost: Arc<AtomicBool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) progress: Arc<watch::Sender<RunProgress>>,
+}
+
+/// One actor per claimed partition; it stops when its loop ends and tells
+/// the supervisor how it went.
+pub(crate) struct PartitionWorker {
+    setup: Option<WorkerSetup>,
+}
+
+impl PartitionWorker {
+    pub(crate) fn new(setup: WorkerSetup) -> Self {
+        Self { setup: Some(setup) }
+    }
+}
+
+impl Actor for PartitionWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(setup) = self.setup.take() else {
+            return;
+        };
+        let supervisor = setup.supervisor.clone();
+        let (partition_id, epoch) = (setup.partition.id, setup.partition.epoch);
+        let span = tracing::info_span!(
+            "partition",
+            job = %setup.job.name,
+            run = setup.partition.run_id,
+            partition = partition_id,
+            number = setup.partition.number,
+            epoch,
+        );
+        let work = run_partition(setup).instrument(span);
+        ctx.wait(
+            async move {
+                let outcome = work.await;
+                // Bounded mailbox, waiting when full; the supervisor outlives us.
+                let _ = supervisor
+                    .send(WorkerExited {
+                        partition_id,
+                        epoch,
+                        outcome,
+                    })
+                    .await;
+            }
+            .into_actor(self)
+            .map(|_, _, ctx: &mut Context<Self>| ctx.stop()),
+        );
+    }
+}
+
+fn lost(setup: &WorkerSetup) -> Error {
+    Error::Store(StoreError::LeaseLost {
+        partition_id: setup.partition.id,
+        epoch: setup.partition.epoch,
+    })
+}
+
+/// The worker's loop.
+async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
+    let p = &setup.partition;
+    let owner = setup.owner.as_str();
+    let page_size = setup.config.page_size;
+    let mut cursor = p.cursor;
+    let mut prefetched: Option<Result<Vec<SourceRow>, StoreError>> = None;
+    let mut dead_letters_seen = 0u64;
+    tracing::debug!(cursor = ?cursor, "partition started");
+    loop {
+        if setup.lost.load(Ordering::SeqCst) {
+            return Err(lost(&setup));
+        }
+        if *setup.shutdown.borrow() {
+            setup.store.release(p.id, owner, p.epoch).await?;
+            return Ok(WorkerOutcome::Released);
+        }
+        let rows = match prefetched.take() {
+            Some(page) => page?,
+            None => {
+                setup
+                    .store
+                    .fetch_page(&setup.job, p, cursor, page_size)
+                    .await?
+            }
+        };
+        let Some(last) = rows.last().map(|r| Cursor::new(r.order, r.key)) else {
+            setup.store.complete(p.id, owner, p.epoch).await?;
+            return Ok(WorkerOutcome::Completed);
+        };
+        let full = rows.len() == page_size;
+
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut dead = Vec::new();
+        for row in &rows {
+            match setup.job.processor.process(row, &p.scope) {
+                Ok(Some(m)) => messages.push(m),
+                Ok(None) => {}
+                Err(poison) => {
+                    dead_letters_seen += 1;
+                    if dead_letters_seen > setup.config.skip_limit {
+                        return Err(Error::SkipLimitExceeded {
+                            partition_id: p.id,
+                            dead_letters: dead_letters_seen,
+                            limit: setup.config.skip_limit,
+                            row_key: row.key,
+                            reason: poison.0,
+                        });
+                    }
+                    tracing::warn!(row = row.key, reason = %poison, "poison row sent to dead letters");
+                    dead.push(DeadLetter {
+                        run_id: p.run_id,
+                        partition_id: p.id,
+                        row_key: row.key,
+                        reason: poison.0,
+                    });
+                }
+            }
+        }
+
+        // Publish page n while page n+1 is read.
+        let publish = async {
+            if messages.is_empty() {
+                return Ok(Default::default());
+            }
+            setup
+                .publisher
+                .send(Publish(messages))
+                .await
+                .map_err(|_| Error::Shutdown)?
+                .map_err(Error::from)
+        };
+        let delivery = if full {
+            let next = setup.store.fetch_page(&setup.job, p, Some(last), page_size);
+            let (delivery, next) = futures::join!(publish, next);
+            prefetched = Some(next);
+            delivery?
+        } else {
+            publish.await?
+        };
+
+        if setup.lost.load(Ordering::SeqCst) {
+            return Err(lost(&setup));
+        }
+        let dead_count = dead.len() as u64;
+        setup
+            .store
+            .checkpoint(
+                p.id,
+                owner,
+                p.epoch,
+                last,
+                rows.len() as u64,
+                !full,
+                dead,
+                setup.config.lease.lease,
+            )
+            .await?;
+        cursor = Some(last);
+        let n = rows.len() as i64;
+        setup.progress.send_modify(|prog| {
+            prog.rows_done += n;
+            prog.rows_published += delivery.confirmed;
+            prog.rows_replayed += delivery.duplicates;
+            prog.dead_letters += dead_count;
+            if let Some(pp) = prog.partitions.iter_mut().find(|pp| pp.id == p.id) {
+                pp.rows_done += n;
+            }
+        });
+        if !full {
+            return Ok(WorkerOutcome::Completed);
+        }
+    }
+}

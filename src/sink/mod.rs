@@ -1,0 +1,104 @@
+//! Sinks: where messages go. A sink delivers a batch durably and returns only
+//! when the whole batch is confirmed; nothing is checkpointed before that.
+//!
+//! Implement [`Sink`] for your own destination; the crate ships an
+//! in-process update step ([`UpdateSink`], the embedded default), a JSON-lines
+//! file ([`JsonLinesSink`]) and an in-memory sink for tests
+//! ([`MemorySink`]).
+
+mod jsonl;
+mod memory;
+mod update;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use jsonl::JsonLinesSink;
+pub use memory::MemorySink;
+pub use update::UpdateSink;
+
+/// One message: a row turned into something to deliver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Deterministic id `job:key:version`: the same row of the same job at
+    /// the same version always gets the same id, so consumers and brokers
+    /// can de-duplicate replays.
+    pub id: String,
+    /// The row key; it chooses the lane, so one key's messages stay in order.
+    pub key: i64,
+    /// The version this message brings the row to.
+    pub version: i64,
+    /// Body (JSON by convention).
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// A message for `key` at `version` of `job`, with its deterministic id.
+    pub fn new(job: &str, key: i64, version: i64, payload: Vec<u8>) -> Self {
+        Self {
+            id: format!("{job}:{key}:{version}"),
+            key,
+            version,
+            payload,
+        }
+    }
+}
+
+/// What a sink reports for a confirmed batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// Messages confirmed.
+    pub confirmed: u64,
+    /// Messages the sink knows it had already received or applied
+    /// (replays after a crash).
+    pub duplicates: u64,
+}
+
+impl std::ops::AddAssign for Delivery {
+    fn add_assign(&mut self, rhs: Self) {
+        self.confirmed += rhs.confirmed;
+        self.duplicates += rhs.duplicates;
+    }
+}
+
+/// A sink failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// May succeed if tried again (broker down, timeout, busy database).
+    #[error("{sink}: {reason} (retryable)")]
+    Retryable {
+        /// Sink name.
+        sink: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Will not succeed if tried again.
+    #[error("{sink}: {reason}")]
+    Fatal {
+        /// Sink name.
+        sink: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SinkError::Retryable { .. })
+    }
+}
+
+/// A destination for messages.
+///
+/// `deliver` must return only when every message of `batch` is durably
+/// confirmed, and must keep the order of the batch for messages of the same
+/// key. It may be called concurrently for different lanes (disjoint keys).
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Short name for logs and errors.
+    fn name(&self) -> &str;
+
+    /// Delivers `batch` and waits for its confirmation.
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError>;
+}

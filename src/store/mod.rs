@@ -1,0 +1,393 @@
+//! The store: tranche's tables and every query it runs, behind one interface.
+//!
+//! Diesel is synchronous, so it runs only on the [`DbExecutor`], a pool of
+//! threads started with actix's `SyncArbiter`. [`Store`] is the async face of
+//! it: each method ships a plain synchronous function over a pooled
+//! [`Connection`] to the executor and awaits the answer, so no async task
+//! ever blocks on the database. The same methods work on SQLite and
+//! PostgreSQL; one conformance suite (`tests/store_conformance.rs`) holds
+//! both to the same behaviour.
+//!
+//! See [`lease`](crate::store::lease) for the claim, lease and checkpoint
+//! protocol.
+
+mod connection;
+mod executor;
+pub mod lease;
+mod migrations;
+mod queries;
+mod source;
+
+use std::time::Duration;
+
+use actix::{Addr, SyncArbiter};
+
+pub use connection::{Bind, Connection, Db, Dialect, Sql};
+pub(crate) use connection::Pool;
+pub use executor::DbExecutor;
+use executor::Execute;
+pub use migrations::run_migrations;
+pub use queries::{
+    DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord, RunState,
+};
+pub use source::UpdateSpec;
+
+use crate::job::{Job, SourceRow};
+use crate::keyset::Cursor;
+
+/// A database failure, saying which operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached (the URL is shown redacted).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// Driver message.
+        reason: String,
+    },
+    /// No connection could be taken from the pool in time.
+    #[error("connection pool: {0}")]
+    Pool(String),
+    /// A query failed.
+    #[error("{op}: {source}")]
+    Query {
+        /// The store operation.
+        op: &'static str,
+        /// Diesel's error.
+        source: diesel::result::Error,
+    },
+    /// Migrations could not be applied.
+    #[error("migrations: {0}")]
+    Migration(String),
+    /// A fenced write matched nothing: another instance took the partition
+    /// over (or it was released), so this holder must stop.
+    #[error("lease lost on partition {partition_id} (epoch {epoch})")]
+    LeaseLost {
+        /// Partition.
+        partition_id: i64,
+        /// The epoch this holder had.
+        epoch: i64,
+    },
+    /// A value read from the database does not have the expected shape.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// The executor is gone (the runtime is shutting down).
+    #[error("the database executor has stopped")]
+    ExecutorGone,
+}
+
+impl StoreError {
+    pub(crate) fn query(op: &'static str, source: diesel::result::Error) -> Self {
+        StoreError::Query { op, source }
+    }
+
+    /// Whether another attempt may succeed (a dropped connection, a busy
+    /// database, a serialization failure), as opposed to a bug or lost lease.
+    pub fn is_retryable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as K, Error as D};
+        match self {
+            StoreError::Connect { .. } | StoreError::Pool(_) => true,
+            StoreError::Query { source, .. } => match source {
+                D::DatabaseError(kind, info) => {
+                    matches!(
+                        kind,
+                        K::ClosedConnection | K::SerializationFailure | K::UnableToSendCommand
+                    ) || {
+                        let m = info.message().to_ascii_lowercase();
+                        m.contains("locked")
+                            || m.contains("busy")
+                            || m.contains("terminat")
+                            || m.contains("connection")
+                    }
+                }
+                D::BrokenTransactionManager => true,
+                _ => false,
+            },
+            StoreError::Migration(_)
+            | StoreError::LeaseLost { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::ExecutorGone => false,
+        }
+    }
+}
+
+/// How the store connects.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Executor threads, and so the most queries running at once
+    /// (default 4; the pool holds one more connection).
+    pub threads: usize,
+    /// How long to wait for a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Apply the embedded migrations when opening (default true).
+    pub migrate: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            threads: 4,
+            connect_timeout: Duration::from_secs(10),
+            migrate: true,
+        }
+    }
+}
+
+/// The async handle to the database executor. Cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct Store {
+    executor: Addr<DbExecutor>,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://...`, `sqlite://path` or a bare SQLite
+    /// path), optionally applies migrations, and starts the executor threads.
+    ///
+    /// Must be called inside a running actix `System` (the runtime does this
+    /// for you); it blocks while the pool makes its first connection.
+    pub fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        if options.migrate {
+            run_migrations(url)?;
+        }
+        let threads = options.threads.max(1);
+        let pool = Pool::connect(url, threads as u32 + 1, options.connect_timeout)?;
+        let dialect = pool.dialect();
+        let executor = SyncArbiter::start(threads, move || DbExecutor::new(pool.clone()));
+        Ok(Self { executor, dialect })
+    }
+
+    /// The database's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Runs `f` on an executor thread with a pooled connection.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.executor
+            .send(Execute::new(f))
+            .await
+            .map_err(|_| StoreError::ExecutorGone)?
+    }
+
+    /// The database clock, in epoch milliseconds.
+    pub async fn now_ms(&self) -> Result<i64, StoreError> {
+        self.run(queries::now_ms).await
+    }
+
+    /// Takes the job's identification lease for `lease`; false when another
+    /// instance holds it. Identification runs on one instance at a time.
+    pub async fn acquire_job_lease(
+        &self,
+        job: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (job, owner) = (job.to_owned(), owner.to_owned());
+        let ms = duration_ms(lease);
+        self.run(move |c| queries::acquire_job_lease(c, &job, &owner, ms))
+            .await
+    }
+
+    /// Gives the identification lease back.
+    pub async fn release_job_lease(&self, job: &str, owner: &str) -> Result<(), StoreError> {
+        let (job, owner) = (job.to_owned(), owner.to_owned());
+        self.run(move |c| queries::release_job_lease(c, &job, &owner))
+            .await
+    }
+
+    /// The job's active run (planning or running), or a new one.
+    pub async fn open_run(&self, job: &str, params: &str) -> Result<RunRecord, StoreError> {
+        let (job, params) = (job.to_owned(), params.to_owned());
+        self.run(move |c| queries::open_run(c, &job, &params)).await
+    }
+
+    /// The job's active run, if any.
+    pub async fn active_run(&self, job: &str) -> Result<Option<RunRecord>, StoreError> {
+        let job = job.to_owned();
+        self.run(move |c| queries::active_run(c, &job)).await
+    }
+
+    /// A run by id.
+    pub async fn run_record(&self, run_id: i64) -> Result<RunRecord, StoreError> {
+        self.run(move |c| queries::run_record(c, run_id)).await
+    }
+
+    /// Identifies and partitions a run: reuses its partitions when it already
+    /// has them, otherwise plans them (scopes, high-water marks, quantile
+    /// bounds) and persists them in one transaction.
+    pub async fn plan_run(&self, run_id: i64, job: &Job) -> Result<PlanOutcome, StoreError> {
+        let job = job.clone();
+        self.run(move |c| queries::plan_run(c, run_id, &job)).await
+    }
+
+    /// Every partition of a run, by number.
+    pub async fn partitions(&self, run_id: i64) -> Result<Vec<PartitionRecord>, StoreError> {
+        self.run(move |c| queries::partitions(c, run_id)).await
+    }
+
+    /// One partition by id, as stored now.
+    pub async fn partition(&self, id: i64) -> Result<PartitionRecord, StoreError> {
+        self.run(move |c| queries::partition(c, id)).await
+    }
+
+    /// Claims one pending partition, or one whose lease expired, in one
+    /// statement: sets the owner, increments the epoch and sets the lease.
+    pub async fn claim(
+        &self,
+        run_id: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<PartitionRecord>, StoreError> {
+        let owner = owner.to_owned();
+        let ms = duration_ms(lease);
+        self.run(move |c| queries::claim(c, run_id, &owner, ms))
+            .await
+    }
+
+    /// Reads the next page of a partition after `after` (or from its lower
+    /// bound), at most `limit` rows, in `(order, key)` order.
+    pub async fn fetch_page(
+        &self,
+        job: &Job,
+        partition: &PartitionRecord,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SourceRow>, StoreError> {
+        let source = job.source.clone();
+        let partition = partition.clone();
+        self.run(move |c| source::fetch_page(c, &source, &partition, after, limit))
+            .await
+    }
+
+    /// Fenced checkpoint: moves the partition's cursor to `cursor`, adds
+    /// `rows` to its count, records dead letters, renews the lease and, when
+    /// `done`, completes it. Fails with [`StoreError::LeaseLost`] when
+    /// `(owner, epoch)` no longer holds it, writing nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn checkpoint(
+        &self,
+        partition_id: i64,
+        owner: &str,
+        epoch: i64,
+        cursor: Cursor,
+        rows: u64,
+        done: bool,
+        dead_letters: Vec<DeadLetter>,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        let ms = duration_ms(lease);
+        self.run(move |c| {
+            queries::checkpoint(
+                c,
+                partition_id,
+                &owner,
+                epoch,
+                cursor,
+                rows,
+                done,
+                &dead_letters,
+                ms,
+            )
+        })
+        .await
+    }
+
+    /// Completes a partition without moving its cursor (its last page was
+    /// empty). Fenced like [`Store::checkpoint`].
+    pub async fn complete(
+        &self,
+        partition_id: i64,
+        owner: &str,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.run(move |c| queries::complete(c, partition_id, &owner, epoch))
+            .await
+    }
+
+    /// Extends the leases of every partition `owner` holds; returns the
+    /// `(partition, epoch)` pairs still held.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let owner = owner.to_owned();
+        let ms = duration_ms(lease);
+        self.run(move |c| queries::renew_leases(c, &owner, ms))
+            .await
+    }
+
+    /// Hands a partition back (graceful shutdown): pending again, no owner,
+    /// checkpoint kept. Fenced.
+    pub async fn release(
+        &self,
+        partition_id: i64,
+        owner: &str,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.run(move |c| queries::release(c, partition_id, &owner, epoch))
+            .await
+    }
+
+    /// Records a failed attempt; with `fail`, the partition is marked failed
+    /// for good. Returns the attempts so far. Fenced.
+    pub async fn record_failure(
+        &self,
+        partition_id: i64,
+        owner: &str,
+        epoch: i64,
+        error: &str,
+        fail: bool,
+    ) -> Result<i64, StoreError> {
+        let (owner, error) = (owner.to_owned(), error.to_owned());
+        self.run(move |c| queries::record_failure(c, partition_id, &owner, epoch, &error, fail))
+            .await
+    }
+
+    /// Closes the run when no partition is pending or claimed; returns the
+    /// run as it stands either way.
+    pub async fn finish_run_if_complete(&self, run_id: i64) -> Result<RunRecord, StoreError> {
+        self.run(move |c| queries::finish_run_if_complete(c, run_id))
+            .await
+    }
+
+    /// The dead letters of a run.
+    pub async fn dead_letters(&self, run_id: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        self.run(move |c| queries::dead_letters(c, run_id)).await
+    }
+
+    /// The job's runs, newest first (its history).
+    pub async fn runs(&self, job: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let job = job.to_owned();
+        self.run(move |c| queries::runs(c, &job, limit)).await
+    }
+
+    /// Applies a batch of version updates idempotently (see [`UpdateSpec`]);
+    /// returns `(rows changed, messages that changed nothing)`.
+    pub async fn apply_updates(
+        &self,
+        spec: UpdateSpec,
+        updates: Vec<(i64, i64)>,
+    ) -> Result<(u64, u64), StoreError> {
+        self.run(move |c| source::apply_updates(c, &spec, &updates))
+            .await
+    }
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,820 @@
+//! Queries over tranche's own tables, written once for both dialects.
+
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::QueryableByName;
+use serde::Serialize;
+
+use super::connection::{Bind, Connection, Sql};
+use super::source;
+use super::StoreError;
+use crate::job::{Job, Scope, Scopes, Strategy};
+use crate::keyset::{Cursor, KeyRange};
+use crate::plan;
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Created; identification has not finished.
+    Planning,
+    /// Partitions persisted; work under way.
+    Running,
+    /// Every partition completed.
+    Done,
+    /// Every partition ended and at least one failed.
+    Failed,
+}
+
+impl RunState {
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "planning" => RunState::Planning,
+            "running" => RunState::Running,
+            "done" => RunState::Done,
+            "failed" => RunState::Failed,
+            other => {
+                return Err(StoreError::Corrupt {
+                    what: "run state",
+                    reason: format!("unknown state {other:?}"),
+                })
+            }
+        })
+    }
+}
+
+/// Where a partition stands (see [`lease`](super::lease)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    /// Waiting for an owner.
+    Pending,
+    /// Held by an owner under a lease.
+    Claimed,
+    /// Completed.
+    Done,
+    /// Gave up after its attempts or a fatal error.
+    Failed,
+}
+
+impl PartitionState {
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "pending" => PartitionState::Pending,
+            "claimed" => PartitionState::Claimed,
+            "done" => PartitionState::Done,
+            "failed" => PartitionState::Failed,
+            other => {
+                return Err(StoreError::Corrupt {
+                    what: "partition state",
+                    reason: format!("unknown state {other:?}"),
+                })
+            }
+        })
+    }
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// Id.
+    pub id: i64,
+    /// Its job.
+    pub job_name: String,
+    /// Parameters recorded at creation (JSON).
+    pub params: String,
+    /// State.
+    pub state: RunState,
+    /// High-water marks fixed at planning, per scope (JSON).
+    pub high_water_mark: Option<String>,
+    /// Eligible rows found by identification.
+    pub rows_identified: i64,
+    /// Rows checkpointed, summed when the run closed.
+    pub rows_done: i64,
+    /// Partitions planned.
+    pub partitions: i32,
+    /// Created, epoch ms (database clock).
+    pub started_ms: i64,
+    /// Planned, epoch ms.
+    pub planned_ms: Option<i64>,
+    /// Closed, epoch ms.
+    pub finished_ms: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct RunRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    job_name: String,
+    #[diesel(sql_type = Text)]
+    params: String,
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    high_water_mark: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    rows_identified: i64,
+    #[diesel(sql_type = BigInt)]
+    rows_done: i64,
+    #[diesel(sql_type = Integer)]
+    partitions: i32,
+    #[diesel(sql_type = BigInt)]
+    started_ms: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    planned_ms: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    finished_ms: Option<i64>,
+}
+
+const RUN_COLUMNS: &str = "id, job_name, params, state, high_water_mark, rows_identified, \
+     rows_done, partitions, started_ms, planned_ms, finished_ms";
+
+impl TryFrom<RunRow> for RunRecord {
+    type Error = StoreError;
+    fn try_from(r: RunRow) -> Result<Self, StoreError> {
+        Ok(RunRecord {
+            id: r.id,
+            job_name: r.job_name,
+            params: r.params,
+            state: RunState::parse(&r.state)?,
+            high_water_mark: r.high_water_mark,
+            rows_identified: r.rows_identified,
+            rows_done: r.rows_done,
+            partitions: r.partitions,
+            started_ms: r.started_ms,
+            planned_ms: r.planned_ms,
+            finished_ms: r.finished_ms,
+        })
+    }
+}
+
+/// A partition as stored: its slice of the work and its progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionRecord {
+    /// Id.
+    pub id: i64,
+    /// Its run.
+    pub run_id: i64,
+    /// Number within the run, from 0.
+    pub number: i32,
+    /// The scope it belongs to.
+    pub scope: Scope,
+    /// Range bounds (range strategy).
+    pub range: Option<KeyRange>,
+    /// `(modulus, remainder)` (modulo strategy).
+    pub modulo: Option<(i64, i64)>,
+    /// The run's high-water mark for this scope: nothing after it is read.
+    pub hwm: Cursor,
+    /// Checkpoint: the last row confirmed, `None` before the first page.
+    pub cursor: Option<Cursor>,
+    /// Rows in it at planning time.
+    pub rows_planned: i64,
+    /// Rows confirmed and checkpointed.
+    pub rows_done: i64,
+    /// State.
+    pub state: PartitionState,
+    /// Holder while claimed.
+    pub owner: Option<String>,
+    /// Incremented by every claim; fences writes of earlier holders.
+    pub epoch: i64,
+    /// Lease expiry, epoch ms (database clock).
+    pub lease_expires_ms: Option<i64>,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// Claims that took it from a holder whose lease had expired.
+    pub takeovers: i32,
+    /// Whether the latest claim was such a takeover.
+    pub taken_over: bool,
+    /// Last error recorded.
+    pub last_error: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct PartitionRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    run_id: i64,
+    #[diesel(sql_type = Integer)]
+    number: i32,
+    #[diesel(sql_type = Text)]
+    scope: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lower_order: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lower_key: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    upper_order: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    upper_key: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    hwm_order: i64,
+    #[diesel(sql_type = BigInt)]
+    hwm_key: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    modulus: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    remainder: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    cursor_order: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    cursor_key: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    rows_planned: i64,
+    #[diesel(sql_type = BigInt)]
+    rows_done: i64,
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    owner: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lease_expires_ms: Option<i64>,
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
+    #[diesel(sql_type = Integer)]
+    takeovers: i32,
+    #[diesel(sql_type = Integer)]
+    last_claim_takeover: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+}
+
+const PARTITION_COLUMNS: &str = "id, run_id, number, scope, lower_order, lower_key, \
+     upper_order, upper_key, hwm_order, hwm_key, modulus, remainder, cursor_order, cursor_key, \
+     rows_planned, rows_done, state, owner, epoch, lease_expires_ms, attempts, takeovers, \
+     last_claim_takeover, last_error";
+
+fn cursor_of(order: Option<i64>, key: Option<i64>) -> Option<Cursor> {
+    Some(Cursor::new(order?, key?))
+}
+
+impl TryFrom<PartitionRow> for PartitionRecord {
+    type Error = StoreError;
+    fn try_from(r: PartitionRow) -> Result<Self, StoreError> {
+        let scope = serde_json::from_str(&r.scope).map_err(|e| StoreError::Corrupt {
+            what: "partition scope",
+            reason: e.to_string(),
+        })?;
+        let modulo = r.modulus.zip(r.remainder);
+        Ok(PartitionRecord {
+            id: r.id,
+            run_id: r.run_id,
+            number: r.number,
+            scope,
+            range: modulo.is_none().then(|| KeyRange {
+                lower: cursor_of(r.lower_order, r.lower_key),
+                upper: cursor_of(r.upper_order, r.upper_key),
+            }),
+            modulo,
+            hwm: Cursor::new(r.hwm_order, r.hwm_key),
+            cursor: cursor_of(r.cursor_order, r.cursor_key),
+            rows_planned: r.rows_planned,
+            rows_done: r.rows_done,
+            state: PartitionState::parse(&r.state)?,
+            owner: r.owner,
+            epoch: r.epoch,
+            lease_expires_ms: r.lease_expires_ms,
+            attempts: r.attempts,
+            takeovers: r.takeovers,
+            taken_over: r.last_claim_takeover != 0,
+            last_error: r.last_error,
+        })
+    }
+}
+
+/// A row rejected by the processor, kept with its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Run.
+    pub run_id: i64,
+    /// Partition it was read in.
+    pub partition_id: i64,
+    /// Key of the row.
+    pub row_key: i64,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+#[derive(QueryableByName)]
+struct DeadLetterRow {
+    #[diesel(sql_type = BigInt)]
+    run_id: i64,
+    #[diesel(sql_type = BigInt)]
+    partition_id: i64,
+    #[diesel(sql_type = BigInt)]
+    row_key: i64,
+    #[diesel(sql_type = Text)]
+    reason: String,
+}
+
+/// What planning did.
+#[derive(Clone, Debug)]
+pub struct PlanOutcome {
+    /// The run, now running (or already closed when nothing was eligible).
+    pub run: RunRecord,
+    /// Its partitions.
+    pub partitions: Vec<PartitionRecord>,
+    /// True when the run had been planned before and its plan was reused.
+    pub reused: bool,
+}
+
+#[derive(QueryableByName)]
+struct One {
+    #[diesel(sql_type = BigInt)]
+    v: i64,
+}
+
+#[derive(QueryableByName)]
+struct Held {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+pub(crate) fn now_ms(c: &mut Connection) -> Result<i64, StoreError> {
+    let now = c.dialect().now_ms();
+    let rows: Vec<One> = c.load(&Sql::new(format!("SELECT {now} AS v")))?;
+    Ok(rows.first().map_or(0, |r| r.v))
+}
+
+fn ensure_job(c: &mut Connection, job: &str) -> Result<(), StoreError> {
+    let now = c.dialect().now_ms();
+    c.execute(
+        &Sql::new(format!(
+            "INSERT INTO tranche_jobs (name, created_ms) VALUES (?, {now}) \
+             ON CONFLICT (name) DO NOTHING"
+        ))
+        .bind(Bind::Text(job.into())),
+    )?;
+    Ok(())
+}
+
+pub(crate) fn acquire_job_lease(
+    c: &mut Connection,
+    job: &str,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    ensure_job(c, job)?;
+    let now = c.dialect().now_ms();
+    let n = c.execute(
+        &Sql::new(format!(
+            "UPDATE tranche_jobs SET lease_owner = ?, lease_expires_ms = {now} + ? \
+             WHERE name = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_ms < {now})"
+        ))
+        .bind(Bind::Text(owner.into()))
+        .bind(Bind::Int(lease_ms))
+        .bind(Bind::Text(job.into()))
+        .bind(Bind::Text(owner.into())),
+    )?;
+    Ok(n == 1)
+}
+
+pub(crate) fn release_job_lease(
+    c: &mut Connection,
+    job: &str,
+    owner: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        &Sql::new(
+            "UPDATE tranche_jobs SET lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE name = ? AND lease_owner = ?",
+        )
+        .bind(Bind::Text(job.into()))
+        .bind(Bind::Text(owner.into())),
+    )?;
+    Ok(())
+}
+
+pub(crate) fn active_run(c: &mut Connection, job: &str) -> Result<Option<RunRecord>, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs \
+             WHERE job_name = ? AND state IN ('planning', 'running') ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(Bind::Text(job.into())),
+    )?;
+    rows.into_iter().next().map(RunRecord::try_from).transpose()
+}
+
+pub(crate) fn run_record(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!("SELECT {RUN_COLUMNS} FROM tranche_runs WHERE id = ?"))
+            .bind(Bind::Int(run_id)),
+    )?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "run",
+            reason: format!("run {run_id} does not exist"),
+        })
+        .and_then(RunRecord::try_from)
+}
+
+pub(crate) fn runs(c: &mut Connection, job: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE job_name = ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(Bind::Text(job.into()))
+        .bind(Bind::Int(limit)),
+    )?;
+    rows.into_iter().map(RunRecord::try_from).collect()
+}
+
+pub(crate) fn open_run(c: &mut Connection, job: &str, params: &str) -> Result<RunRecord, StoreError> {
+    ensure_job(c, job)?;
+    c.write_transaction(|c| {
+        if let Some(run) = active_run(c, job)? {
+            return Ok(run);
+        }
+        let now = c.dialect().now_ms();
+        let rows: Vec<One> = c.load(
+            &Sql::new(format!(
+                "INSERT INTO tranche_runs (job_name, params, state, started_ms) \
+                 VALUES (?, ?, 'planning', {now}) RETURNING id AS v"
+            ))
+            .bind(Bind::Text(job.into()))
+            .bind(Bind::Text(params.into())),
+        )?;
+        let id = rows.first().map(|r| r.v).ok_or_else(|| StoreError::Corrupt {
+            what: "run",
+            reason: "insert returned no id".into(),
+        })?;
+        run_record(c, id)
+    })
+}
+
+pub(crate) fn partition(c: &mut Connection, id: i64) -> Result<PartitionRecord, StoreError> {
+    let rows: Vec<PartitionRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {PARTITION_COLUMNS} FROM tranche_partitions WHERE id = ?"
+        ))
+        .bind(Bind::Int(id)),
+    )?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "partition",
+            reason: format!("partition {id} does not exist"),
+        })
+        .and_then(PartitionRecord::try_from)
+}
+
+pub(crate) fn partitions(c: &mut Connection, run_id: i64) -> Result<Vec<PartitionRecord>, StoreError> {
+    let rows: Vec<PartitionRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {PARTITION_COLUMNS} FROM tranche_partitions WHERE run_id = ? ORDER BY number"
+        ))
+        .bind(Bind::Int(run_id)),
+    )?;
+    rows.into_iter().map(PartitionRecord::try_from).collect()
+}
+
+/// A partition about to be inserted.
+struct NewPartition {
+    scope: String,
+    range: Option<KeyRange>,
+    modulo: Option<(i64, i64)>,
+    hwm: Cursor,
+    rows_planned: u64,
+}
+
+pub(crate) fn plan_run(c: &mut Connection, run_id: i64, job: &Job) -> Result<PlanOutcome, StoreError> {
+    c.write_transaction(|c| {
+        let run = run_record(c, run_id)?;
+        if run.state != RunState::Planning {
+            let parts = partitions(c, run_id)?;
+            return Ok(PlanOutcome {
+                run,
+                partitions: parts,
+                reused: true,
+            });
+        }
+        let scopes = match &job.scopes {
+            Scopes::Whole => vec![Scope::whole()],
+            Scopes::Fixed(s) => s.clone(),
+            Scopes::Identify(f) => f(c)?,
+        };
+        let mut stats = Vec::with_capacity(scopes.len());
+        for scope in &scopes {
+            stats.push(source::scope_stats(c, &job.source, scope)?);
+        }
+        let mut new = Vec::new();
+        let mut hwm_json = Vec::new();
+        match job.strategy {
+            Strategy::Range { partitions } => {
+                let counts: Vec<u64> = stats.iter().map(|s| s.0).collect();
+                let alloc = plan::allocate(&counts, partitions);
+                for ((scope, &(count, hwm)), n) in scopes.iter().zip(&stats).zip(alloc) {
+                    let Some(hwm) = hwm.filter(|_| n > 0) else {
+                        continue;
+                    };
+                    let positions = plan::cut_positions(count, n);
+                    let cuts = source::rows_at(c, &job.source, scope, hwm, &positions)?;
+                    let scope_json = scope_json(scope)?;
+                    hwm_json.push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
+                    for p in plan::range_partitions(count, &positions, &cuts) {
+                        new.push(NewPartition {
+                            scope: scope_json.clone(),
+                            range: Some(p.range),
+                            modulo: None,
+                            hwm,
+                            rows_planned: p.rows_planned,
+                        });
+                    }
+                }
+            }
+            Strategy::Modulo { modulus } => {
+                for (scope, &(count, hwm)) in scopes.iter().zip(&stats) {
+                    let Some(hwm) = hwm else { continue };
+                    let per = source::modulo_counts(c, &job.source, scope, hwm, modulus)?;
+                    let scope_json = scope_json(scope)?;
+                    hwm_json.push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
+                    for (k, rows) in per.into_iter().enumerate() {
+                        new.push(NewPartition {
+                            scope: scope_json.clone(),
+                            range: None,
+                            modulo: Some((i64::from(modulus), k as i64)),
+                            hwm,
+                            rows_planned: rows,
+                        });
+                    }
+                }
+            }
+        }
+        insert_partitions(c, run_id, job.strategy.name(), &new)?;
+        let identified: u64 = stats.iter().map(|s| s.0).sum();
+        let now = c.dialect().now_ms();
+        c.execute(
+            &Sql::new(format!(
+                "UPDATE tranche_runs SET state = 'running', high_water_mark = ?, \
+                 rows_identified = ?, partitions = ?, planned_ms = {now} WHERE id = ?"
+            ))
+            .bind(Bind::Text(serde_json::Value::Array(hwm_json).to_string()))
+            .bind(Bind::Int(identified as i64))
+            .bind(Bind::Int(new.len() as i64))
+            .bind(Bind::Int(run_id)),
+        )?;
+        Ok(PlanOutcome {
+            run: run_record(c, run_id)?,
+            partitions: partitions(c, run_id)?,
+            reused: false,
+        })
+    })
+}
+
+fn scope_json(scope: &Scope) -> Result<String, StoreError> {
+    serde_json::to_string(scope).map_err(|e| StoreError::Corrupt {
+        what: "scope",
+        reason: e.to_string(),
+    })
+}
+
+fn insert_partitions(
+    c: &mut Connection,
+    run_id: i64,
+    strategy: &str,
+    new: &[NewPartition],
+) -> Result<(), StoreError> {
+    let now = c.dialect().now_ms();
+    for (number, p) in new.iter().enumerate() {
+        let lower = p.range.and_then(|r| r.lower);
+        let upper = p.range.and_then(|r| r.upper);
+        c.execute(
+            &Sql::new(format!(
+                "INSERT INTO tranche_partitions (run_id, number, strategy, scope, lower_order, \
+                 lower_key, upper_order, upper_key, hwm_order, hwm_key, modulus, remainder, \
+                 rows_planned, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now})"
+            ))
+            .bind(Bind::Int(run_id))
+            .bind(Bind::Int(number as i64))
+            .bind(Bind::Text(strategy.into()))
+            .bind(Bind::Text(p.scope.clone()))
+            .bind(Bind::OptInt(lower.map(|c| c.order)))
+            .bind(Bind::OptInt(lower.map(|c| c.key)))
+            .bind(Bind::OptInt(upper.map(|c| c.order)))
+            .bind(Bind::OptInt(upper.map(|c| c.key)))
+            .bind(Bind::Int(p.hwm.order))
+            .bind(Bind::Int(p.hwm.key))
+            .bind(Bind::OptInt(p.modulo.map(|m| m.0)))
+            .bind(Bind::OptInt(p.modulo.map(|m| m.1)))
+            .bind(Bind::Int(p.rows_planned as i64)),
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn claim(
+    c: &mut Connection,
+    run_id: i64,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<Option<PartitionRecord>, StoreError> {
+    let dialect = c.dialect();
+    let now = dialect.now_ms();
+    let lock = match dialect {
+        super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        super::Dialect::Sqlite => "",
+    };
+    let sql = Sql::new(format!(
+        "UPDATE tranche_partitions SET state = 'claimed', owner = ?, epoch = epoch + 1, \
+         lease_expires_ms = {now} + ?, updated_ms = {now}, \
+         takeovers = takeovers + CASE WHEN state = 'claimed' THEN 1 ELSE 0 END, \
+         last_claim_takeover = CASE WHEN state = 'claimed' THEN 1 ELSE 0 END \
+         WHERE id = (SELECT id FROM tranche_partitions WHERE run_id = ? \
+           AND (state = 'pending' OR (state = 'claimed' AND lease_expires_ms < {now})) \
+           ORDER BY number LIMIT 1 {lock}) \
+         RETURNING {PARTITION_COLUMNS}"
+    ))
+    .bind(Bind::Text(owner.into()))
+    .bind(Bind::Int(lease_ms))
+    .bind(Bind::Int(run_id));
+    let rows: Vec<PartitionRow> = c.write_transaction(|c| c.load(&sql))?;
+    rows.into_iter().next().map(PartitionRecord::try_from).transpose()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn checkpoint(
+    c: &mut Connection,
+    partition_id: i64,
+    owner: &str,
+    epoch: i64,
+    cursor: Cursor,
+    rows: u64,
+    done: bool,
+    dead_letters: &[DeadLetter],
+    lease_ms: i64,
+) -> Result<(), StoreError> {
+    let now = c.dialect().now_ms();
+    let update = Sql::new(format!(
+        "UPDATE tranche_partitions SET cursor_order = ?, cursor_key = ?, rows_done = rows_done + ?, \
+         state = ?, lease_expires_ms = {now} + ?, updated_ms = {now} \
+         WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed'"
+    ))
+    .bind(Bind::Int(cursor.order))
+    .bind(Bind::Int(cursor.key))
+    .bind(Bind::Int(rows as i64))
+    .bind(Bind::Text(if done { "done" } else { "claimed" }.into()))
+    .bind(Bind::Int(lease_ms))
+    .bind(Bind::Int(partition_id))
+    .bind(Bind::Text(owner.into()))
+    .bind(Bind::Int(epoch));
+    let lost = StoreError::LeaseLost {
+        partition_id,
+        epoch,
+    };
+    if dead_letters.is_empty() {
+        return match c.execute(&update)? {
+            0 => Err(lost),
+            _ => Ok(()),
+        };
+    }
+    c.write_transaction(|c| {
+        if c.execute(&update)? == 0 {
+            return Err(lost);
+        }
+        for d in dead_letters {
+            c.execute(
+                &Sql::new(format!(
+                    "INSERT INTO tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
+                     VALUES (?, ?, ?, ?, {now}) ON CONFLICT (run_id, row_key) DO NOTHING"
+                ))
+                .bind(Bind::Int(d.run_id))
+                .bind(Bind::Int(d.partition_id))
+                .bind(Bind::Int(d.row_key))
+                .bind(Bind::Text(d.reason.clone())),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn complete(
+    c: &mut Connection,
+    partition_id: i64,
+    owner: &str,
+    epoch: i64,
+) -> Result<(), StoreError> {
+    let now = c.dialect().now_ms();
+    let n = c.execute(
+        &Sql::new(format!(
+            "UPDATE tranche_partitions SET state = 'done', updated_ms = {now} \
+             WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed'"
+        ))
+        .bind(Bind::Int(partition_id))
+        .bind(Bind::Text(owner.into()))
+        .bind(Bind::Int(epoch)),
+    )?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost {
+            partition_id,
+            epoch,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn renew_leases(
+    c: &mut Connection,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let now = c.dialect().now_ms();
+    let rows: Vec<Held> = c.load(
+        &Sql::new(format!(
+            "UPDATE tranche_partitions SET lease_expires_ms = {now} + ? \
+             WHERE owner = ? AND state = 'claimed' RETURNING id, epoch"
+        ))
+        .bind(Bind::Int(lease_ms))
+        .bind(Bind::Text(owner.into())),
+    )?;
+    Ok(rows.into_iter().map(|h| (h.id, h.epoch)).collect())
+}
+
+pub(crate) fn release(
+    c: &mut Connection,
+    partition_id: i64,
+    owner: &str,
+    epoch: i64,
+) -> Result<(), StoreError> {
+    let now = c.dialect().now_ms();
+    c.execute(
+        &Sql::new(format!(
+            "UPDATE tranche_partitions SET state = 'pending', owner = NULL, lease_expires_ms = NULL, \
+             updated_ms = {now} WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed'"
+        ))
+        .bind(Bind::Int(partition_id))
+        .bind(Bind::Text(owner.into()))
+        .bind(Bind::Int(epoch)),
+    )?;
+    Ok(())
+}
+
+pub(crate) fn record_failure(
+    c: &mut Connection,
+    partition_id: i64,
+    owner: &str,
+    epoch: i64,
+    error: &str,
+    fail: bool,
+) -> Result<i64, StoreError> {
+    let now = c.dialect().now_ms();
+    let rows: Vec<One> = c.load(
+        &Sql::new(format!(
+            "UPDATE tranche_partitions SET attempts = attempts + 1, last_error = ?, \
+             state = CASE WHEN ? = 1 THEN 'failed' ELSE state END, updated_ms = {now} \
+             WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed' \
+             RETURNING CAST(attempts AS BIGINT) AS v"
+        ))
+        .bind(Bind::Text(error.into()))
+        .bind(Bind::Int(i64::from(fail)))
+        .bind(Bind::Int(partition_id))
+        .bind(Bind::Text(owner.into()))
+        .bind(Bind::Int(epoch)),
+    )?;
+    rows.first().map(|r| r.v).ok_or(StoreError::LeaseLost {
+        partition_id,
+        epoch,
+    })
+}
+
+pub(crate) fn finish_run_if_complete(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {
+    let now = c.dialect().now_ms();
+    c.execute(
+        &Sql::new(format!(
+            "UPDATE tranche_runs SET \
+               state = CASE WHEN EXISTS (SELECT 1 FROM tranche_partitions p \
+                   WHERE p.run_id = tranche_runs.id AND p.state = 'failed') THEN 'failed' ELSE 'done' END, \
+               rows_done = COALESCE((SELECT SUM(p.rows_done) FROM tranche_partitions p \
+                   WHERE p.run_id = tranche_runs.id), 0), \
+               finished_ms = {now} \
+             WHERE id = ? AND state = 'running' AND NOT EXISTS (SELECT 1 FROM tranche_partitions p \
+                   WHERE p.run_id = tranche_runs.id AND p.state IN ('pending', 'claimed'))"
+        ))
+        .bind(Bind::Int(run_id)),
+    )?;
+    run_record(c, run_id)
+}
+
+pub(crate) fn dead_letters(c: &mut Connection, run_id: i64) -> Result<Vec<DeadLetter>, StoreError> {
+    let rows: Vec<DeadLetterRow> = c.load(
+        &Sql::new(
+            "SELECT run_id, partition_id, row_key, reason FROM tranche_dead_letters \
+             WHERE run_id = ? ORDER BY row_key",
+        )
+        .bind(Bind::Int(run_id)),
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            run_id: r.run_id,
+            partition_id: r.partition_id,
+            row_key: r.row_key,
+            reason: r.reason,
+        })
+        .collect())
+}

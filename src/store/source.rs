@@ -1,0 +1,293 @@
+//! Queries over the user's source table: identification statistics,
+//! quantile cut rows, keyset pages, and the in-process update step.
+//!
+//! Table and column names are validated [`Ident`]s emitted quoted; every
+//! value is a bound parameter.
+
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+
+use super::connection::{Bind, Connection, Sql};
+use super::StoreError;
+use crate::ident::Ident;
+use crate::job::{Condition, Scope, Source, SourceRow, Value};
+use crate::keyset::Cursor;
+use crate::store::PartitionRecord;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Pos {
+    #[diesel(sql_type = BigInt)]
+    ord: i64,
+    #[diesel(sql_type = BigInt)]
+    k: i64,
+}
+
+#[derive(QueryableByName)]
+struct Remainder {
+    #[diesel(sql_type = BigInt)]
+    r: i64,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = BigInt)]
+    ord: i64,
+    #[diesel(sql_type = BigInt)]
+    k: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    extra: Option<String>,
+}
+
+/// `(order, key)` as a SQL row value.
+fn pair(source: &Source) -> String {
+    format!(
+        "({}, {})",
+        source.order_column.quoted(),
+        source.key_column.quoted()
+    )
+}
+
+fn value_bind(v: &Value) -> Bind {
+    match v {
+        Value::Int(i) => Bind::Int(*i),
+        Value::Text(s) => Bind::Text(s.clone()),
+    }
+}
+
+/// `FROM table WHERE filter AND scope` with its binds.
+fn from_where(source: &Source, scope: &Scope) -> Sql {
+    let mut sql = Sql::new(format!("FROM {} WHERE 1 = 1", source.table.quoted()));
+    for cond in source.filter.iter().chain(&scope.conditions) {
+        push_condition(&mut sql, cond);
+    }
+    sql
+}
+
+fn push_condition(sql: &mut Sql, cond: &Condition) {
+    sql.push(
+        &format!(" AND {} {} ?", cond.column.quoted(), cond.op.sql()),
+        [value_bind(&cond.value)],
+    );
+}
+
+fn push_cursor(sql: &mut Sql, source: &Source, op: &str, c: Cursor) {
+    sql.push(
+        &format!(" AND {} {op} (?, ?)", pair(source)),
+        [Bind::Int(c.order), Bind::Int(c.key)],
+    );
+}
+
+/// Eligible rows of a scope and its high-water mark (its last row).
+pub(crate) fn scope_stats(
+    c: &mut Connection,
+    source: &Source,
+    scope: &Scope,
+) -> Result<(u64, Option<Cursor>), StoreError> {
+    let base = from_where(source, scope);
+    let mut last = Sql::new(format!(
+        "SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k ",
+        o = source.order_column.quoted(),
+        k = source.key_column.quoted()
+    ));
+    last.push(&base.text_ref().to_owned(), base.binds_ref().iter().cloned());
+    last.push(
+        &format!(
+            " ORDER BY {o} DESC, {k} DESC LIMIT 1",
+            o = source.order_column.quoted(),
+            k = source.key_column.quoted()
+        ),
+        [],
+    );
+    let Some(hwm) = c
+        .load::<Pos>(&last)?
+        .into_iter()
+        .next()
+        .map(|p| Cursor::new(p.ord, p.k))
+    else {
+        return Ok((0, None));
+    };
+    let mut count = Sql::new("SELECT COUNT(*) AS n ");
+    count.push(base.text_ref(), base.binds_ref().iter().cloned());
+    push_cursor(&mut count, source, "<=", hwm);
+    let n = c.load::<Count>(&count)?.first().map_or(0, |r| r.n);
+    Ok((n as u64, Some(hwm)))
+}
+
+/// The rows at 1-based `positions` of a scope in `(order, key)` order, up to
+/// its high-water mark: the partitions' cut points, in one query.
+pub(crate) fn rows_at(
+    c: &mut Connection,
+    source: &Source,
+    scope: &Scope,
+    hwm: Cursor,
+    positions: &[u64],
+) -> Result<Vec<Cursor>, StoreError> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
+    let mut sql = Sql::new(format!(
+        "SELECT ord, k FROM (SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k, \
+         ROW_NUMBER() OVER (ORDER BY {o}, {k}) AS rn "
+    ));
+    let base = from_where(source, scope);
+    sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+    push_cursor(&mut sql, source, "<=", hwm);
+    let marks = vec!["?"; positions.len()].join(", ");
+    sql.push(
+        &format!(") ranked WHERE rn IN ({marks}) ORDER BY rn"),
+        positions.iter().map(|&p| Bind::Int(p as i64)),
+    );
+    let rows: Vec<Pos> = c.load(&sql)?;
+    if rows.len() != positions.len() {
+        return Err(StoreError::Corrupt {
+            what: "quantile rows",
+            reason: format!(
+                "expected {} cut rows in {}, found {}",
+                positions.len(),
+                source.table,
+                rows.len()
+            ),
+        });
+    }
+    Ok(rows.into_iter().map(|p| Cursor::new(p.ord, p.k)).collect())
+}
+
+fn modulo_expr(source: &Source) -> String {
+    let k = source.key_column.quoted();
+    // Normalised so negative keys fall in 0..modulus on both dialects.
+    format!("((({k} % ?) + ?) % ?)")
+}
+
+/// Rows per remainder `0..modulus` of a scope, up to its high-water mark.
+pub(crate) fn modulo_counts(
+    c: &mut Connection,
+    source: &Source,
+    scope: &Scope,
+    hwm: Cursor,
+    modulus: u32,
+) -> Result<Vec<u64>, StoreError> {
+    let m = i64::from(modulus);
+    let mut sql = Sql::new(format!("SELECT {} AS r, COUNT(*) AS n ", modulo_expr(source)));
+    sql.push("", [Bind::Int(m), Bind::Int(m), Bind::Int(m)]);
+    let base = from_where(source, scope);
+    sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+    push_cursor(&mut sql, source, "<=", hwm);
+    sql.push(" GROUP BY 1", []);
+    let mut out = vec![0u64; modulus as usize];
+    for r in c.load::<Remainder>(&sql)? {
+        if let Some(slot) = usize::try_from(r.r).ok().and_then(|i| out.get_mut(i)) {
+            *slot = r.n as u64;
+        }
+    }
+    Ok(out)
+}
+
+/// The next page of a partition: rows after `after` (or from the lower bound),
+/// below the upper bound, up to the high-water mark, in keyset order.
+pub(crate) fn fetch_page(
+    c: &mut Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Vec<SourceRow>, StoreError> {
+    let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
+    let extra: Vec<String> = source.columns.iter().map(Ident::quoted).collect();
+    let mut sql = Sql::new(format!(
+        "SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k, {} AS extra ",
+        c.dialect().json_text_array(&extra)
+    ));
+    let base = from_where(source, &partition.scope);
+    sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+    match (after, partition.range.and_then(|r| r.lower)) {
+        (Some(cur), _) => push_cursor(&mut sql, source, ">", cur),
+        (None, Some(lower)) => push_cursor(&mut sql, source, ">=", lower),
+        (None, None) => {}
+    }
+    if let Some(upper) = partition.range.and_then(|r| r.upper) {
+        push_cursor(&mut sql, source, "<", upper);
+    }
+    push_cursor(&mut sql, source, "<=", partition.hwm);
+    if let Some((m, r)) = partition.modulo {
+        sql.push(
+            &format!(" AND {} = ?", modulo_expr(source)),
+            [Bind::Int(m), Bind::Int(m), Bind::Int(m), Bind::Int(r)],
+        );
+    }
+    sql.push(
+        &format!(" ORDER BY {o}, {k} LIMIT ?"),
+        [Bind::Int(limit as i64)],
+    );
+    c.load::<Row>(&sql)?
+        .into_iter()
+        .map(|r| {
+            let columns = match r.extra {
+                None => Vec::new(),
+                Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    what: "source row",
+                    reason: format!("row {}: {e}", r.k),
+                })?,
+            };
+            Ok(SourceRow {
+                key: r.k,
+                order: r.ord,
+                columns,
+            })
+        })
+        .collect()
+}
+
+/// The in-process update step: advance `version_column` of the row with the
+/// message's key to the message's version, only if it is lower. Applying a
+/// message twice changes nothing the second time.
+#[derive(Clone, Debug)]
+pub struct UpdateSpec {
+    /// Table to update.
+    pub table: Ident,
+    /// Its unique key column (the message key).
+    pub key_column: Ident,
+    /// The version column to advance.
+    pub version_column: Ident,
+}
+
+/// Keys per `IN (...)` list.
+const UPDATE_CHUNK: usize = 500;
+
+pub(crate) fn apply_updates(
+    c: &mut Connection,
+    spec: &UpdateSpec,
+    updates: &[(i64, i64)],
+) -> Result<(u64, u64), StoreError> {
+    let mut by_version: Vec<(i64, i64)> = updates.iter().map(|&(k, v)| (v, k)).collect();
+    by_version.sort_unstable();
+    let applied = c.write_transaction(|c| {
+        let mut applied = 0u64;
+        for group in by_version.chunk_by(|a, b| a.0 == b.0) {
+            let version = group[0].0;
+            for chunk in group.chunks(UPDATE_CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let mut sql = Sql::new(format!(
+                    "UPDATE {t} SET {v} = ? WHERE {v} < ? AND {k} IN ({marks})",
+                    t = spec.table.quoted(),
+                    v = spec.version_column.quoted(),
+                    k = spec.key_column.quoted(),
+                ))
+                .bind(Bind::Int(version))
+                .bind(Bind::Int(version));
+                sql.push("", chunk.iter().map(|&(_, k)| Bind::Int(k)));
+                applied += c.execute(&sql)? as u64;
+            }
+        }
+        Ok::<_, StoreError>(applied)
+    })?;
+    Ok((applied, updates.len() as u64 - applied))
+}
