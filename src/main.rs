@@ -1,1 +1,424 @@
-fn main() {}
+//! The `tranche` binary: the S0 demo on an embedded SQLite file (or
+//! PostgreSQL), and `migrate`. Thin by design: parse arguments, set up
+//! logging, call the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tranche::demo::{self, Verification};
+use tranche::{
+    redact_url, JsonLinesSink, PartitionProgress, RunReport, RuntimeConfig, RuntimeHandle, Sink,
+    Store, StoreOptions, UpdateSink,
+};
+
+#[derive(Parser)]
+#[command(name = "tranche", version, about = "Partitioned, checkpointed, repeatable data jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the S0 subscription migration end to end with live progress.
+    Demo(DemoArgs),
+    /// Apply tranche's migrations to a database.
+    Migrate {
+        /// Database URL: postgres://... or sqlite://path (or a bare path).
+        #[arg(long, env = "TRANCHE_DB")]
+        db: String,
+    },
+}
+
+#[derive(Parser)]
+struct DemoArgs {
+    /// Database URL: sqlite://path (or a bare path) or postgres://...
+    #[arg(long, env = "TRANCHE_DB", default_value = "sqlite://tranche-demo.db")]
+    db: String,
+    /// Subscriptions to seed.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Partitions for the run (spread over the changed products).
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Partitions worked at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Rows per page (and per checkpoint).
+    #[arg(long, default_value_t = 1000)]
+    page_size: usize,
+    /// Drop the demo data and its runs first, then seed again.
+    #[arg(long)]
+    fresh: bool,
+    /// Where messages go: `update` (apply in-process) or `jsonl:PATH`.
+    #[arg(long, default_value = "update")]
+    sink: String,
+    /// Write a JSON summary of the run here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Lease duration in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Lease renewal interval in milliseconds (below the lease).
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_ms: u64,
+    /// Database executor threads (default: concurrency, between 2 and 8).
+    #[arg(long)]
+    db_threads: Option<usize>,
+    /// Draw no progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Migrate { db } => {
+            let applied = tokio::task::spawn_blocking(move || tranche::run_migrations(&db))
+                .await??;
+            if applied.is_empty() {
+                println!("tranche: migrations up to date");
+            } else {
+                println!("tranche: applied {}", applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let code = demo_main(args).await?;
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The `--summary-json` object.
+#[derive(Serialize)]
+struct Summary {
+    db: String,
+    sink: String,
+    run_id: i64,
+    rows_identified: i64,
+    rows_published: u64,
+    rows_updated: u64,
+    rows_replayed: u64,
+    rows_done: i64,
+    rows_done_at_start: i64,
+    partitions: usize,
+    takeovers: u64,
+    elapsed_s: f64,
+    rows_per_s: f64,
+    resumed: bool,
+    interrupted: bool,
+    verified: bool,
+    verification: Option<Verification>,
+}
+
+enum DemoSink {
+    Update,
+    Jsonl(PathBuf),
+}
+
+fn parse_sink(s: &str) -> anyhow::Result<DemoSink> {
+    match s.split_once(':') {
+        None if s == "update" => Ok(DemoSink::Update),
+        Some(("jsonl", path)) if !path.is_empty() => Ok(DemoSink::Jsonl(PathBuf::from(path))),
+        _ => bail!("invalid configuration: --sink: {s:?} is neither `update` nor `jsonl:PATH`"),
+    }
+}
+
+async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
+    if args.rows == 0 {
+        bail!("invalid configuration: --rows: must be at least 1");
+    }
+    if args.partitions == 0 {
+        bail!("invalid configuration: --partitions: must be at least 1");
+    }
+    let sink_kind = parse_sink(&args.sink)?;
+    let shown_db = redact_url(&args.db);
+    let mut config = RuntimeConfig::new(args.db.clone());
+    config.concurrency = args.concurrency;
+    config.page_size = args.page_size;
+    config.lease.lease = Duration::from_millis(args.lease_ms);
+    config.lease.heartbeat = Duration::from_millis(args.heartbeat_ms);
+    config.store = StoreOptions {
+        threads: args.db_threads.unwrap_or(args.concurrency.clamp(2, 8)),
+        ..StoreOptions::default()
+    };
+    config.validate().map_err(anyhow::Error::from)?;
+    let runtime = RuntimeHandle::start(config)
+        .await
+        .with_context(|| format!("starting tranche on {shown_db}"))?;
+    let store = runtime.store().clone();
+    let multi = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    println!("tranche demo: S0 subscription migration on {shown_db}");
+
+    prepare_data(&store, &args, &multi).await?;
+
+    let sink: Arc<dyn Sink> = match &sink_kind {
+        DemoSink::Update => Arc::new(UpdateSink::new(store.clone(), demo::update_spec())),
+        DemoSink::Jsonl(path) => Arc::new(
+            JsonLinesSink::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ),
+    };
+    let job = demo::job(sink, args.partitions)?;
+    let started = Instant::now();
+    let run = runtime.start_run(job)?;
+    let report = follow(&runtime, run, &multi).await?;
+    let elapsed = started.elapsed();
+    multi.clear().ok();
+
+    let verification = if report.interrupted {
+        None
+    } else {
+        Some(match &sink_kind {
+            DemoSink::Update => store.run(demo::verify_updates).await?,
+            DemoSink::Jsonl(path) => {
+                let eligible = store.run(demo::eligible).await?;
+                demo::verify_jsonl(&eligible, path)?
+            }
+        })
+    };
+    runtime.shutdown().await;
+
+    let done_here = (report.rows_done - report.rows_done_at_start).max(0);
+    let rows_per_s = done_here as f64 / elapsed.as_secs_f64().max(1e-9);
+    let rows_updated = match (&sink_kind, &verification) {
+        (DemoSink::Update, Some(v)) => v.delivered,
+        _ => 0,
+    };
+    let rows_replayed = match (&sink_kind, &verification) {
+        (DemoSink::Jsonl(_), Some(v)) => v.duplicates,
+        _ => report.rows_replayed,
+    };
+    print_report(&report, elapsed, rows_per_s, verification.as_ref());
+    let verified = verification.as_ref().is_some_and(|v| v.verified);
+    if let Some(path) = &args.summary_json {
+        let summary = Summary {
+            db: shown_db,
+            sink: args.sink.clone(),
+            run_id: report.run_id,
+            rows_identified: report.rows_identified,
+            rows_published: report.rows_published,
+            rows_updated,
+            rows_replayed,
+            rows_done: report.rows_done,
+            rows_done_at_start: report.rows_done_at_start,
+            partitions: report.partitions.len(),
+            takeovers: report.takeovers,
+            elapsed_s: elapsed.as_secs_f64(),
+            rows_per_s,
+            resumed: report.resumed,
+            interrupted: report.interrupted,
+            verified,
+            verification,
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.interrupted {
+        130
+    } else if verified {
+        0
+    } else {
+        1
+    })
+}
+
+async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> anyhow::Result<()> {
+    let (fresh, rows) = (args.fresh, args.rows);
+    let existing = store
+        .run(move |c| {
+            if fresh {
+                demo::reset(c)?;
+            }
+            demo::create_schema(c)?;
+            demo::seeded_rows(c)
+        })
+        .await?;
+    if existing == Some(rows) {
+        println!("  reusing the seeded data set of {rows} subscriptions");
+        return Ok(());
+    }
+    if let Some(n) = existing {
+        if store.active_run(demo::JOB_NAME).await?.is_some() {
+            bail!(
+                "the database holds an unfinished run over {n} subscriptions; \
+                 rerun with --rows {n} to continue it, or --fresh to start over"
+            );
+        }
+    }
+    let bar = multi.add(ProgressBar::new(rows));
+    bar.set_style(
+        ProgressStyle::with_template("  seeding   [{bar:40}] {pos}/{len} {per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let seeding_bar = bar.clone();
+    store
+        .run(move |c| demo::seed(c, rows, &mut |n| seeding_bar.set_position(n)))
+        .await?;
+    bar.finish_and_clear();
+    println!("  seeded {rows} subscriptions over 8 products");
+    Ok(())
+}
+
+/// Draws live progress until the run reports; Ctrl-C shuts down gracefully.
+async fn follow(
+    runtime: &RuntimeHandle,
+    run: tranche::RunHandle,
+    multi: &MultiProgress,
+) -> anyhow::Result<RunReport> {
+    let progress = run.subscribe();
+    let total = multi.add(ProgressBar::new(0));
+    total.set_style(
+        ProgressStyle::with_template(
+            "  total     [{bar:40}] {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    total.set_message("identifying…");
+    let part_style = ProgressStyle::with_template("  {prefix:>9} [{bar:40}] {pos}/{len} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut bars: std::collections::HashMap<i64, ProgressBar> = Default::default();
+    let mut wait = Box::pin(run.wait());
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut interrupted = false;
+    let mut counted_from = None;
+    loop {
+        tokio::select! {
+            report = &mut wait => {
+                for b in bars.values() { b.finish_and_clear(); }
+                total.finish_and_clear();
+                return Ok(report?);
+            }
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                total.set_message("interrupted: finishing pages and checkpointing…");
+                let rt = runtime.clone();
+                tokio::spawn(async move { rt.shutdown().await });
+            }
+            _ = tick.tick() => {
+                let p = progress.borrow().clone();
+                if !p.planned {
+                    continue;
+                }
+                if counted_from.is_none() {
+                    counted_from = Some(p.rows_done_at_start);
+                    total.set_length(p.rows_identified.max(0) as u64);
+                    total.set_position(p.rows_done_at_start.max(0) as u64);
+                    total.reset_eta();
+                    if p.resumed {
+                        total.println(format!(
+                            "  resuming from checkpoints: {} of {} rows already done",
+                            p.rows_done_at_start, p.rows_identified
+                        ));
+                    }
+                    if !interrupted {
+                        total.set_message(format!("{} partitions", p.partitions.len()));
+                    }
+                }
+                total.set_position(p.rows_done.max(0) as u64);
+                draw_partitions(multi, &part_style, &mut bars, &p.partitions);
+            }
+        }
+    }
+}
+
+fn draw_partitions(
+    multi: &MultiProgress,
+    style: &ProgressStyle,
+    bars: &mut std::collections::HashMap<i64, ProgressBar>,
+    partitions: &[PartitionProgress],
+) {
+    for p in partitions {
+        match (p.active, bars.get(&p.id)) {
+            (true, Some(bar)) => bar.set_position(p.rows_done.max(0) as u64),
+            (true, None) => {
+                let bar = multi.add(ProgressBar::new(p.rows_planned.max(0) as u64));
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("part {}", p.number));
+                bar.set_message(p.scope.clone());
+                bar.set_position(p.rows_done.max(0) as u64);
+                bars.insert(p.id, bar);
+            }
+            (false, Some(_)) => {
+                if let Some(bar) = bars.remove(&p.id) {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                }
+            }
+            (false, None) => {}
+        }
+    }
+}
+
+fn print_report(
+    report: &RunReport,
+    elapsed: Duration,
+    rows_per_s: f64,
+    verification: Option<&Verification>,
+) {
+    println!(
+        "  identified {} subscriptions in {} partitions (run {})",
+        report.rows_identified,
+        report.partitions.len(),
+        report.run_id
+    );
+    if report.resumed {
+        println!(
+            "  resumed from checkpoints: {} rows were already done",
+            report.rows_done_at_start
+        );
+    }
+    let done_here = (report.rows_done - report.rows_done_at_start).max(0);
+    println!(
+        "  processed {done_here} rows in {:.2} s ({:.0} rows/s); published {}, replayed {}",
+        elapsed.as_secs_f64(),
+        rows_per_s,
+        report.rows_published,
+        report.rows_replayed
+    );
+    for p in report.failed_partitions() {
+        println!(
+            "  partition {} FAILED after {} attempts: {}",
+            p.number,
+            p.attempts,
+            p.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if report.interrupted {
+        println!(
+            "  interrupted: {} of {} rows done; run the same command again to continue",
+            report.rows_done, report.rows_identified
+        );
+        return;
+    }
+    if let Some(v) = verification {
+        println!(
+            "  verification: {} — {} eligible, {} delivered, {} lost, {} unexpected, {} duplicates",
+            if v.verified { "OK" } else { "FAILED" },
+            v.eligible,
+            v.delivered,
+            v.lost,
+            v.unexpected,
+            v.duplicates
+        );
+    }
+}

@@ -193,6 +193,12 @@ pub(crate) fn modulo_counts(
 
 /// The next page of a partition: rows after `after` (or from the lower bound),
 /// below the upper bound, up to the high-water mark, in keyset order.
+///
+/// The start of the page is written as two index range scans,
+/// `order = c AND key > k` then `order > c`, instead of the row value
+/// `(order, key) > (c, k)`: SQLite (and PostgreSQL behind an equality
+/// column) would otherwise seek on `order` alone and rescan a whole group of
+/// rows sharing one timestamp on every page.
 pub(crate) fn fetch_page(
     c: &mut Connection,
     source: &Source,
@@ -202,31 +208,61 @@ pub(crate) fn fetch_page(
 ) -> Result<Vec<SourceRow>, StoreError> {
     let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
     let extra: Vec<String> = source.columns.iter().map(Ident::quoted).collect();
-    let mut sql = Sql::new(format!(
+    let select = format!(
         "SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k, {} AS extra ",
         c.dialect().json_text_array(&extra)
-    ));
+    );
     let base = from_where(source, &partition.scope);
-    sql.push(base.text_ref(), base.binds_ref().iter().cloned());
-    match (after, partition.range.and_then(|r| r.lower)) {
-        (Some(cur), _) => push_cursor(&mut sql, source, ">", cur),
-        (None, Some(lower)) => push_cursor(&mut sql, source, ">=", lower),
-        (None, None) => {}
-    }
+    // Conditions every branch shares: the partition's end and its slice.
+    let mut tail = Sql::new("");
     if let Some(upper) = partition.range.and_then(|r| r.upper) {
-        push_cursor(&mut sql, source, "<", upper);
+        push_cursor(&mut tail, source, "<", upper);
     }
-    push_cursor(&mut sql, source, "<=", partition.hwm);
+    push_cursor(&mut tail, source, "<=", partition.hwm);
     if let Some((m, r)) = partition.modulo {
-        sql.push(
+        tail.push(
             &format!(" AND {} = ?", modulo_expr(source)),
             [Bind::Int(m), Bind::Int(m), Bind::Int(m), Bind::Int(r)],
         );
     }
-    sql.push(
-        &format!(" ORDER BY {o}, {k} LIMIT ?"),
-        [Bind::Int(limit as i64)],
-    );
+    let order_limit = |sql: &mut Sql| {
+        sql.push(
+            &format!(" ORDER BY {o}, {k} LIMIT ?"),
+            [Bind::Int(limit as i64)],
+        )
+    };
+    let start = match (after, partition.range.and_then(|r| r.lower)) {
+        (Some(cur), _) => Some((cur, ">")),
+        (None, Some(lower)) => Some((lower, ">=")),
+        (None, None) => None,
+    };
+    let mut sql = Sql::new("");
+    match start {
+        None => {
+            sql.push(&select, []);
+            sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+            sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
+            order_limit(&mut sql);
+        }
+        Some((from, key_op)) => {
+            sql.push("SELECT ord, k, extra FROM (", []);
+            sql.push(&select, []);
+            sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+            sql.push(
+                &format!(" AND {o} = ? AND {k} {key_op} ?"),
+                [Bind::Int(from.order), Bind::Int(from.key)],
+            );
+            sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
+            order_limit(&mut sql);
+            sql.push(") tie UNION ALL SELECT ord, k, extra FROM (", []);
+            sql.push(&select, []);
+            sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+            sql.push(&format!(" AND {o} > ?"), [Bind::Int(from.order)]);
+            sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
+            order_limit(&mut sql);
+            sql.push(") rest ORDER BY ord, k LIMIT ?", [Bind::Int(limit as i64)]);
+        }
+    }
     c.load::<Row>(&sql)?
         .into_iter()
         .map(|r| {
