@@ -91,4 +91,4 @@ pub use runtime::{
 };
 pub use sink::{Delivery, JsonLinesSink, MemorySink, Message, Sink, SinkError, UpdateSink};
 pub use store::lease::LeaseConfig;
-pub use store::{run_migrations, Store, StoreError, StoreOptions};
+pub use store::{run_migrations, DeadLetter, Store, StoreError, StoreOptions};

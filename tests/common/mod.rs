@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests: where the real services are,
+//! one fresh database per test, and the skip-or-require rule.
+//!
+//! PostgreSQL is found through `TRANCHE_TEST_PG` (an admin URL, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). When it is unreachable a
+//! test prints why and returns, unless `TRANCHE_REQUIRE_SERVICES=1` (set by
+//! `.ci/run`), in which case it fails: a green CI means the services ran.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+/// The admin URL of the test PostgreSQL server.
+pub fn pg_admin_url() -> String {
+    std::env::var("TRANCHE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn services_required() -> bool {
+    std::env::var("TRANCHE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty PostgreSQL database for one test; `None` (after printing
+/// the reason) when PostgreSQL is unreachable and services are not required.
+pub fn pg_database(hint: &str) -> Option<String> {
+    let admin = pg_admin_url();
+    let mut conn = match PgConnection::establish(&admin) {
+        Ok(c) => c,
+        Err(e) => {
+            if services_required() {
+                panic!("PostgreSQL is required (TRANCHE_REQUIRE_SERVICES=1) but unreachable: {e}");
+            }
+            eprintln!("SKIPPED: PostgreSQL unreachable at TRANCHE_TEST_PG ({e})");
+            return None;
+        }
+    };
+    let name = format!(
+        "tranche_t_{}_{}_{}",
+        hint.to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(30)
+            .collect::<String>(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    // Separate statements: PostgreSQL runs a multi-statement batch as one
+    // transaction, which DROP/CREATE DATABASE refuse.
+    conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .expect("drop old test database");
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("create test database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin.clone());
+    Some(format!("{base}/{name}"))
+}
+
+/// A fresh SQLite database file in its own temporary directory (kept alive
+/// by the returned guard).
+pub fn sqlite_database() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    (dir, url)
+}
+
+/// Polls `cond` every 20 ms until it holds, panicking after `timeout_s`.
+pub fn wait_until(what: &str, timeout_s: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout_s} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,337 @@
+//! One conformance suite for the store, run against SQLite and PostgreSQL:
+//! every case is written once and instantiated per backend.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tranche::store::{Bind, PartitionState, RunState, Sql, Store, StoreOptions, UpdateSpec};
+use tranche::{
+    Cursor, DeadLetter, Ident, Job, MemorySink, Op, Scope, Source, SourceRow, StoreError,
+    Strategy, Value,
+};
+
+/// `items`: `rows` rows; the order column `ts` has heavy ties (a third of
+/// the rows share ts = 500) and skew; `grp` alternates 0/1/2.
+async fn seed_items(store: &Store, rows: i64) {
+    store
+        .run(move |c| {
+            c.batch(
+                "CREATE TABLE items (id BIGINT PRIMARY KEY, grp BIGINT NOT NULL, \
+                 ts BIGINT NOT NULL, note TEXT, version BIGINT NOT NULL DEFAULT 1)",
+            )?;
+            for chunk in (1..=rows).collect::<Vec<_>>().chunks(500) {
+                let mut sql = Sql::new("INSERT INTO items (id, grp, ts, note) VALUES ");
+                for (i, id) in chunk.iter().enumerate() {
+                    let ts = if id % 3 == 0 { 500 } else { (id * id) % 997 };
+                    sql.push(
+                        if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" },
+                        [
+                            Bind::Int(*id),
+                            Bind::Int(id % 3),
+                            Bind::Int(ts),
+                            Bind::Text(format!("note {id}")),
+                        ],
+                    );
+                }
+                c.execute(&sql)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("seed items");
+}
+
+fn job(name: &str, strategy: Strategy, source: Source) -> Job {
+    let name_owned = name.to_owned();
+    Job::builder(name)
+        .source(source)
+        .strategy(strategy)
+        .processor(move |row: &SourceRow, _: &Scope| {
+            Ok(Some(tranche::Message::new(&name_owned, row.key, 2, Vec::new())))
+        })
+        .sink(Arc::new(MemorySink::new()))
+        .build()
+        .expect("valid job")
+}
+
+fn items() -> Source {
+    Source::new("items", "id", "ts").unwrap()
+}
+
+fn open(url: &str) -> Store {
+    Store::open(url, &StoreOptions::default()).expect("open store")
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Reads every row of a partition through the keyset pages.
+async fn walk(store: &Store, job: &Job, p: &tranche::store::PartitionRecord, page: usize) -> Vec<SourceRow> {
+    let mut out = Vec::new();
+    let mut cursor = p.cursor;
+    loop {
+        let rows = store.fetch_page(job, p, cursor, page).await.unwrap();
+        if rows.is_empty() {
+            return out;
+        }
+        let last = rows.last().unwrap();
+        cursor = Some(Cursor::new(last.order, last.key));
+        for w in rows.windows(2) {
+            assert!((w[0].order, w[0].key) < (w[1].order, w[1].key), "keyset order");
+        }
+        out.extend(rows);
+    }
+}
+
+async fn migrations_are_idempotent(url: String) {
+    let first = tranche::run_migrations(&url).unwrap();
+    assert_eq!(first.len(), 1, "one migration applied on a fresh database");
+    assert!(tranche::run_migrations(&url).unwrap().is_empty());
+}
+
+async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
+    let store = open(&url);
+    seed_items(&store, 3000).await;
+    let job = job("cover", Strategy::Range { partitions: 7 }, items());
+    let run = store.open_run("cover", "{}").await.unwrap();
+    assert_eq!(store.open_run("cover", "{}").await.unwrap().id, run.id, "one active run per job");
+    let plan = store.plan_run(run.id, &job).await.unwrap();
+    assert!(!plan.reused);
+    assert_eq!(plan.partitions.len(), 7);
+    assert_eq!(plan.run.state, RunState::Running);
+    assert_eq!(plan.run.rows_identified, 3000);
+    let again = store.plan_run(run.id, &job).await.unwrap();
+    assert!(again.reused, "planning twice reuses the partitions");
+    assert_eq!(
+        again.partitions.iter().map(|p| p.id).collect::<Vec<_>>(),
+        plan.partitions.iter().map(|p| p.id).collect::<Vec<_>>()
+    );
+    let mut seen = BTreeSet::new();
+    for p in &plan.partitions {
+        let rows = walk(&store, &job, p, 64).await;
+        assert_eq!(rows.len() as i64, p.rows_planned, "partition {} size as planned", p.number);
+        for r in rows {
+            assert!(seen.insert(r.key), "row {} read twice", r.key);
+        }
+    }
+    assert_eq!(seen.len(), 3000, "every row read once");
+    let sizes: Vec<i64> = plan.partitions.iter().map(|p| p.rows_planned).collect();
+    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "quantile sizes {sizes:?}");
+}
+
+async fn the_high_water_mark_excludes_later_rows(url: String) {
+    let store = open(&url);
+    seed_items(&store, 500).await;
+    let job = job("hwm", Strategy::Range { partitions: 3 }, items());
+    let run = store.open_run("hwm", "{}").await.unwrap();
+    let plan = store.plan_run(run.id, &job).await.unwrap();
+    store
+        .run(|c| c.batch("INSERT INTO items (id, grp, ts) VALUES (100000, 0, 5000), (100001, 0, 996)"))
+        .await
+        .unwrap();
+    let mut total = 0;
+    for p in &plan.partitions {
+        let rows = walk(&store, &job, p, 50).await;
+        assert!(rows.iter().all(|r| r.key < 100000), "late row read");
+        total += rows.len();
+    }
+    assert_eq!(total, 500);
+}
+
+async fn scopes_and_filters_are_bound_not_spliced(url: String) {
+    let store = open(&url);
+    seed_items(&store, 300).await;
+    let hostile = "x'); DROP TABLE items; --";
+    let source = items()
+        .filter("note", Op::Ne, Value::Text(hostile.into()))
+        .unwrap();
+    let scope = Scope {
+        label: "grp 1".into(),
+        conditions: vec![tranche::Condition::new("grp", Op::Eq, Value::Int(1)).unwrap()],
+        params: serde_json::json!({"grp": 1}),
+    };
+    let job = Job::builder("scoped")
+        .source(source)
+        .scopes(tranche::Scopes::Fixed(vec![scope]))
+        .strategy(Strategy::Range { partitions: 2 })
+        .processor(|_: &SourceRow, _: &Scope| Ok(None))
+        .sink(Arc::new(MemorySink::new()))
+        .build()
+        .unwrap();
+    let run = store.open_run("scoped", "{}").await.unwrap();
+    let plan = store.plan_run(run.id, &job).await.unwrap();
+    assert_eq!(plan.run.rows_identified, 100);
+    for p in &plan.partitions {
+        assert_eq!(p.scope.param_i64("grp"), Some(1));
+        assert!(walk(&store, &job, p, 30).await.iter().all(|r| r.key % 3 == 1));
+    }
+    assert!(Source::new("items; DROP TABLE items", "id", "ts").is_err());
+}
+
+async fn modulo_partitions_take_key_mod_n(url: String) {
+    let store = open(&url);
+    seed_items(&store, 1000).await;
+    let job = job("modulo", Strategy::Modulo { modulus: 5 }, items());
+    let run = store.open_run("modulo", "{}").await.unwrap();
+    let plan = store.plan_run(run.id, &job).await.unwrap();
+    assert_eq!(plan.partitions.len(), 5);
+    let mut all = BTreeSet::new();
+    for p in &plan.partitions {
+        let (m, r) = p.modulo.unwrap();
+        let rows = walk(&store, &job, p, 77).await;
+        assert_eq!(rows.len() as i64, p.rows_planned);
+        assert!(rows.iter().all(|row| row.key % m == r));
+        all.extend(rows.iter().map(|r| r.key));
+    }
+    assert_eq!(all.len(), 1000);
+}
+
+async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
+    let store = open(&url);
+    seed_items(&store, 100).await;
+    let job = job("claims", Strategy::Range { partitions: 2 }, items());
+    let run = store.open_run("claims", "{}").await.unwrap();
+    store.plan_run(run.id, &job).await.unwrap();
+    let a = store.claim(run.id, "a", LEASE).await.unwrap().unwrap();
+    let b = store.claim(run.id, "b", LEASE).await.unwrap().unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!((a.epoch, a.owner.as_deref(), a.state), (1, Some("a"), PartitionState::Claimed));
+    assert!(!a.taken_over);
+    assert!(store.claim(run.id, "c", LEASE).await.unwrap().is_none(), "nothing left");
+    let held = store.renew_leases("a", LEASE).await.unwrap();
+    assert_eq!(held, vec![(a.id, 1)]);
+}
+
+async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
+    let store = open(&url);
+    seed_items(&store, 100).await;
+    let job = job("fence", Strategy::Range { partitions: 1 }, items());
+    let run = store.open_run("fence", "{}").await.unwrap();
+    store.plan_run(run.id, &job).await.unwrap();
+    let zombie = store.claim(run.id, "zombie", Duration::from_millis(1)).await.unwrap().unwrap();
+    store
+        .checkpoint(zombie.id, "zombie", zombie.epoch, Cursor::new(10, 10), 10, false, vec![], Duration::from_millis(1))
+        .await
+        .unwrap();
+    // Wait on the database clock, not ours, for the lease to pass.
+    let expires = store.partition(zombie.id).await.unwrap().lease_expires_ms.unwrap();
+    while store.now_ms().await.unwrap() <= expires {
+        tokio::task::yield_now().await;
+    }
+    let heir = store.claim(run.id, "heir", LEASE).await.unwrap().unwrap();
+    assert_eq!(heir.id, zombie.id);
+    assert_eq!(heir.epoch, zombie.epoch + 1);
+    assert!(heir.taken_over);
+    assert_eq!(heir.cursor, Some(Cursor::new(10, 10)), "resumes from the checkpoint");
+    assert_eq!(heir.rows_done, 10);
+
+    let late = store
+        .checkpoint(zombie.id, "zombie", zombie.epoch, Cursor::new(99, 99), 50, false, vec![], LEASE)
+        .await;
+    assert!(matches!(late, Err(StoreError::LeaseLost { .. })), "{late:?}");
+    assert!(matches!(store.complete(zombie.id, "zombie", zombie.epoch).await, Err(StoreError::LeaseLost { .. })));
+    assert!(store.renew_leases("zombie", LEASE).await.unwrap().is_empty());
+    let now = store.partition(zombie.id).await.unwrap();
+    assert_eq!((now.cursor, now.rows_done), (Some(Cursor::new(10, 10)), 10), "zombie wrote nothing");
+    store
+        .checkpoint(heir.id, "heir", heir.epoch, Cursor::new(20, 20), 5, true, vec![], LEASE)
+        .await
+        .unwrap();
+    let done = store.partition(heir.id).await.unwrap();
+    assert_eq!((done.state, done.rows_done, done.takeovers), (PartitionState::Done, 15, 1));
+    let closed = store.finish_run_if_complete(run.id).await.unwrap();
+    assert_eq!((closed.state, closed.rows_done), (RunState::Done, 15));
+}
+
+async fn release_failure_and_dead_letters(url: String) {
+    let store = open(&url);
+    seed_items(&store, 100).await;
+    let job = job("fail", Strategy::Range { partitions: 2 }, items());
+    let run = store.open_run("fail", "{}").await.unwrap();
+    store.plan_run(run.id, &job).await.unwrap();
+    let p = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
+    let letter = DeadLetter { run_id: run.id, partition_id: p.id, row_key: 7, reason: "bad row".into() };
+    store
+        .checkpoint(p.id, "me", p.epoch, Cursor::new(1, 7), 7, false, vec![letter.clone()], LEASE)
+        .await
+        .unwrap();
+    store.release(p.id, "me", p.epoch).await.unwrap();
+    let again = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
+    assert_eq!((again.id, again.cursor, again.taken_over), (p.id, Some(Cursor::new(1, 7)), false));
+    // A replayed page records its dead letter once.
+    store
+        .checkpoint(again.id, "me", again.epoch, Cursor::new(1, 7), 0, false, vec![letter.clone()], LEASE)
+        .await
+        .unwrap();
+    assert_eq!(store.dead_letters(run.id).await.unwrap(), vec![letter]);
+    assert_eq!(store.record_failure(again.id, "me", again.epoch, "boom", false).await.unwrap(), 1);
+    assert_eq!(store.record_failure(again.id, "me", again.epoch, "boom", true).await.unwrap(), 2);
+    let failed = store.partition(again.id).await.unwrap();
+    assert_eq!((failed.state, failed.last_error.as_deref()), (PartitionState::Failed, Some("boom")));
+    let other = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
+    assert_eq!(store.finish_run_if_complete(run.id).await.unwrap().state, RunState::Running);
+    store.complete(other.id, "me", other.epoch).await.unwrap();
+    assert_eq!(store.finish_run_if_complete(run.id).await.unwrap().state, RunState::Failed);
+    assert_eq!(store.runs("fail", 10).await.unwrap().len(), 1);
+}
+
+async fn the_job_lease_admits_one_identifier(url: String) {
+    let store = open(&url);
+    assert!(store.acquire_job_lease("j", "a", LEASE).await.unwrap());
+    assert!(!store.acquire_job_lease("j", "b", LEASE).await.unwrap());
+    assert!(store.acquire_job_lease("j", "a", LEASE).await.unwrap(), "re-entrant");
+    store.release_job_lease("j", "a").await.unwrap();
+    assert!(store.acquire_job_lease("j", "b", LEASE).await.unwrap());
+}
+
+async fn updates_are_idempotent(url: String) {
+    let store = open(&url);
+    seed_items(&store, 10).await;
+    let spec = UpdateSpec {
+        table: Ident::parse("t", "items").unwrap(),
+        key_column: Ident::parse("k", "id").unwrap(),
+        version_column: Ident::parse("v", "version").unwrap(),
+    };
+    let batch = vec![(1, 3), (2, 3), (3, 4), (999, 3)];
+    assert_eq!(store.apply_updates(spec.clone(), batch.clone()).await.unwrap(), (3, 1));
+    assert_eq!(store.apply_updates(spec.clone(), batch).await.unwrap(), (0, 4));
+    assert_eq!(store.apply_updates(spec, vec![(3, 2)]).await.unwrap(), (0, 1), "never moves back");
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix::test]
+                async fn $case() {
+                    let (_dir, url) = crate::common::sqlite_database();
+                    super::$case(url).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix::test]
+                async fn $case() {
+                    let Some(url) = crate::common::pg_database(stringify!($case)) else { return };
+                    super::$case(url).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrations_are_idempotent,
+    range_plan_covers_every_row_once_and_is_reused,
+    the_high_water_mark_excludes_later_rows,
+    scopes_and_filters_are_bound_not_spliced,
+    modulo_partitions_take_key_mod_n,
+    claims_are_exclusive_and_bump_the_epoch,
+    an_expired_lease_is_taken_over_and_the_old_holder_fenced,
+    release_failure_and_dead_letters,
+    the_job_lease_admits_one_identifier,
+    updates_are_idempotent,
+);
