@@ -37,46 +37,41 @@ pub struct PlannedRange {
 pub fn allocate(counts: &[u64], total: u32) -> Vec<u32> {
     let non_empty = counts.iter().filter(|&&c| c > 0).count() as u64;
     let rows: u64 = counts.iter().sum();
-    let mut out: Vec<u32> = counts.iter().map(|&c| u32::from(c > 0)).collect();
     if non_empty == 0 {
-        return out;
+        return vec![0; counts.len()];
     }
     let target = u64::from(total).max(non_empty).min(rows);
-    let spare = target - non_empty;
-    // Proportional share of the spare partitions, floor first.
-    let mut remainders: Vec<(u128, usize)> = Vec::new();
-    let mut given = 0u64;
-    for (i, &c) in counts.iter().enumerate() {
-        if c == 0 {
-            continue;
-        }
-        let exact = u128::from(spare) * u128::from(c);
-        let floor = (exact / u128::from(rows)) as u64;
-        let room = c - u64::from(out[i]);
-        let add = floor.min(room);
-        out[i] += add as u32;
-        given += add;
-        remainders.push((exact % u128::from(rows), i));
+    // Exact share of each scope, scaled by `rows` to stay in integers.
+    let exact: Vec<u128> = counts
+        .iter()
+        .map(|&c| u128::from(target) * u128::from(c))
+        .collect();
+    let scale = u128::from(rows);
+    let mut out: Vec<u64> = counts
+        .iter()
+        .zip(&exact)
+        .map(|(&c, &e)| if c == 0 { 0 } else { ((e / scale) as u64).clamp(1, c) })
+        .collect();
+    // How far a scope is below (positive) or above its exact share.
+    let gap = |i: usize, n: u64| exact[i] as i128 - (u128::from(n) * scale) as i128;
+    let mut sum: u64 = out.iter().sum();
+    while sum < target {
+        let i = (0..counts.len())
+            .filter(|&i| out[i] < counts[i])
+            .max_by_key(|&i| (gap(i, out[i]), std::cmp::Reverse(i)))
+            .expect("target <= rows leaves room");
+        out[i] += 1;
+        sum += 1;
     }
-    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut left = spare - given;
-    while left > 0 {
-        let mut progressed = false;
-        for &(_, i) in &remainders {
-            if left == 0 {
-                break;
-            }
-            if u64::from(out[i]) < counts[i] {
-                out[i] += 1;
-                left -= 1;
-                progressed = true;
-            }
-        }
-        if !progressed {
-            break;
-        }
+    while sum > target {
+        let i = (0..counts.len())
+            .filter(|&i| out[i] > 1)
+            .min_by_key(|&i| (gap(i, out[i]), i))
+            .expect("target >= non-empty scopes leaves a scope above one");
+        out[i] -= 1;
+        sum -= 1;
     }
-    out
+    out.into_iter().map(|n| n as u32).collect()
 }
 
 /// 1-based positions of the rows that start partitions `2..=p` when `count`

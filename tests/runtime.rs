@@ -1,0 +1,306 @@
+//! The actor loop end to end, through the public API: plan, claim, page,
+//! publish, confirm, checkpoint, with the memory sink (and sinks that fail
+//! or stall) on SQLite and PostgreSQL, from tokio and actix hosts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tranche::store::{Bind, PartitionState, RunState, Sql};
+use tranche::{
+    Delivery, Error, Job, MemorySink, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle,
+    Scope, Sink, SinkError, Source, SourceRow, Strategy,
+};
+
+const JOB: &str = "resend";
+
+async fn seed(runtime: &RuntimeHandle, rows: i64) {
+    runtime
+        .store()
+        .run(move |c| {
+            c.batch("CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL)")?;
+            for chunk in (1..=rows).collect::<Vec<_>>().chunks(500) {
+                let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
+                for (i, id) in chunk.iter().enumerate() {
+                    // Many ties: every 7 consecutive ids share one timestamp.
+                    sql.push(if i == 0 { "(?, ?)" } else { ", (?, ?)" }, [Bind::Int(*id), Bind::Int(id / 7)]);
+                }
+                c.execute(&sql)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("seed events");
+}
+
+fn config(url: &str) -> RuntimeConfig {
+    let mut c = RuntimeConfig::new(url);
+    c.page_size = 128;
+    c.concurrency = 3;
+    c.backoff.base = Duration::from_millis(10);
+    c
+}
+
+fn job(sink: Arc<dyn Sink>, partitions: u32, poison_every: Option<i64>) -> Job {
+    Job::builder(JOB)
+        .source(Source::new("events", "id", "at").unwrap())
+        .strategy(Strategy::Range { partitions })
+        .processor(move |row: &SourceRow, _: &Scope| {
+            if poison_every.is_some_and(|n| row.key % n == 0) {
+                return Err(Poison(format!("row {} is poison", row.key)));
+            }
+            Ok(Some(Message::new(JOB, row.key, 1, row.key.to_string().into_bytes())))
+        })
+        .sink(sink)
+        .build()
+        .unwrap()
+}
+
+/// Counts deliveries per key.
+fn counts(messages: &[Message]) -> HashMap<i64, u32> {
+    let mut out = HashMap::new();
+    for m in messages {
+        *out.entry(m.key).or_default() += 1;
+    }
+    out
+}
+
+async fn delivers_every_row_once_with_deterministic_ids(url: String) {
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    seed(&runtime, 5000).await;
+    let sink = MemorySink::new();
+    let report = runtime.run(job(Arc::new(sink.clone()), 5, None)).await.unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!((report.rows_identified, report.rows_done), (5000, 5000));
+    assert_eq!(report.rows_published, 5000);
+    assert!(!report.resumed && !report.interrupted);
+    assert_eq!(report.partitions.len(), 5);
+    assert!(report.partitions.iter().all(|p| p.state == PartitionState::Done));
+    let messages = sink.messages();
+    let per_key = counts(&messages);
+    assert_eq!(per_key.len(), 5000);
+    assert!(per_key.values().all(|&n| n == 1), "no replays without faults");
+    assert!(messages.iter().all(|m| m.id == format!("{JOB}:{}:1", m.key)));
+    let runs = runtime.store().runs(JOB, 5).await.unwrap();
+    assert_eq!((runs.len(), runs[0].state, runs[0].rows_done), (1, RunState::Done, 5000));
+    runtime.shutdown().await;
+}
+
+async fn a_failing_sink_is_retried_without_losing_rows(url: String) {
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    seed(&runtime, 2000).await;
+    let sink = MemorySink::new();
+    sink.fail_next(3);
+    let report = runtime.run(job(Arc::new(sink.clone()), 2, None)).await.unwrap();
+    assert_eq!(report.state, RunState::Done);
+    let per_key = counts(&sink.messages());
+    assert_eq!(per_key.len(), 2000, "nothing lost");
+    let replays: u32 = per_key.values().map(|n| n - 1).sum();
+    // A failed page is read again from its checkpoint: at most one page per failure.
+    assert!(replays <= 3 * 128, "replays {replays}");
+    let attempts: i32 = report.partitions.iter().map(|p| p.attempts).sum();
+    assert!(attempts >= 1, "failures are recorded on their partitions");
+    runtime.shutdown().await;
+}
+
+async fn poison_rows_go_to_dead_letters_within_the_skip_limit(url: String) {
+    let mut cfg = config(&url);
+    cfg.skip_limit = 1000;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    seed(&runtime, 1000).await;
+    let sink = MemorySink::new();
+    let report = runtime.run(job(Arc::new(sink.clone()), 2, Some(50))).await.unwrap();
+    assert_eq!((report.state, report.dead_letters), (RunState::Done, 20));
+    assert_eq!(sink.len(), 980);
+    let letters = runtime.store().dead_letters(report.run_id).await.unwrap();
+    assert_eq!(letters.len(), 20);
+    assert!(letters.iter().all(|d| d.row_key % 50 == 0 && d.reason == format!("row {} is poison", d.row_key)));
+    runtime.shutdown().await;
+}
+
+async fn beyond_the_skip_limit_a_partition_fails_and_the_others_finish(url: String) {
+    let mut cfg = config(&url);
+    cfg.skip_limit = 2;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    seed(&runtime, 1000).await;
+    runtime
+        .store()
+        .run(|c| c.batch("UPDATE events SET at = -1 WHERE id IN (10, 20, 30)"))
+        .await
+        .unwrap();
+    // Rows 10, 20, 30 sort first, so they fall in partition 0 only.
+    let sink = MemorySink::new();
+    let poison_three = Job::builder(JOB)
+        .source(Source::new("events", "id", "at").unwrap())
+        .strategy(Strategy::Range { partitions: 4 })
+        .processor(|row: &SourceRow, _: &Scope| {
+            if row.order == -1 {
+                return Err(Poison("negative timestamp".into()));
+            }
+            Ok(Some(Message::new(JOB, row.key, 1, Vec::new())))
+        })
+        .sink(Arc::new(sink.clone()))
+        .build()
+        .unwrap();
+    let report = runtime.run(poison_three).await.unwrap();
+    assert_eq!(report.state, RunState::Failed);
+    let failed: Vec<_> = report.failed_partitions().collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].number, 0);
+    let error = failed[0].last_error.clone().unwrap();
+    assert!(error.contains("skip limit of 2") && error.contains("row 30"), "{error}");
+    let done = report.partitions.iter().filter(|p| p.state == PartitionState::Done).count();
+    assert_eq!(done, 3, "the other partitions finish");
+    runtime.shutdown().await;
+}
+
+/// A sink that takes its time, so a run is still going when the test acts.
+#[derive(Clone, Default)]
+struct SlowSink(MemorySink);
+
+#[async_trait]
+impl Sink for SlowSink {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.0.deliver(batch).await
+    }
+}
+
+async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String) {
+    let mut cfg = config(&url);
+    cfg.page_size = 50;
+    let runtime = RuntimeHandle::start(cfg.clone()).await.unwrap();
+    seed(&runtime, 6000).await;
+    let first = SlowSink::default();
+    let run = runtime.start_run(job(Arc::new(first.clone()), 4, None)).unwrap();
+    let mut progress = run.subscribe();
+    progress.wait_for(|p| p.rows_done >= 500).await.unwrap();
+    runtime.shutdown().await;
+    let interrupted: RunReport = run.wait().await.unwrap();
+    assert!(interrupted.interrupted);
+    assert_eq!(interrupted.state, RunState::Running);
+    assert!(interrupted.rows_done < 6000);
+    let parts = RuntimeHandle::start(cfg.clone()).await.unwrap();
+    let stored = parts.store().partitions(interrupted.run_id).await.unwrap();
+    assert!(
+        stored.iter().all(|p| p.state != PartitionState::Claimed),
+        "every partition handed back on shutdown"
+    );
+    assert_eq!(stored.iter().map(|p| p.rows_done).sum::<i64>(), interrupted.rows_done);
+
+    let second = MemorySink::new();
+    let report = parts.run(job(Arc::new(second.clone()), 4, None)).await.unwrap();
+    assert_eq!(report.run_id, interrupted.run_id, "the same run continues");
+    assert!(report.resumed);
+    assert_eq!(report.rows_done_at_start, interrupted.rows_done);
+    assert_eq!((report.state, report.rows_done), (RunState::Done, 6000));
+    let mut all = first.0.messages();
+    all.extend(second.messages());
+    let per_key = counts(&all);
+    assert_eq!(per_key.len(), 6000, "nothing lost across the restart");
+    assert!(per_key.values().all(|&n| n == 1), "a graceful stop repeats nothing");
+    parts.shutdown().await;
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_dir, url) = crate::common::sqlite_database();
+                    super::$case(url).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(url) = crate::common::pg_database(stringify!($case)) else { return };
+                    super::$case(url).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    delivers_every_row_once_with_deterministic_ids,
+    a_failing_sink_is_retried_without_losing_rows,
+    poison_rows_go_to_dead_letters_within_the_skip_limit,
+    beyond_the_skip_limit_a_partition_fails_and_the_others_finish,
+    graceful_shutdown_checkpoints_and_the_next_runtime_resumes,
+);
+
+/// The handle also starts cleanly inside an actix `System` (an actix-web
+/// host), and from a current-thread tokio runtime.
+#[actix::test]
+async fn starts_inside_an_actix_system() {
+    let (_dir, url) = common::sqlite_database();
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    seed(&runtime, 300).await;
+    let sink = MemorySink::new();
+    let report = runtime.run(job(Arc::new(sink.clone()), 2, None)).await.unwrap();
+    assert_eq!((report.state, sink.len()), (RunState::Done, 300));
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn starts_from_a_current_thread_tokio_host() {
+    let (_dir, url) = common::sqlite_database();
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    let handle = runtime.clone();
+    // The handle is Send: drive it from a spawned task.
+    let report = tokio::spawn(async move {
+        seed(&handle, 300).await;
+        handle.run(job(Arc::new(MemorySink::new()), 3, None)).await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.rows_done, 300);
+    runtime.shutdown().await;
+    assert!(matches!(runtime.start_run(job(Arc::new(MemorySink::new()), 1, None)), Err(Error::Shutdown)));
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_before_anything_starts_and_names_the_field() {
+    let (_dir, url) = common::sqlite_database();
+    let mut cfg = config(&url);
+    cfg.page_size = 0;
+    match RuntimeHandle::start(cfg).await {
+        Err(Error::Config(e)) => assert_eq!(e.field, "page_size"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    let mut cfg = config(&url);
+    cfg.lease.heartbeat = cfg.lease.lease;
+    match RuntimeHandle::start(cfg).await {
+        Err(Error::Config(e)) => assert_eq!(e.field, "heartbeat"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    let err = Source::new("events", "id", "at; DROP TABLE events").unwrap_err();
+    assert_eq!(err.field, "source.order_column");
+    let err = Job::builder("x")
+        .source(Source::new("events", "id", "at").unwrap())
+        .strategy(Strategy::Modulo { modulus: 0 })
+        .processor(|_: &SourceRow, _: &Scope| Ok(None))
+        .sink(Arc::new(MemorySink::new()))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, "strategy.modulus");
+    match RuntimeHandle::start(config("postgres://app:hunter2@127.0.0.1:1/nowhere")).await {
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(!shown.contains("hunter2"), "credentials leaked: {shown}");
+            assert!(shown.contains("127.0.0.1:1"), "{shown}");
+        }
+        Ok(_) => panic!("no database listens on port 1"),
+    }
+}
