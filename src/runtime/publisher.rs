@@ -129,3 +129,70 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod order_tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Records deliveries; lanes take different, varying times, so only
+    /// the per-lane ordering can keep one key's messages in order.
+    #[derive(Default)]
+    struct Jittery {
+        seen: Mutex<Vec<Message>>,
+    }
+
+    #[async_trait]
+    impl Sink for Jittery {
+        fn name(&self) -> &str {
+            "jittery"
+        }
+        async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+            let delay = (batch[0].key.unsigned_abs() * 7 + batch.len() as u64) % 5;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            self.seen.lock().unwrap().extend_from_slice(batch);
+            Ok(Delivery {
+                confirmed: batch.len() as u64,
+                duplicates: 0,
+            })
+        }
+    }
+
+    #[actix::test]
+    async fn messages_of_one_key_arrive_in_the_order_they_were_sent() {
+        let sink = Arc::new(Jittery::default());
+        let publisher = Publisher::new(sink.clone(), 4, 2).start();
+        // Several producers, each owning some keys, each sending operations
+        // (version = sequence number) and waiting for each confirmation.
+        let mut producers = Vec::new();
+        for p in 0..3i64 {
+            let publisher = publisher.clone();
+            producers.push(actix::spawn(async move {
+                for seq in 0..40i64 {
+                    // Three operations per key in each batch, interleaved.
+                    let batch = (0..3)
+                        .flat_map(|op| {
+                            (0..10).map(move |k| Message::new("ops", p * 100 + k, seq * 3 + op, Vec::new()))
+                        })
+                        .collect();
+                    let d = publisher.send(Publish(batch)).await.unwrap().unwrap();
+                    assert_eq!(d.confirmed, 30);
+                }
+            }));
+        }
+        for p in producers {
+            p.await.unwrap();
+        }
+        let seen = sink.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3 * 40 * 30);
+        let mut last: std::collections::HashMap<i64, i64> = Default::default();
+        for m in seen {
+            let prev = last.insert(m.key, m.version);
+            assert!(prev.is_none_or(|v| v + 1 == m.version), "key {} out of order", m.key);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! End to end: the S0 demo (seed, identify, update in-process, verify) on
+//! SQLite and on PostgreSQL, printing rows per second for each.
+//!
+//! `cargo bench --bench end_to_end`. Settings from the environment:
+//! `TRANCHE_BENCH_ROWS` (default 1000000), `TRANCHE_BENCH_PG` (admin URL,
+//! default `postgres://postgres@127.0.0.1:5432/postgres`; the bench creates
+//! and uses the database `tranche_bench`), `TRANCHE_BENCH_CONCURRENCY`
+//! (default 4), `TRANCHE_BENCH_PAGE` (default 1000). A backend that cannot
+//! be reached is reported as skipped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use tranche::{demo, RuntimeConfig, RuntimeHandle, UpdateSink};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Measured {
+    processed: i64,
+    seconds: f64,
+    verified: bool,
+}
+
+async fn measure(url: &str, rows: u64, concurrency: usize, page: usize) -> anyhow::Result<Measured> {
+    let mut config = RuntimeConfig::new(url);
+    config.concurrency = concurrency;
+    config.page_size = page;
+    config.store.threads = concurrency.clamp(2, 8);
+    let runtime = RuntimeHandle::start(config).await?;
+    let store = runtime.store().clone();
+    demo::prepare(&store, rows, true).await?;
+    let sink = Arc::new(UpdateSink::new(store.clone(), demo::update_spec()));
+    let started = Instant::now();
+    let report = runtime.run(demo::job(sink, 8)?).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let verified = store.run(demo::verify_updates).await?.verified;
+    runtime.shutdown().await;
+    Ok(Measured {
+        processed: report.rows_done,
+        seconds,
+        verified,
+    })
+}
+
+fn pg_bench_url() -> anyhow::Result<String> {
+    let admin = std::env::var("TRANCHE_BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = diesel::PgConnection::establish(&admin)?;
+    conn.batch_execute("DROP DATABASE IF EXISTS tranche_bench WITH (FORCE)")?;
+    conn.batch_execute("CREATE DATABASE tranche_bench")?;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Ok(format!("{base}/tranche_bench"))
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // then this only checks that it builds and starts.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("end_to_end: run with `cargo bench --bench end_to_end`");
+        return Ok(());
+    }
+    let rows: u64 = env_or("TRANCHE_BENCH_ROWS", 1_000_000);
+    let concurrency: usize = env_or("TRANCHE_BENCH_CONCURRENCY", 4);
+    let page: usize = env_or("TRANCHE_BENCH_PAGE", 1000);
+    let rt = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    println!(
+        "end-to-end S0 demo: {rows} subscriptions seeded, update sink, concurrency {concurrency}, page {page}, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<12} {:>14} {:>10} {:>14} {:>9}", "backend", "rows processed", "seconds", "rows/s", "verified");
+    let backends: Vec<(&str, anyhow::Result<String>)> =
+        vec![("sqlite", Ok(sqlite)), ("postgres", pg_bench_url())];
+    for (name, url) in backends {
+        let result = url.and_then(|url| rt.block_on(measure(&url, rows, concurrency, page)));
+        match result {
+            Ok(m) => println!(
+                "{:<12} {:>14} {:>10.2} {:>14.0} {:>9}",
+                name,
+                m.processed,
+                m.seconds,
+                m.processed as f64 / m.seconds,
+                m.verified
+            ),
+            Err(e) => println!("{name:<12} skipped: {}", tranche::redact_url(&e.to_string())),
+        }
+    }
+    Ok(())
+}
