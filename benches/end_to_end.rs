@@ -28,7 +28,12 @@ struct Measured {
     verified: bool,
 }
 
-async fn measure(url: &str, rows: u64, concurrency: usize, page: usize) -> anyhow::Result<Measured> {
+async fn measure(
+    url: &str,
+    rows: u64,
+    concurrency: usize,
+    page: usize,
+) -> anyhow::Result<Measured> {
     let mut config = RuntimeConfig::new(url);
     config.concurrency = concurrency;
     config.page_size = page;
@@ -76,7 +81,10 @@ fn main() -> anyhow::Result<()> {
         "end-to-end S0 demo: {rows} subscriptions seeded, update sink, concurrency {concurrency}, page {page}, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("{:<12} {:>14} {:>10} {:>14} {:>9}", "backend", "rows processed", "seconds", "rows/s", "verified");
+    println!(
+        "{:<12} {:>14} {:>10} {:>14} {:>9}",
+        "backend", "rows processed", "seconds", "rows/s", "verified"
+    );
     let backends: Vec<(&str, anyhow::Result<String>)> =
         vec![("sqlite", Ok(sqlite)), ("postgres", pg_bench_url())];
     for (name, url) in backends {
@@ -90,7 +98,10 @@ fn main() -> anyhow::Result<()> {
                 m.processed as f64 / m.seconds,
                 m.verified
             ),
-            Err(e) => println!("{name:<12} skipped: {}", tranche::redact_url(&e.to_string())),
+            Err(e) => println!(
+                "{name:<12} skipped: {}",
+                tranche::redact_url(&e.to_string())
+            ),
         }
     }
     Ok(())

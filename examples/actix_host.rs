@@ -28,7 +28,10 @@ async fn main() -> anyhow::Result<()> {
             for chunk in (1..=50_000i64).collect::<Vec<_>>().chunks(1000) {
                 let mut sql = Sql::new("INSERT INTO users (id, signed_up) VALUES ");
                 for (i, id) in chunk.iter().enumerate() {
-                    sql.push(if i == 0 { "(?, ?)" } else { ", (?, ?)" }, [Bind::Int(*id), Bind::Int(id % 977)]);
+                    sql.push(
+                        if i == 0 { "(?, ?)" } else { ", (?, ?)" },
+                        [Bind::Int(*id), Bind::Int(id % 977)],
+                    );
                 }
                 c.execute(&sql)?;
             }
@@ -40,7 +43,9 @@ async fn main() -> anyhow::Result<()> {
     let job = Job::builder("welcome-back")
         .source(Source::new("users", "id", "signed_up")?)
         .strategy(Strategy::Modulo { modulus: 5 })
-        .processor(|row: &SourceRow, _: &Scope| Ok(Some(Message::new("welcome-back", row.key, 1, Vec::new()))))
+        .processor(|row: &SourceRow, _: &Scope| {
+            Ok(Some(Message::new("welcome-back", row.key, 1, Vec::new())))
+        })
         .sink(Arc::new(sink.clone()))
         .build()?;
     let run = runtime.start_run(job)?;
@@ -54,7 +59,12 @@ async fn main() -> anyhow::Result<()> {
     });
     let report = run.wait().await?;
     watcher.abort();
-    println!("{:?}: {} users, {} messages", report.state, report.rows_done, sink.len());
+    println!(
+        "{:?}: {} users, {} messages",
+        report.state,
+        report.rows_done,
+        sink.len()
+    );
     runtime.shutdown().await;
     Ok(())
 }

@@ -28,17 +28,24 @@ impl Sink for AuditSink {
     }
 
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
-        let fatal = |e: std::io::Error| SinkError::Fatal { sink: "audit".into(), reason: e.to_string() };
+        let fatal = |e: std::io::Error| SinkError::Fatal {
+            sink: "audit".into(),
+            reason: e.to_string(),
+        };
         {
             let mut file = self.file.lock().unwrap();
             for m in batch {
-                writeln!(file, "{} {}", m.id, String::from_utf8_lossy(&m.payload)).map_err(fatal)?;
+                writeln!(file, "{} {}", m.id, String::from_utf8_lossy(&m.payload))
+                    .map_err(fatal)?;
             }
             // Durable before confirming: tranche checkpoints right after.
             file.sync_data().map_err(fatal)?;
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
-        Ok(Delivery { confirmed: batch.len() as u64, duplicates: 0 })
+        Ok(Delivery {
+            confirmed: batch.len() as u64,
+            duplicates: 0,
+        })
     }
 }
 
@@ -53,7 +60,10 @@ async fn main() -> anyhow::Result<()> {
             c.batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, issued BIGINT NOT NULL)")?;
             let mut sql = Sql::new("INSERT INTO invoices (id, issued) VALUES ");
             for id in 1..=5_000i64 {
-                sql.push(if id == 1 { "(?, ?)" } else { ", (?, ?)" }, [Bind::Int(id), Bind::Int(id / 2)]);
+                sql.push(
+                    if id == 1 { "(?, ?)" } else { ", (?, ?)" },
+                    [Bind::Int(id), Bind::Int(id / 2)],
+                );
             }
             c.execute(&sql).map(|_| ())
         })
@@ -67,7 +77,12 @@ async fn main() -> anyhow::Result<()> {
         .source(Source::new("invoices", "id", "issued")?)
         .strategy(Strategy::Range { partitions: 3 })
         .processor(|row: &SourceRow, _: &Scope| {
-            Ok(Some(Message::new("audit-invoices", row.key, 1, format!("issued={}", row.order).into_bytes())))
+            Ok(Some(Message::new(
+                "audit-invoices",
+                row.key,
+                1,
+                format!("issued={}", row.order).into_bytes(),
+            )))
         })
         .sink(sink.clone())
         .build()?;

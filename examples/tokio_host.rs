@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tranche::store::{Bind, Sql};
 use tranche::{
-    JsonLinesSink, Job, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy,
+    Job, JsonLinesSink, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy,
 };
 
 #[tokio::main]
@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
                 let status = if id % 4 == 0 { "cancelled" } else { "paid" };
                 sql.push(
                     if id == 1 { "(?, ?, ?)" } else { ", (?, ?, ?)" },
-                    [Bind::Int(id), Bind::Int(1_700_000_000 + id / 3), Bind::Text(status.into())],
+                    [
+                        Bind::Int(id),
+                        Bind::Int(1_700_000_000 + id / 3),
+                        Bind::Text(status.into()),
+                    ],
                 );
             }
             c.execute(&sql).map(|_| ())
@@ -46,12 +50,21 @@ async fn main() -> anyhow::Result<()> {
         .source(
             Source::new("orders", "id", "placed_at")?
                 .column("status")?
-                .filter("status", tranche::Op::Eq, tranche::Value::Text("paid".into()))?,
+                .filter(
+                    "status",
+                    tranche::Op::Eq,
+                    tranche::Value::Text("paid".into()),
+                )?,
         )
         .strategy(Strategy::Range { partitions: 4 })
         .processor(|row: &SourceRow, _: &Scope| {
             let payload = serde_json::json!({"order": row.key, "status": row.columns[0]});
-            Ok(Some(Message::new("resend-confirmations", row.key, 1, payload.to_string().into_bytes())))
+            Ok(Some(Message::new(
+                "resend-confirmations",
+                row.key,
+                1,
+                payload.to_string().into_bytes(),
+            )))
         })
         .sink(Arc::new(JsonLinesSink::open(&out)?))
         .build()?;

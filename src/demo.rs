@@ -197,7 +197,11 @@ pub fn seed(
             id += 1;
             let (id, product, version, created_at) = subscription(&mut rng, id, rows);
             sql.push(
-                if i == 0 { "(?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?)" },
+                if i == 0 {
+                    "(?, ?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?, ?)"
+                },
                 [
                     Bind::Int(id),
                     Bind::Int(product),
@@ -247,10 +251,8 @@ pub fn changed_products(c: &mut Connection) -> Result<Vec<Scope>, StoreError> {
             Ok(Scope {
                 label: format!("product {} → v{}", p.id, p.version),
                 conditions: vec![
-                    Condition::new("product_id", Op::Eq, Value::Int(p.id))
-                        .map_err(config_bug)?,
-                    Condition::new("version", Op::Lt, Value::Int(p.version))
-                        .map_err(config_bug)?,
+                    Condition::new("product_id", Op::Eq, Value::Int(p.id)).map_err(config_bug)?,
+                    Condition::new("version", Op::Lt, Value::Int(p.version)).map_err(config_bug)?,
                 ],
                 params: serde_json::json!({"product_id": p.id, "version": p.version}),
             })
@@ -328,7 +330,9 @@ struct Count {
 }
 
 fn count(c: &mut Connection, sql: String) -> Result<u64, StoreError> {
-    Ok(c.load::<Count>(&Sql::new(sql))?.first().map_or(0, |r| r.n as u64))
+    Ok(c.load::<Count>(&Sql::new(sql))?
+        .first()
+        .map_or(0, |r| r.n as u64))
 }
 
 /// Checks the database after an update-step run: every subscription seeded
@@ -336,7 +340,10 @@ fn count(c: &mut Connection, sql: String) -> Result<u64, StoreError> {
 /// and no other subscription changed.
 pub fn verify_updates(c: &mut Connection) -> Result<Verification, StoreError> {
     let join = format!("FROM {SUBSCRIPTIONS} s JOIN {PRODUCTS} p ON p.id = s.product_id");
-    let eligible = count(c, format!("SELECT COUNT(*) AS n {join} WHERE s.seeded_version < p.version"))?;
+    let eligible = count(
+        c,
+        format!("SELECT COUNT(*) AS n {join} WHERE s.seeded_version < p.version"),
+    )?;
     let lost = count(
         c,
         format!("SELECT COUNT(*) AS n {join} WHERE s.seeded_version < p.version AND s.version <> p.version"),
@@ -448,18 +455,30 @@ mod tests {
         let n = 20_000u64;
         let mut a = Rng(1);
         let mut b = Rng(1);
-        let rows: Vec<_> = (1..=n as i64).map(|id| subscription(&mut a, id, n)).collect();
-        let again: Vec<_> = (1..=n as i64).map(|id| subscription(&mut b, id, n)).collect();
+        let rows: Vec<_> = (1..=n as i64)
+            .map(|id| subscription(&mut a, id, n))
+            .collect();
+        let again: Vec<_> = (1..=n as i64)
+            .map(|id| subscription(&mut b, id, n))
+            .collect();
         assert_eq!(rows, again);
-        assert!(rows.windows(2).all(|w| w[0].3 <= w[1].3), "ids follow creation");
+        assert!(
+            rows.windows(2).all(|w| w[0].3 <= w[1].3),
+            "ids follow creation"
+        );
         let mut ties: HashMap<i64, usize> = HashMap::new();
         for r in &rows {
             *ties.entry(r.3).or_default() += 1;
         }
         let bursts = ties.values().filter(|&&n| n >= 200).count();
         assert_eq!(bursts, 2, "two bulk imports share one timestamp each");
-        let recent = rows.iter().filter(|r| r.3 > EPOCH_START + SPAN_S / 2).count();
+        let recent = rows
+            .iter()
+            .filter(|r| r.3 > EPOCH_START + SPAN_S / 2)
+            .count();
         assert!(recent > rows.len() / 2, "skewed to recent years");
-        assert!(rows.iter().all(|r| r.2 <= PRODUCT_VERSIONS[r.1 as usize - 1]));
+        assert!(rows
+            .iter()
+            .all(|r| r.2 <= PRODUCT_VERSIONS[r.1 as usize - 1]));
     }
 }

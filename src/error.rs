@@ -123,7 +123,10 @@ mod tests {
             redact_url("postgres://db/x?user=a&password=s3cret&x=1"),
             "postgres://db/x?user=a&password=***&x=1"
         );
-        assert_eq!(redact_url("host=db password=s3cret"), "host=db password=***");
+        assert_eq!(
+            redact_url("host=db password=s3cret"),
+            "host=db password=***"
+        );
         assert_eq!(redact_url("demo.db"), "demo.db");
     }
 }

@@ -107,6 +107,10 @@ impl Scope {
     }
 }
 
+/// A query that lists a run's scopes, run on the database executor.
+pub type IdentifyScopes =
+    Arc<dyn Fn(&mut Connection) -> Result<Vec<Scope>, StoreError> + Send + Sync>;
+
 /// How identification finds a run's scopes.
 #[derive(Clone)]
 pub enum Scopes {
@@ -116,7 +120,7 @@ pub enum Scopes {
     Fixed(Vec<Scope>),
     /// A query run during identification, on the database executor, under
     /// the job's identification lease. It is the host's own SQL.
-    Identify(Arc<dyn Fn(&mut Connection) -> Result<Vec<Scope>, StoreError> + Send + Sync>),
+    Identify(IdentifyScopes),
 }
 
 impl fmt::Debug for Scopes {

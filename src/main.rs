@@ -17,7 +17,11 @@ use tranche::{
 };
 
 #[derive(Parser)]
-#[command(name = "tranche", version, about = "Partitioned, checkpointed, repeatable data jobs")]
+#[command(
+    name = "tranche",
+    version,
+    about = "Partitioned, checkpointed, repeatable data jobs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,8 +90,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Migrate { db } => {
-            let applied = tokio::task::spawn_blocking(move || tranche::run_migrations(&db))
-                .await??;
+            let applied =
+                tokio::task::spawn_blocking(move || tranche::run_migrations(&db)).await??;
             if applied.is_empty() {
                 println!("tranche: migrations up to date");
             } else {
@@ -264,7 +268,7 @@ async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> 
     }
     let bar = multi.add(ProgressBar::new(rows));
     bar.set_style(
-        ProgressStyle::with_template("  seeding   [{bar:40}] {pos}/{len} {per_sec}")
+        ProgressStyle::with_template("  seeding   [{bar:40}] {human_pos}/{human_len}")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -287,20 +291,21 @@ async fn follow(
     let total = multi.add(ProgressBar::new(0));
     total.set_style(
         ProgressStyle::with_template(
-            "  total     [{bar:40}] {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+            "  total     [{bar:40}] {human_pos}/{human_len} rows  eta {eta}  {msg}",
         )
         .expect("valid template")
         .progress_chars("=> "),
     );
     total.set_message("identifying…");
-    let part_style = ProgressStyle::with_template("  {prefix:>9} [{bar:40}] {pos}/{len} {msg}")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let part_style =
+        ProgressStyle::with_template("  {prefix:>9} [{bar:40}] {human_pos}/{human_len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
     let mut bars: std::collections::HashMap<i64, ProgressBar> = Default::default();
     let mut wait = Box::pin(run.wait());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut interrupted = false;
-    let mut counted_from = None;
+    let mut counted_from: Option<(i64, Instant)> = None;
     loop {
         tokio::select! {
             report = &mut wait => {
@@ -320,7 +325,7 @@ async fn follow(
                     continue;
                 }
                 if counted_from.is_none() {
-                    counted_from = Some(p.rows_done_at_start);
+                    counted_from = Some((p.rows_done_at_start, Instant::now()));
                     total.set_length(p.rows_identified.max(0) as u64);
                     total.set_position(p.rows_done_at_start.max(0) as u64);
                     total.reset_eta();
@@ -330,11 +335,16 @@ async fn follow(
                             p.rows_done_at_start, p.rows_identified
                         ));
                     }
-                    if !interrupted {
-                        total.set_message(format!("{} partitions", p.partitions.len()));
-                    }
                 }
                 total.set_position(p.rows_done.max(0) as u64);
+                if let (Some((start, since)), false) = (counted_from, interrupted) {
+                    let rate = (p.rows_done - start) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+                    let active = p.partitions.iter().filter(|pp| pp.active).count();
+                    total.set_message(format!(
+                        "{rate:.0} rows/s  {active} of {} partitions active",
+                        p.partitions.len()
+                    ));
+                }
                 draw_partitions(multi, &part_style, &mut bars, &p.partitions);
             }
         }

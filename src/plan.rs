@@ -50,7 +50,13 @@ pub fn allocate(counts: &[u64], total: u32) -> Vec<u32> {
     let mut out: Vec<u64> = counts
         .iter()
         .zip(&exact)
-        .map(|(&c, &e)| if c == 0 { 0 } else { ((e / scale) as u64).clamp(1, c) })
+        .map(|(&c, &e)| {
+            if c == 0 {
+                0
+            } else {
+                ((e / scale) as u64).clamp(1, c)
+            }
+        })
         .collect();
     // How far a scope is below (positive) or above its exact share.
     let gap = |i: usize, n: u64| exact[i] as i128 - (u128::from(n) * scale) as i128;
@@ -148,7 +154,13 @@ mod tests {
         let plan = plan_rows(&[Cursor::new(5, 1)], 8);
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].rows_planned, 1);
-        assert_eq!(plan[0].range, KeyRange { lower: None, upper: None });
+        assert_eq!(
+            plan[0].range,
+            KeyRange {
+                lower: None,
+                upper: None
+            }
+        );
     }
 
     #[test]

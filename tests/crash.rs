@@ -17,9 +17,26 @@ const CONCURRENCY: u64 = 3;
 
 fn demo_args<'a>(db: &'a str, sink: &'a str, json: &'a str) -> Vec<&'a str> {
     vec![
-        "demo", "--db", db, "--rows", ROWS, "--partitions", "6", "--concurrency", "3",
-        "--page-size", "500", "--sink", sink, "--lease-ms", "1500", "--heartbeat-ms", "300",
-        "--quiet", "--summary-json", json,
+        "demo",
+        "--db",
+        db,
+        "--rows",
+        ROWS,
+        "--partitions",
+        "6",
+        "--concurrency",
+        "3",
+        "--page-size",
+        "500",
+        "--sink",
+        sink,
+        "--lease-ms",
+        "1500",
+        "--heartbeat-ms",
+        "300",
+        "--quiet",
+        "--summary-json",
+        json,
     ]
 }
 
@@ -72,13 +89,20 @@ fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition() {
     for round in 1..=4u64 {
         let before = lines(&out);
         let child = spawn(&demo_args(&db, &sink, json_s));
-        if kill_when(child, "the run to make progress", || lines(&out) >= before + 12_000 * round.min(2)) {
+        if kill_when(child, "the run to make progress", || {
+            lines(&out) >= before + 12_000 * round.min(2)
+        }) {
             kills += 1;
         }
     }
-    assert!(kills >= 3, "the run should still have been going for at least 3 kills, got {kills}");
+    assert!(
+        kills >= 3,
+        "the run should still have been going for at least 3 kills, got {kills}"
+    );
 
-    let last = spawn(&demo_args(&db, &sink, json_s)).wait_with_output().unwrap();
+    let last = spawn(&demo_args(&db, &sink, json_s))
+        .wait_with_output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&last.stdout);
     assert!(last.status.success(), "final run failed: {stdout}");
     assert!(stdout.contains("resumed from checkpoints"), "{stdout}");
@@ -90,7 +114,10 @@ fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition() {
     assert_eq!(s["resumed"], true);
     let duplicates = v["duplicates"].as_u64().unwrap();
     let bound = kills * CONCURRENCY * PAGE;
-    assert!(duplicates <= bound, "replayed {duplicates} rows after {kills} kills; bound {bound}");
+    assert!(
+        duplicates <= bound,
+        "replayed {duplicates} rows after {kills} kills; bound {bound}"
+    );
     eprintln!("{kills} kills, {duplicates} rows replayed (bound {bound})");
 }
 
@@ -108,7 +135,9 @@ fn a_killed_update_run_resumes_from_its_checkpoints_and_verifies() {
     let json = dir.path().join("summary.json");
     let json_s = json.to_str().unwrap();
     let updated = || -> i64 {
-        let Ok(mut c) = SqliteConnection::establish(path.to_str().unwrap()) else { return 0 };
+        let Ok(mut c) = SqliteConnection::establish(path.to_str().unwrap()) else {
+            return 0;
+        };
         if c.batch_execute("PRAGMA busy_timeout = 5000").is_err() {
             return 0;
         }
@@ -120,9 +149,14 @@ fn a_killed_update_run_resumes_from_its_checkpoints_and_verifies() {
         .map_or(0, |r| r[0].n)
     };
     let child = spawn(&demo_args(&db, "update", json_s));
-    assert!(kill_when(child, "checkpoints in two partitions", || updated() >= 2), "run ended before the kill");
+    assert!(
+        kill_when(child, "checkpoints in two partitions", || updated() >= 2),
+        "run ended before the kill"
+    );
 
-    let last = spawn(&demo_args(&db, "update", json_s)).wait_with_output().unwrap();
+    let last = spawn(&demo_args(&db, "update", json_s))
+        .wait_with_output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&last.stdout);
     assert!(last.status.success(), "{stdout}");
     assert!(stdout.contains("resumed from checkpoints"), "{stdout}");
@@ -135,5 +169,59 @@ fn a_killed_update_run_resumes_from_its_checkpoints_and_verifies() {
     // of rows_identified by at most the pages in flight at the kill.
     let identified = s["rows_identified"].as_u64().unwrap();
     let done = s["rows_done"].as_u64().unwrap();
-    assert!(done <= identified && identified - done <= CONCURRENCY * PAGE, "{s}");
+    assert!(
+        done <= identified && identified - done <= CONCURRENCY * PAGE,
+        "{s}"
+    );
+}
+
+#[test]
+fn ctrl_c_checkpoints_hands_partitions_back_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sigint.db").display());
+    let out = dir.path().join("out.jsonl");
+    let sink = format!("jsonl:{}", out.display());
+    let json = dir.path().join("summary.json");
+    let json_s = json.to_str().unwrap();
+
+    let child = spawn(&demo_args(&db, &sink, json_s));
+    common::wait_until("the run to make progress", 300, || lines(&out) >= 10_000);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(status.success());
+    let first = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(130),
+        "interrupted runs exit 130: {stdout}"
+    );
+    assert!(
+        stdout.contains("run the same command again to continue"),
+        "{stdout}"
+    );
+    let s = read_summary(&json);
+    assert_eq!(s["interrupted"], true);
+    assert_eq!(s["verified"], false, "an interrupted run is not verified");
+    let done_before = s["rows_done"].as_u64().unwrap();
+    assert!(done_before > 0);
+
+    let last = spawn(&demo_args(&db, &sink, json_s))
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stdout)
+    );
+    let s = read_summary(&json);
+    assert_eq!(s["resumed"], true);
+    assert_eq!(s["rows_done_at_start"].as_u64(), Some(done_before));
+    assert_eq!(s["verified"], true, "{s}");
+    assert_eq!(
+        s["verification"]["duplicates"], 0,
+        "a graceful stop replays nothing: {s}"
+    );
 }

@@ -21,16 +21,36 @@ fn summary(path: &Path) -> serde_json::Value {
 fn demo_verifies(db: &str, dir: &Path) {
     let json = dir.join("summary.json");
     let args = [
-        "demo", "--db", db, "--rows", "20000", "--partitions", "6", "--concurrency", "3",
-        "--page-size", "256", "--fresh", "--quiet", "--summary-json", json.to_str().unwrap(),
+        "demo",
+        "--db",
+        db,
+        "--rows",
+        "20000",
+        "--partitions",
+        "6",
+        "--concurrency",
+        "3",
+        "--page-size",
+        "256",
+        "--fresh",
+        "--quiet",
+        "--summary-json",
+        json.to_str().unwrap(),
     ];
     let out = tranche(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("verification: OK"), "{stdout}");
     let s = summary(&json);
     let identified = s["rows_identified"].as_i64().unwrap();
-    assert!(identified > 5000, "a good share of subscriptions is eligible: {identified}");
+    assert!(
+        identified > 5000,
+        "a good share of subscriptions is eligible: {identified}"
+    );
     assert_eq!(s["rows_published"].as_i64(), Some(identified));
     assert_eq!(s["rows_updated"].as_i64(), Some(identified));
     assert_eq!(s["rows_replayed"].as_i64(), Some(0));
@@ -41,11 +61,26 @@ fn demo_verifies(db: &str, dir: &Path) {
     assert!(s["elapsed_s"].as_f64().unwrap() > 0.0);
 
     // Running again finds nothing left to migrate and changes nothing.
-    let again = tranche(&args[..args.len() - 4].iter().copied().filter(|a| *a != "--fresh").chain(["--quiet", "--summary-json", json.to_str().unwrap()]).collect::<Vec<_>>());
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stdout));
+    let again = tranche(
+        &args[..args.len() - 4]
+            .iter()
+            .copied()
+            .filter(|a| *a != "--fresh")
+            .chain(["--quiet", "--summary-json", json.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     let s = summary(&json);
     assert_eq!(s["rows_identified"].as_i64(), Some(0));
-    assert_eq!(s["rows_updated"].as_i64(), Some(identified), "every update still in place, no other");
+    assert_eq!(
+        s["rows_updated"].as_i64(),
+        Some(identified),
+        "every update still in place, no other"
+    );
     assert_eq!(s["verified"], true);
 }
 
@@ -58,7 +93,9 @@ fn the_demo_verifies_on_sqlite() {
 
 #[test]
 fn the_demo_verifies_on_postgres() {
-    let Some(db) = common::pg_database("demo") else { return };
+    let Some(db) = common::pg_database("demo") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     demo_verifies(&db, dir.path());
 }
@@ -71,23 +108,38 @@ fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
         (vec!["--sink", "kafka"], "--sink"),
         (vec!["--rows", "0"], "--rows"),
         (vec!["--page-size", "0"], "page_size"),
-        (vec!["--lease-ms", "1000", "--heartbeat-ms", "1000"], "heartbeat"),
+        (
+            vec!["--lease-ms", "1000", "--heartbeat-ms", "1000"],
+            "heartbeat",
+        ),
     ] {
         let mut all = vec!["demo", "--db", &db, "--quiet"];
         all.extend(args);
         let out = tranche(&all);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{all:?} should fail");
-        assert!(stderr.contains(flag), "{all:?}: error should name {flag}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{all:?}: error should name {flag}: {stderr}"
+        );
     }
     assert!(!dir.path().join("demo.db").exists(), "nothing was created");
 }
 
 #[test]
 fn credentials_never_reach_the_output() {
-    let out = tranche(&["demo", "--db", "postgres://app:hunter2@127.0.0.1:1/x", "--quiet"]);
+    let out = tranche(&[
+        "demo",
+        "--db",
+        "postgres://app:hunter2@127.0.0.1:1/x",
+        "--quiet",
+    ]);
     assert!(!out.status.success());
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!all.contains("hunter2"), "{all}");
     assert!(all.contains("app:***@127.0.0.1:1"), "{all}");
 }

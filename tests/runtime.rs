@@ -21,12 +21,17 @@ async fn seed(runtime: &RuntimeHandle, rows: i64) {
     runtime
         .store()
         .run(move |c| {
-            c.batch("CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL)")?;
+            c.batch(
+                "CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL)",
+            )?;
             for chunk in (1..=rows).collect::<Vec<_>>().chunks(500) {
                 let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
                 for (i, id) in chunk.iter().enumerate() {
                     // Many ties: every 7 consecutive ids share one timestamp.
-                    sql.push(if i == 0 { "(?, ?)" } else { ", (?, ?)" }, [Bind::Int(*id), Bind::Int(id / 7)]);
+                    sql.push(
+                        if i == 0 { "(?, ?)" } else { ", (?, ?)" },
+                        [Bind::Int(*id), Bind::Int(id / 7)],
+                    );
                 }
                 c.execute(&sql)?;
             }
@@ -52,7 +57,12 @@ fn job(sink: Arc<dyn Sink>, partitions: u32, poison_every: Option<i64>) -> Job {
             if poison_every.is_some_and(|n| row.key % n == 0) {
                 return Err(Poison(format!("row {} is poison", row.key)));
             }
-            Ok(Some(Message::new(JOB, row.key, 1, row.key.to_string().into_bytes())))
+            Ok(Some(Message::new(
+                JOB,
+                row.key,
+                1,
+                row.key.to_string().into_bytes(),
+            )))
         })
         .sink(sink)
         .build()
@@ -72,20 +82,34 @@ async fn delivers_every_row_once_with_deterministic_ids(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
     seed(&runtime, 5000).await;
     let sink = MemorySink::new();
-    let report = runtime.run(job(Arc::new(sink.clone()), 5, None)).await.unwrap();
+    let report = runtime
+        .run(job(Arc::new(sink.clone()), 5, None))
+        .await
+        .unwrap();
     assert_eq!(report.state, RunState::Done);
     assert_eq!((report.rows_identified, report.rows_done), (5000, 5000));
     assert_eq!(report.rows_published, 5000);
     assert!(!report.resumed && !report.interrupted);
     assert_eq!(report.partitions.len(), 5);
-    assert!(report.partitions.iter().all(|p| p.state == PartitionState::Done));
+    assert!(report
+        .partitions
+        .iter()
+        .all(|p| p.state == PartitionState::Done));
     let messages = sink.messages();
     let per_key = counts(&messages);
     assert_eq!(per_key.len(), 5000);
-    assert!(per_key.values().all(|&n| n == 1), "no replays without faults");
-    assert!(messages.iter().all(|m| m.id == format!("{JOB}:{}:1", m.key)));
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "no replays without faults"
+    );
+    assert!(messages
+        .iter()
+        .all(|m| m.id == format!("{JOB}:{}:1", m.key)));
     let runs = runtime.store().runs(JOB, 5).await.unwrap();
-    assert_eq!((runs.len(), runs[0].state, runs[0].rows_done), (1, RunState::Done, 5000));
+    assert_eq!(
+        (runs.len(), runs[0].state, runs[0].rows_done),
+        (1, RunState::Done, 5000)
+    );
     runtime.shutdown().await;
 }
 
@@ -94,7 +118,10 @@ async fn a_failing_sink_is_retried_without_losing_rows(url: String) {
     seed(&runtime, 2000).await;
     let sink = MemorySink::new();
     sink.fail_next(3);
-    let report = runtime.run(job(Arc::new(sink.clone()), 2, None)).await.unwrap();
+    let report = runtime
+        .run(job(Arc::new(sink.clone()), 2, None))
+        .await
+        .unwrap();
     assert_eq!(report.state, RunState::Done);
     let per_key = counts(&sink.messages());
     assert_eq!(per_key.len(), 2000, "nothing lost");
@@ -112,12 +139,17 @@ async fn poison_rows_go_to_dead_letters_within_the_skip_limit(url: String) {
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
     seed(&runtime, 1000).await;
     let sink = MemorySink::new();
-    let report = runtime.run(job(Arc::new(sink.clone()), 2, Some(50))).await.unwrap();
+    let report = runtime
+        .run(job(Arc::new(sink.clone()), 2, Some(50)))
+        .await
+        .unwrap();
     assert_eq!((report.state, report.dead_letters), (RunState::Done, 20));
     assert_eq!(sink.len(), 980);
     let letters = runtime.store().dead_letters(report.run_id).await.unwrap();
     assert_eq!(letters.len(), 20);
-    assert!(letters.iter().all(|d| d.row_key % 50 == 0 && d.reason == format!("row {} is poison", d.row_key)));
+    assert!(letters
+        .iter()
+        .all(|d| d.row_key % 50 == 0 && d.reason == format!("row {} is poison", d.row_key)));
     runtime.shutdown().await;
 }
 
@@ -151,8 +183,15 @@ async fn beyond_the_skip_limit_a_partition_fails_and_the_others_finish(url: Stri
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].number, 0);
     let error = failed[0].last_error.clone().unwrap();
-    assert!(error.contains("skip limit of 2") && error.contains("row 30"), "{error}");
-    let done = report.partitions.iter().filter(|p| p.state == PartitionState::Done).count();
+    assert!(
+        error.contains("skip limit of 2") && error.contains("row 30"),
+        "{error}"
+    );
+    let done = report
+        .partitions
+        .iter()
+        .filter(|p| p.state == PartitionState::Done)
+        .count();
     assert_eq!(done, 3, "the other partitions finish");
     runtime.shutdown().await;
 }
@@ -178,7 +217,9 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
     let runtime = RuntimeHandle::start(cfg.clone()).await.unwrap();
     seed(&runtime, 6000).await;
     let first = SlowSink::default();
-    let run = runtime.start_run(job(Arc::new(first.clone()), 4, None)).unwrap();
+    let run = runtime
+        .start_run(job(Arc::new(first.clone()), 4, None))
+        .unwrap();
     let mut progress = run.subscribe();
     progress.wait_for(|p| p.rows_done >= 500).await.unwrap();
     runtime.shutdown().await;
@@ -192,10 +233,16 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
         stored.iter().all(|p| p.state != PartitionState::Claimed),
         "every partition handed back on shutdown"
     );
-    assert_eq!(stored.iter().map(|p| p.rows_done).sum::<i64>(), interrupted.rows_done);
+    assert_eq!(
+        stored.iter().map(|p| p.rows_done).sum::<i64>(),
+        interrupted.rows_done
+    );
 
     let second = MemorySink::new();
-    let report = parts.run(job(Arc::new(second.clone()), 4, None)).await.unwrap();
+    let report = parts
+        .run(job(Arc::new(second.clone()), 4, None))
+        .await
+        .unwrap();
     assert_eq!(report.run_id, interrupted.run_id, "the same run continues");
     assert!(report.resumed);
     assert_eq!(report.rows_done_at_start, interrupted.rows_done);
@@ -204,7 +251,10 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
     all.extend(second.messages());
     let per_key = counts(&all);
     assert_eq!(per_key.len(), 6000, "nothing lost across the restart");
-    assert!(per_key.values().all(|&n| n == 1), "a graceful stop repeats nothing");
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "a graceful stop repeats nothing"
+    );
     parts.shutdown().await;
 }
 
@@ -247,7 +297,10 @@ async fn starts_inside_an_actix_system() {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
     seed(&runtime, 300).await;
     let sink = MemorySink::new();
-    let report = runtime.run(job(Arc::new(sink.clone()), 2, None)).await.unwrap();
+    let report = runtime
+        .run(job(Arc::new(sink.clone()), 2, None))
+        .await
+        .unwrap();
     assert_eq!((report.state, sink.len()), (RunState::Done, 300));
     runtime.shutdown().await;
 }
@@ -267,7 +320,10 @@ async fn starts_from_a_current_thread_tokio_host() {
     .unwrap();
     assert_eq!(report.rows_done, 300);
     runtime.shutdown().await;
-    assert!(matches!(runtime.start_run(job(Arc::new(MemorySink::new()), 1, None)), Err(Error::Shutdown)));
+    assert!(matches!(
+        runtime.start_run(job(Arc::new(MemorySink::new()), 1, None)),
+        Err(Error::Shutdown)
+    ));
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tranche::store::{Bind, PartitionState, RunState, Sql, Store, StoreOptions, UpdateSpec};
 use tranche::{
-    Cursor, DeadLetter, Ident, Job, MemorySink, Op, Scope, Source, SourceRow, StoreError,
-    Strategy, Value,
+    Cursor, DeadLetter, Ident, Job, MemorySink, Op, Scope, Source, SourceRow, StoreError, Strategy,
+    Value,
 };
 
 /// `items`: `rows` rows; the order column `ts` has heavy ties (a third of
@@ -27,7 +27,11 @@ async fn seed_items(store: &Store, rows: i64) {
                 for (i, id) in chunk.iter().enumerate() {
                     let ts = if id % 3 == 0 { 500 } else { (id * id) % 997 };
                     sql.push(
-                        if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" },
+                        if i == 0 {
+                            "(?, ?, ?, ?)"
+                        } else {
+                            ", (?, ?, ?, ?)"
+                        },
                         [
                             Bind::Int(*id),
                             Bind::Int(id % 3),
@@ -50,7 +54,12 @@ fn job(name: &str, strategy: Strategy, source: Source) -> Job {
         .source(source)
         .strategy(strategy)
         .processor(move |row: &SourceRow, _: &Scope| {
-            Ok(Some(tranche::Message::new(&name_owned, row.key, 2, Vec::new())))
+            Ok(Some(tranche::Message::new(
+                &name_owned,
+                row.key,
+                2,
+                Vec::new(),
+            )))
         })
         .sink(Arc::new(MemorySink::new()))
         .build()
@@ -68,7 +77,12 @@ fn open(url: &str) -> Store {
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Reads every row of a partition through the keyset pages.
-async fn walk(store: &Store, job: &Job, p: &tranche::store::PartitionRecord, page: usize) -> Vec<SourceRow> {
+async fn walk(
+    store: &Store,
+    job: &Job,
+    p: &tranche::store::PartitionRecord,
+    page: usize,
+) -> Vec<SourceRow> {
     let mut out = Vec::new();
     let mut cursor = p.cursor;
     loop {
@@ -79,7 +93,10 @@ async fn walk(store: &Store, job: &Job, p: &tranche::store::PartitionRecord, pag
         let last = rows.last().unwrap();
         cursor = Some(Cursor::new(last.order, last.key));
         for w in rows.windows(2) {
-            assert!((w[0].order, w[0].key) < (w[1].order, w[1].key), "keyset order");
+            assert!(
+                (w[0].order, w[0].key) < (w[1].order, w[1].key),
+                "keyset order"
+            );
         }
         out.extend(rows);
     }
@@ -96,7 +113,11 @@ async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
     seed_items(&store, 3000).await;
     let job = job("cover", Strategy::Range { partitions: 7 }, items());
     let run = store.open_run("cover", "{}").await.unwrap();
-    assert_eq!(store.open_run("cover", "{}").await.unwrap().id, run.id, "one active run per job");
+    assert_eq!(
+        store.open_run("cover", "{}").await.unwrap().id,
+        run.id,
+        "one active run per job"
+    );
     let plan = store.plan_run(run.id, &job).await.unwrap();
     assert!(!plan.reused);
     assert_eq!(plan.partitions.len(), 7);
@@ -111,14 +132,22 @@ async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
     let mut seen = BTreeSet::new();
     for p in &plan.partitions {
         let rows = walk(&store, &job, p, 64).await;
-        assert_eq!(rows.len() as i64, p.rows_planned, "partition {} size as planned", p.number);
+        assert_eq!(
+            rows.len() as i64,
+            p.rows_planned,
+            "partition {} size as planned",
+            p.number
+        );
         for r in rows {
             assert!(seen.insert(r.key), "row {} read twice", r.key);
         }
     }
     assert_eq!(seen.len(), 3000, "every row read once");
     let sizes: Vec<i64> = plan.partitions.iter().map(|p| p.rows_planned).collect();
-    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "quantile sizes {sizes:?}");
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        "quantile sizes {sizes:?}"
+    );
 }
 
 async fn the_high_water_mark_excludes_later_rows(url: String) {
@@ -128,7 +157,9 @@ async fn the_high_water_mark_excludes_later_rows(url: String) {
     let run = store.open_run("hwm", "{}").await.unwrap();
     let plan = store.plan_run(run.id, &job).await.unwrap();
     store
-        .run(|c| c.batch("INSERT INTO items (id, grp, ts) VALUES (100000, 0, 5000), (100001, 0, 996)"))
+        .run(|c| {
+            c.batch("INSERT INTO items (id, grp, ts) VALUES (100000, 0, 5000), (100001, 0, 996)")
+        })
         .await
         .unwrap();
     let mut total = 0;
@@ -165,7 +196,10 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
     assert_eq!(plan.run.rows_identified, 100);
     for p in &plan.partitions {
         assert_eq!(p.scope.param_i64("grp"), Some(1));
-        assert!(walk(&store, &job, p, 30).await.iter().all(|r| r.key % 3 == 1));
+        assert!(walk(&store, &job, p, 30)
+            .await
+            .iter()
+            .all(|r| r.key % 3 == 1));
     }
     assert!(Source::new("items; DROP TABLE items", "id", "ts").is_err());
 }
@@ -197,9 +231,15 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
     let a = store.claim(run.id, "a", LEASE).await.unwrap().unwrap();
     let b = store.claim(run.id, "b", LEASE).await.unwrap().unwrap();
     assert_ne!(a.id, b.id);
-    assert_eq!((a.epoch, a.owner.as_deref(), a.state), (1, Some("a"), PartitionState::Claimed));
+    assert_eq!(
+        (a.epoch, a.owner.as_deref(), a.state),
+        (1, Some("a"), PartitionState::Claimed)
+    );
     assert!(!a.taken_over);
-    assert!(store.claim(run.id, "c", LEASE).await.unwrap().is_none(), "nothing left");
+    assert!(
+        store.claim(run.id, "c", LEASE).await.unwrap().is_none(),
+        "nothing left"
+    );
     let held = store.renew_leases("a", LEASE).await.unwrap();
     assert_eq!(held, vec![(a.id, 1)]);
 }
@@ -210,13 +250,31 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     let job = job("fence", Strategy::Range { partitions: 1 }, items());
     let run = store.open_run("fence", "{}").await.unwrap();
     store.plan_run(run.id, &job).await.unwrap();
-    let zombie = store.claim(run.id, "zombie", Duration::from_millis(1)).await.unwrap().unwrap();
+    let zombie = store
+        .claim(run.id, "zombie", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
     store
-        .checkpoint(zombie.id, "zombie", zombie.epoch, Cursor::new(10, 10), 10, false, vec![], Duration::from_millis(1))
+        .checkpoint(
+            zombie.id,
+            "zombie",
+            zombie.epoch,
+            Cursor::new(10, 10),
+            10,
+            false,
+            vec![],
+            Duration::from_millis(1),
+        )
         .await
         .unwrap();
     // Wait on the database clock, not ours, for the lease to pass.
-    let expires = store.partition(zombie.id).await.unwrap().lease_expires_ms.unwrap();
+    let expires = store
+        .partition(zombie.id)
+        .await
+        .unwrap()
+        .lease_expires_ms
+        .unwrap();
     while store.now_ms().await.unwrap() <= expires {
         tokio::task::yield_now().await;
     }
@@ -224,23 +282,62 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     assert_eq!(heir.id, zombie.id);
     assert_eq!(heir.epoch, zombie.epoch + 1);
     assert!(heir.taken_over);
-    assert_eq!(heir.cursor, Some(Cursor::new(10, 10)), "resumes from the checkpoint");
+    assert_eq!(
+        heir.cursor,
+        Some(Cursor::new(10, 10)),
+        "resumes from the checkpoint"
+    );
     assert_eq!(heir.rows_done, 10);
 
     let late = store
-        .checkpoint(zombie.id, "zombie", zombie.epoch, Cursor::new(99, 99), 50, false, vec![], LEASE)
+        .checkpoint(
+            zombie.id,
+            "zombie",
+            zombie.epoch,
+            Cursor::new(99, 99),
+            50,
+            false,
+            vec![],
+            LEASE,
+        )
         .await;
-    assert!(matches!(late, Err(StoreError::LeaseLost { .. })), "{late:?}");
-    assert!(matches!(store.complete(zombie.id, "zombie", zombie.epoch).await, Err(StoreError::LeaseLost { .. })));
-    assert!(store.renew_leases("zombie", LEASE).await.unwrap().is_empty());
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    assert!(matches!(
+        store.complete(zombie.id, "zombie", zombie.epoch).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(store
+        .renew_leases("zombie", LEASE)
+        .await
+        .unwrap()
+        .is_empty());
     let now = store.partition(zombie.id).await.unwrap();
-    assert_eq!((now.cursor, now.rows_done), (Some(Cursor::new(10, 10)), 10), "zombie wrote nothing");
+    assert_eq!(
+        (now.cursor, now.rows_done),
+        (Some(Cursor::new(10, 10)), 10),
+        "zombie wrote nothing"
+    );
     store
-        .checkpoint(heir.id, "heir", heir.epoch, Cursor::new(20, 20), 5, true, vec![], LEASE)
+        .checkpoint(
+            heir.id,
+            "heir",
+            heir.epoch,
+            Cursor::new(20, 20),
+            5,
+            true,
+            vec![],
+            LEASE,
+        )
         .await
         .unwrap();
     let done = store.partition(heir.id).await.unwrap();
-    assert_eq!((done.state, done.rows_done, done.takeovers), (PartitionState::Done, 15, 1));
+    assert_eq!(
+        (done.state, done.rows_done, done.takeovers),
+        (PartitionState::Done, 15, 1)
+    );
     let closed = store.finish_run_if_complete(run.id).await.unwrap();
     assert_eq!((closed.state, closed.rows_done), (RunState::Done, 15));
 }
@@ -252,28 +349,75 @@ async fn release_failure_and_dead_letters(url: String) {
     let run = store.open_run("fail", "{}").await.unwrap();
     store.plan_run(run.id, &job).await.unwrap();
     let p = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
-    let letter = DeadLetter { run_id: run.id, partition_id: p.id, row_key: 7, reason: "bad row".into() };
+    let letter = DeadLetter {
+        run_id: run.id,
+        partition_id: p.id,
+        row_key: 7,
+        reason: "bad row".into(),
+    };
     store
-        .checkpoint(p.id, "me", p.epoch, Cursor::new(1, 7), 7, false, vec![letter.clone()], LEASE)
+        .checkpoint(
+            p.id,
+            "me",
+            p.epoch,
+            Cursor::new(1, 7),
+            7,
+            false,
+            vec![letter.clone()],
+            LEASE,
+        )
         .await
         .unwrap();
     store.release(p.id, "me", p.epoch).await.unwrap();
     let again = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
-    assert_eq!((again.id, again.cursor, again.taken_over), (p.id, Some(Cursor::new(1, 7)), false));
+    assert_eq!(
+        (again.id, again.cursor, again.taken_over),
+        (p.id, Some(Cursor::new(1, 7)), false)
+    );
     // A replayed page records its dead letter once.
     store
-        .checkpoint(again.id, "me", again.epoch, Cursor::new(1, 7), 0, false, vec![letter.clone()], LEASE)
+        .checkpoint(
+            again.id,
+            "me",
+            again.epoch,
+            Cursor::new(1, 7),
+            0,
+            false,
+            vec![letter.clone()],
+            LEASE,
+        )
         .await
         .unwrap();
     assert_eq!(store.dead_letters(run.id).await.unwrap(), vec![letter]);
-    assert_eq!(store.record_failure(again.id, "me", again.epoch, "boom", false).await.unwrap(), 1);
-    assert_eq!(store.record_failure(again.id, "me", again.epoch, "boom", true).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .record_failure(again.id, "me", again.epoch, "boom", false)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_failure(again.id, "me", again.epoch, "boom", true)
+            .await
+            .unwrap(),
+        2
+    );
     let failed = store.partition(again.id).await.unwrap();
-    assert_eq!((failed.state, failed.last_error.as_deref()), (PartitionState::Failed, Some("boom")));
+    assert_eq!(
+        (failed.state, failed.last_error.as_deref()),
+        (PartitionState::Failed, Some("boom"))
+    );
     let other = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
-    assert_eq!(store.finish_run_if_complete(run.id).await.unwrap().state, RunState::Running);
+    assert_eq!(
+        store.finish_run_if_complete(run.id).await.unwrap().state,
+        RunState::Running
+    );
     store.complete(other.id, "me", other.epoch).await.unwrap();
-    assert_eq!(store.finish_run_if_complete(run.id).await.unwrap().state, RunState::Failed);
+    assert_eq!(
+        store.finish_run_if_complete(run.id).await.unwrap().state,
+        RunState::Failed
+    );
     assert_eq!(store.runs("fail", 10).await.unwrap().len(), 1);
 }
 
@@ -281,7 +425,10 @@ async fn the_job_lease_admits_one_identifier(url: String) {
     let store = open(&url);
     assert!(store.acquire_job_lease("j", "a", LEASE).await.unwrap());
     assert!(!store.acquire_job_lease("j", "b", LEASE).await.unwrap());
-    assert!(store.acquire_job_lease("j", "a", LEASE).await.unwrap(), "re-entrant");
+    assert!(
+        store.acquire_job_lease("j", "a", LEASE).await.unwrap(),
+        "re-entrant"
+    );
     store.release_job_lease("j", "a").await.unwrap();
     assert!(store.acquire_job_lease("j", "b", LEASE).await.unwrap());
 }
@@ -295,9 +442,22 @@ async fn updates_are_idempotent(url: String) {
         version_column: Ident::parse("v", "version").unwrap(),
     };
     let batch = vec![(1, 3), (2, 3), (3, 4), (999, 3)];
-    assert_eq!(store.apply_updates(spec.clone(), batch.clone()).await.unwrap(), (3, 1));
-    assert_eq!(store.apply_updates(spec.clone(), batch).await.unwrap(), (0, 4));
-    assert_eq!(store.apply_updates(spec, vec![(3, 2)]).await.unwrap(), (0, 1), "never moves back");
+    assert_eq!(
+        store
+            .apply_updates(spec.clone(), batch.clone())
+            .await
+            .unwrap(),
+        (3, 1)
+    );
+    assert_eq!(
+        store.apply_updates(spec.clone(), batch).await.unwrap(),
+        (0, 4)
+    );
+    assert_eq!(
+        store.apply_updates(spec, vec![(3, 2)]).await.unwrap(),
+        (0, 1),
+        "never moves back"
+    );
 }
 
 macro_rules! conformance {

@@ -15,11 +15,14 @@ use actix::{Actor, AsyncContext, Context, WrapFuture};
 use crate::store::lease::LeaseConfig;
 use crate::store::Store;
 
+/// Partition id → (epoch held, flag raised when the lease is lost).
+type HeldMap = HashMap<i64, (i64, Arc<AtomicBool>)>;
+
 /// The partitions this instance holds, shared by the supervisors (which add
 /// and remove them) and the keeper (which renews them).
 #[derive(Clone, Default)]
 pub(crate) struct HeldLeases {
-    inner: Arc<Mutex<HashMap<i64, (i64, Arc<AtomicBool>)>>>,
+    inner: Arc<Mutex<HeldMap>>,
 }
 
 impl HeldLeases {
@@ -35,7 +38,7 @@ impl HeldLeases {
         self.lock().remove(&partition_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i64, Arc<AtomicBool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldMap> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -117,7 +117,10 @@ impl RuntimeConfig {
         }
         if let Some(id) = &self.instance_id {
             if id.is_empty() || id.len() > 200 {
-                return Err(ConfigError::new("instance_id", "must be 1 to 200 characters"));
+                return Err(ConfigError::new(
+                    "instance_id",
+                    "must be 1 to 200 characters",
+                ));
             }
         }
         self.lease.validate()
@@ -234,7 +237,10 @@ impl RuntimeHandle {
                     let _ = stopped_tx.send(());
                 })
                 .map_err(|e| {
-                    Error::Config(ConfigError::new("runtime", format!("cannot start thread: {e}")))
+                    Error::Config(ConfigError::new(
+                        "runtime",
+                        format!("cannot start thread: {e}"),
+                    ))
                 })?;
         }
         let (store, system, arbiter) = ready_rx.await.map_err(|_| Error::Shutdown)??;

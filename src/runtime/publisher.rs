@@ -176,7 +176,9 @@ mod order_tests {
                     // Three operations per key in each batch, interleaved.
                     let batch = (0..3)
                         .flat_map(|op| {
-                            (0..10).map(move |k| Message::new("ops", p * 100 + k, seq * 3 + op, Vec::new()))
+                            (0..10).map(move |k| {
+                                Message::new("ops", p * 100 + k, seq * 3 + op, Vec::new())
+                            })
                         })
                         .collect();
                     let d = publisher.send(Publish(batch)).await.unwrap().unwrap();
@@ -192,7 +194,11 @@ mod order_tests {
         let mut last: std::collections::HashMap<i64, i64> = Default::default();
         for m in seen {
             let prev = last.insert(m.key, m.version);
-            assert!(prev.is_none_or(|v| v + 1 == m.version), "key {} out of order", m.key);
+            assert!(
+                prev.is_none_or(|v| v + 1 == m.version),
+                "key {} out of order",
+                m.key
+            );
         }
     }
 }

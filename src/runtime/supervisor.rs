@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
-    Message as ActixMessage,
-    WrapFuture,
+    Message as ActixMessage, WrapFuture,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -250,13 +249,18 @@ impl RunSupervisor {
             }
             .into_actor(self)
             .map(move |res, act, ctx| match res {
-                Ok(run) if interrupted || matches!(run.state, RunState::Done | RunState::Failed) => {
+                Ok(run)
+                    if interrupted || matches!(run.state, RunState::Done | RunState::Failed) =>
+                {
                     act.progress.send_modify(|p| {
                         p.elapsed = act.started.elapsed();
                         p.rows_done = p.rows_done.max(run.rows_done);
                     });
-                    let report =
-                        RunReport::from_progress(act.progress.borrow().clone(), run.state, interrupted);
+                    let report = RunReport::from_progress(
+                        act.progress.borrow().clone(),
+                        run.state,
+                        interrupted,
+                    );
                     tracing::info!(
                         run = run_id,
                         state = ?run.state,
@@ -341,7 +345,11 @@ impl Handler<WorkerExited> for RunSupervisor {
             }
             Err(Error::Store(StoreError::LeaseLost { .. })) => {
                 self.held.drop_hold(id);
-                tracing::warn!(partition = id, epoch = msg.epoch, "lease lost; partition abandoned to its new holder");
+                tracing::warn!(
+                    partition = id,
+                    epoch = msg.epoch,
+                    "lease lost; partition abandoned to its new holder"
+                );
                 self.set_partition(id, PartitionState::Claimed, None);
             }
             Err(e) => {
@@ -419,7 +427,10 @@ async fn identify(
         if *shutdown.borrow() {
             return Err(Error::Shutdown);
         }
-        match store.acquire_job_lease(&job.name, owner, config.lease.lease).await {
+        match store
+            .acquire_job_lease(&job.name, owner, config.lease.lease)
+            .await
+        {
             Ok(true) => {
                 let planned = async {
                     let run = store.open_run(&job.name, &job.params.to_string()).await?;

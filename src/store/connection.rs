@@ -168,7 +168,6 @@ pub trait Db: diesel::Connection {
     fn load<T>(&mut self, sql: &Sql) -> diesel::QueryResult<Vec<T>>
     where
         T: QueryableByName<Self::Backend> + 'static;
-
 }
 
 impl Db for PgConnection {

@@ -22,14 +22,12 @@ use std::time::Duration;
 
 use actix::{Addr, SyncArbiter};
 
-pub use connection::{Bind, Connection, Db, Dialect, Sql};
 pub(crate) use connection::Pool;
+pub use connection::{Bind, Connection, Db, Dialect, Sql};
 pub use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::run_migrations;
-pub use queries::{
-    DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord, RunState,
-};
+pub use queries::{DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord, RunState};
 pub use source::UpdateSpec;
 
 use crate::job::{Job, SourceRow};

@@ -402,8 +402,10 @@ pub(crate) fn active_run(c: &mut Connection, job: &str) -> Result<Option<RunReco
 
 pub(crate) fn run_record(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {
     let rows: Vec<RunRow> = c.load(
-        &Sql::new(format!("SELECT {RUN_COLUMNS} FROM tranche_runs WHERE id = ?"))
-            .bind(Bind::Int(run_id)),
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE id = ?"
+        ))
+        .bind(Bind::Int(run_id)),
     )?;
     rows.into_iter()
         .next()
@@ -414,7 +416,11 @@ pub(crate) fn run_record(c: &mut Connection, run_id: i64) -> Result<RunRecord, S
         .and_then(RunRecord::try_from)
 }
 
-pub(crate) fn runs(c: &mut Connection, job: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+pub(crate) fn runs(
+    c: &mut Connection,
+    job: &str,
+    limit: i64,
+) -> Result<Vec<RunRecord>, StoreError> {
     let rows: Vec<RunRow> = c.load(
         &Sql::new(format!(
             "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE job_name = ? ORDER BY id DESC LIMIT ?"
@@ -425,7 +431,11 @@ pub(crate) fn runs(c: &mut Connection, job: &str, limit: i64) -> Result<Vec<RunR
     rows.into_iter().map(RunRecord::try_from).collect()
 }
 
-pub(crate) fn open_run(c: &mut Connection, job: &str, params: &str) -> Result<RunRecord, StoreError> {
+pub(crate) fn open_run(
+    c: &mut Connection,
+    job: &str,
+    params: &str,
+) -> Result<RunRecord, StoreError> {
     ensure_job(c, job)?;
     c.write_transaction(|c| {
         if let Some(run) = active_run(c, job)? {
@@ -440,10 +450,13 @@ pub(crate) fn open_run(c: &mut Connection, job: &str, params: &str) -> Result<Ru
             .bind(Bind::Text(job.into()))
             .bind(Bind::Text(params.into())),
         )?;
-        let id = rows.first().map(|r| r.v).ok_or_else(|| StoreError::Corrupt {
-            what: "run",
-            reason: "insert returned no id".into(),
-        })?;
+        let id = rows
+            .first()
+            .map(|r| r.v)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "run",
+                reason: "insert returned no id".into(),
+            })?;
         run_record(c, id)
     })
 }
@@ -464,7 +477,10 @@ pub(crate) fn partition(c: &mut Connection, id: i64) -> Result<PartitionRecord, 
         .and_then(PartitionRecord::try_from)
 }
 
-pub(crate) fn partitions(c: &mut Connection, run_id: i64) -> Result<Vec<PartitionRecord>, StoreError> {
+pub(crate) fn partitions(
+    c: &mut Connection,
+    run_id: i64,
+) -> Result<Vec<PartitionRecord>, StoreError> {
     let rows: Vec<PartitionRow> = c.load(
         &Sql::new(format!(
             "SELECT {PARTITION_COLUMNS} FROM tranche_partitions WHERE run_id = ? ORDER BY number"
@@ -483,7 +499,11 @@ struct NewPartition {
     rows_planned: u64,
 }
 
-pub(crate) fn plan_run(c: &mut Connection, run_id: i64, job: &Job) -> Result<PlanOutcome, StoreError> {
+pub(crate) fn plan_run(
+    c: &mut Connection,
+    run_id: i64,
+    job: &Job,
+) -> Result<PlanOutcome, StoreError> {
     c.write_transaction(|c| {
         let run = run_record(c, run_id)?;
         if run.state != RunState::Planning {
@@ -516,7 +536,8 @@ pub(crate) fn plan_run(c: &mut Connection, run_id: i64, job: &Job) -> Result<Pla
                     let positions = plan::cut_positions(count, n);
                     let cuts = source::rows_at(c, &job.source, scope, hwm, &positions)?;
                     let scope_json = scope_json(scope)?;
-                    hwm_json.push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
+                    hwm_json
+                        .push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
                     for p in plan::range_partitions(count, &positions, &cuts) {
                         new.push(NewPartition {
                             scope: scope_json.clone(),
@@ -533,7 +554,8 @@ pub(crate) fn plan_run(c: &mut Connection, run_id: i64, job: &Job) -> Result<Pla
                     let Some(hwm) = hwm else { continue };
                     let per = source::modulo_counts(c, &job.source, scope, hwm, modulus)?;
                     let scope_json = scope_json(scope)?;
-                    hwm_json.push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
+                    hwm_json
+                        .push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
                     for (k, rows) in per.into_iter().enumerate() {
                         new.push(NewPartition {
                             scope: scope_json.clone(),
@@ -634,7 +656,10 @@ pub(crate) fn claim(
     .bind(Bind::Int(lease_ms))
     .bind(Bind::Int(run_id));
     let rows: Vec<PartitionRow> = c.write_transaction(|c| c.load(&sql))?;
-    rows.into_iter().next().map(PartitionRecord::try_from).transpose()
+    rows.into_iter()
+        .next()
+        .map(PartitionRecord::try_from)
+        .transpose()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -782,7 +807,10 @@ pub(crate) fn record_failure(
     })
 }
 
-pub(crate) fn finish_run_if_complete(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {
+pub(crate) fn finish_run_if_complete(
+    c: &mut Connection,
+    run_id: i64,
+) -> Result<RunRecord, StoreError> {
     let now = c.dialect().now_ms();
     c.execute(
         &Sql::new(format!(

@@ -97,7 +97,7 @@ pub(crate) fn scope_stats(
         o = source.order_column.quoted(),
         k = source.key_column.quoted()
     ));
-    last.push(&base.text_ref().to_owned(), base.binds_ref().iter().cloned());
+    last.push(base.text_ref(), base.binds_ref().iter().cloned());
     last.push(
         &format!(
             " ORDER BY {o} DESC, {k} DESC LIMIT 1",
@@ -176,7 +176,10 @@ pub(crate) fn modulo_counts(
     modulus: u32,
 ) -> Result<Vec<u64>, StoreError> {
     let m = i64::from(modulus);
-    let mut sql = Sql::new(format!("SELECT {} AS r, COUNT(*) AS n ", modulo_expr(source)));
+    let mut sql = Sql::new(format!(
+        "SELECT {} AS r, COUNT(*) AS n ",
+        modulo_expr(source)
+    ));
     sql.push("", [Bind::Int(m), Bind::Int(m), Bind::Int(m)]);
     let base = from_where(source, scope);
     sql.push(base.text_ref(), base.binds_ref().iter().cloned());
