@@ -71,23 +71,21 @@ pub fn reset(c: &mut Connection) -> Result<(), StoreError> {
         "DROP TABLE IF EXISTS {SUBSCRIPTIONS}; DROP TABLE IF EXISTS {PRODUCTS}; \
          DROP TABLE IF EXISTS demo_meta;"
     ))?;
-    let job = || Bind::Text(JOB_NAME.into());
+    // Children first: dead letters and partitions reference runs.
+    for table in ["tranche_dead_letters", "tranche_partitions"] {
+        c.execute(
+            &Sql::new(format!(
+                "DELETE FROM {table} WHERE run_id IN (SELECT id FROM tranche_runs WHERE job_name = ?)"
+            ))
+            .bind(Bind::Text(JOB_NAME.into())),
+        )?;
+    }
     c.execute(
-        &Sql::new(
-            "DELETE FROM tranche_dead_letters WHERE run_id IN \
-             (SELECT id FROM tranche_runs WHERE job_name = ?)",
-        )
-        .bind(job()),
+        &Sql::new("DELETE FROM tranche_runs WHERE job_name = ?").bind(Bind::Text(JOB_NAME.into())),
     )?;
     c.execute(
-        &Sql::new(
-            "DELETE FROM tranche_partitions WHERE run_id IN \
-             (SELECT id FROM tranche_runs WHERE job_name = ?)",
-        )
-        .bind(job()),
+        &Sql::new("DELETE FROM tranche_jobs WHERE name = ?").bind(Bind::Text(JOB_NAME.into())),
     )?;
-    c.execute(&Sql::new("DELETE FROM tranche_runs WHERE job_name = ?").bind(job()))?;
-    c.execute(&Sql::new("DELETE FROM tranche_jobs WHERE name = ?").bind(job()))?;
     Ok(())
 }
 

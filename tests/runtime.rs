@@ -2,6 +2,7 @@
 //! publish, confirm, checkpoint, with the memory sink (and sinks that fail
 //! or stall) on SQLite and PostgreSQL, from tokio and actix hosts.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -258,30 +259,8 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
     parts.shutdown().await;
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (_dir, url) = crate::common::sqlite_database();
-                    super::$case(url).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(url) = crate::common::pg_database(stringify!($case)) else { return };
-                    super::$case(url).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     delivers_every_row_once_with_deterministic_ids,
     a_failing_sink_is_retried_without_losing_rows,
     poison_rows_go_to_dead_letters_within_the_skip_limit,

@@ -1,6 +1,7 @@
 //! One conformance suite for the store, run against SQLite and PostgreSQL:
 //! every case is written once and instantiated per backend.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -460,30 +461,8 @@ async fn updates_are_idempotent(url: String) {
     );
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[actix::test]
-                async fn $case() {
-                    let (_dir, url) = crate::common::sqlite_database();
-                    super::$case(url).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[actix::test]
-                async fn $case() {
-                    let Some(url) = crate::common::pg_database(stringify!($case)) else { return };
-                    super::$case(url).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_backends!(
+    #[actix::test]
     migrations_are_idempotent,
     range_plan_covers_every_row_once_and_is_reused,
     the_high_water_mark_excludes_later_rows,

@@ -81,3 +81,29 @@ pub fn wait_until(what: &str, timeout_s: u64, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Instantiates each `async fn case(url: String)` once per backend, in
+/// modules `sqlite` and `postgres`, under the given test attribute.
+#[macro_export]
+macro_rules! on_both_backends {
+    (#[$attr:meta] $($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[$attr]
+                async fn $case() {
+                    let (_dir, url) = crate::common::sqlite_database();
+                    super::$case(url).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[$attr]
+                async fn $case() {
+                    let Some(url) = crate::common::pg_database(stringify!($case)) else { return };
+                    super::$case(url).await;
+                }
+            )*
+        }
+    };
+}
