@@ -65,11 +65,12 @@ struct DemoArgs {
     /// Write a JSON summary of the run here.
     #[arg(long)]
     summary_json: Option<PathBuf>,
-    /// Lease duration in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    /// Lease duration in milliseconds: after a crash, the partitions the dead
+    /// process held are taken over this long after its last renewal.
+    #[arg(long, default_value_t = 10_000)]
     lease_ms: u64,
     /// Lease renewal interval in milliseconds (below the lease).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 2_500)]
     heartbeat_ms: u64,
     /// Database executor threads (default: concurrency, between 2 and 8).
     #[arg(long)]
@@ -159,7 +160,9 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
         threads: args.db_threads.unwrap_or(args.concurrency.clamp(2, 8)),
         ..StoreOptions::default()
     };
-    config.validate().map_err(anyhow::Error::from)?;
+    config.validate().map_err(|e| {
+        anyhow::anyhow!("invalid configuration: {}: {}", flag_of(&e.field), e.reason)
+    })?;
     let runtime = RuntimeHandle::start(config)
         .await
         .with_context(|| format!("starting tranche on {shown_db}"))?;
@@ -241,6 +244,17 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     } else {
         1
     })
+}
+
+/// The demo flag that sets a configuration field.
+fn flag_of(field: &str) -> String {
+    match field {
+        "lease" => "--lease-ms".into(),
+        "heartbeat" => "--heartbeat-ms".into(),
+        "store.threads" => "--db-threads".into(),
+        "database_url" => "--db".into(),
+        other => format!("--{}", other.replace('_', "-")),
+    }
 }
 
 async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> anyhow::Result<()> {
@@ -340,10 +354,19 @@ async fn follow(
                 if let (Some((start, since)), false) = (counted_from, interrupted) {
                     let rate = (p.rows_done - start) as f64 / since.elapsed().as_secs_f64().max(1e-3);
                     let active = p.partitions.iter().filter(|pp| pp.active).count();
-                    total.set_message(format!(
-                        "{rate:.0} rows/s  {active} of {} partitions active",
-                        p.partitions.len()
-                    ));
+                    let held_elsewhere = p
+                        .partitions
+                        .iter()
+                        .filter(|pp| !pp.active && pp.state == tranche::store::PartitionState::Claimed)
+                        .count();
+                    total.set_message(if active == 0 && held_elsewhere > 0 {
+                        format!(
+                            "waiting for {held_elsewhere} partitions held by a stopped process \
+                             (their leases expire within --lease-ms)"
+                        )
+                    } else {
+                        format!("{rate:.0} rows/s  {active} of {} partitions active", p.partitions.len())
+                    });
                 }
                 draw_partitions(multi, &part_style, &mut bars, &p.partitions);
             }

@@ -107,10 +107,10 @@ fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
     for (args, flag) in [
         (vec!["--sink", "kafka"], "--sink"),
         (vec!["--rows", "0"], "--rows"),
-        (vec!["--page-size", "0"], "page_size"),
+        (vec!["--page-size", "0"], "--page-size"),
         (
             vec!["--lease-ms", "1000", "--heartbeat-ms", "1000"],
-            "heartbeat",
+            "--heartbeat-ms",
         ),
     ] {
         let mut all = vec!["demo", "--db", &db, "--quiet"];

@@ -91,7 +91,7 @@ macro_rules! on_both_backends {
             $(
                 #[$attr]
                 async fn $case() {
-                    let (_dir, url) = crate::common::sqlite_database();
+                    let (_dir, url) = $crate::common::sqlite_database();
                     super::$case(url).await;
                 }
             )*
@@ -100,7 +100,7 @@ macro_rules! on_both_backends {
             $(
                 #[$attr]
                 async fn $case() {
-                    let Some(url) = crate::common::pg_database(stringify!($case)) else { return };
+                    let Some(url) = $crate::common::pg_database(stringify!($case)) else { return };
                     super::$case(url).await;
                 }
             )*
