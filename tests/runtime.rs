@@ -259,6 +259,63 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
     parts.shutdown().await;
 }
 
+/// Fails every delivery that contains one of the first 100 keys.
+#[derive(Clone, Default)]
+struct RejectsLowKeys(MemorySink);
+
+#[async_trait]
+impl Sink for RejectsLowKeys {
+    fn name(&self) -> &str {
+        "rejects-low-keys"
+    }
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        if batch.iter().any(|m| m.key <= 100) {
+            return Err(SinkError::Retryable {
+                sink: "rejects-low-keys".into(),
+                reason: "broker refused the batch".into(),
+            });
+        }
+        self.0.deliver(batch).await
+    }
+}
+
+async fn a_partition_that_keeps_failing_is_failed_after_its_attempts(url: String) {
+    let mut cfg = config(&url);
+    cfg.max_attempts = 3;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    seed(&runtime, 2000).await;
+    let sink = RejectsLowKeys::default();
+    let report = runtime
+        .run(job(Arc::new(sink.clone()), 4, None))
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Failed);
+    let failed: Vec<_> = report.failed_partitions().collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the partition holding keys 1..=100 fails"
+    );
+    assert_eq!(failed[0].number, 0);
+    assert_eq!(failed[0].attempts, 3);
+    assert!(failed[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("broker refused the batch"));
+    let stored = runtime.store().partitions(report.run_id).await.unwrap();
+    assert_eq!(stored[0].state, PartitionState::Failed);
+    assert_eq!(stored[0].attempts, 3);
+    assert!(stored[1..].iter().all(|p| p.state == PartitionState::Done));
+    let delivered = counts(&sink.0.messages());
+    assert_eq!(
+        delivered.len() as i64,
+        2000 - stored[0].rows_planned,
+        "the others delivered everything"
+    );
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     delivers_every_row_once_with_deterministic_ids,
@@ -266,6 +323,7 @@ on_both_backends!(
     poison_rows_go_to_dead_letters_within_the_skip_limit,
     beyond_the_skip_limit_a_partition_fails_and_the_others_finish,
     graceful_shutdown_checkpoints_and_the_next_runtime_resumes,
+    a_partition_that_keeps_failing_is_failed_after_its_attempts,
 );
 
 /// The handle also starts cleanly inside an actix `System` (an actix-web
