@@ -43,7 +43,7 @@ async fn measure(
     demo::prepare(&store, rows, true).await?;
     let sink = Arc::new(UpdateSink::new(store.clone(), demo::update_spec()));
     let started = Instant::now();
-    let report = runtime.run(demo::job(sink, 8)?).await?;
+    let report = runtime.run(demo::job(sink, 8, store.dialect())?).await?;
     let seconds = started.elapsed().as_secs_f64();
     let verified = store.run(demo::verify_updates).await?.verified;
     runtime.shutdown().await;

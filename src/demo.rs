@@ -49,9 +49,11 @@ const BURSTS: [(f64, f64); 2] = [(0.40, 0.43), (0.75, 0.76)];
 
 /// Creates the demo tables if they do not exist.
 pub fn create_schema(c: &mut Connection) -> Result<(), StoreError> {
-    let pk = match c.dialect() {
-        Dialect::Postgres => "BIGINT PRIMARY KEY",
-        Dialect::Sqlite => "INTEGER PRIMARY KEY",
+    // PostgreSQL keeps creation dates as timestamps, as the S0 system did;
+    // SQLite has no timestamp type, so epoch seconds.
+    let (pk, created) = match c.dialect() {
+        Dialect::Postgres => ("BIGINT PRIMARY KEY", "TIMESTAMPTZ"),
+        Dialect::Sqlite => ("INTEGER PRIMARY KEY", "BIGINT"),
     };
     c.batch(&format!(
         "CREATE TABLE IF NOT EXISTS {PRODUCTS} (id {pk}, name TEXT NOT NULL, version BIGINT NOT NULL);
@@ -60,7 +62,7 @@ pub fn create_schema(c: &mut Connection) -> Result<(), StoreError> {
              product_id BIGINT NOT NULL,
              version BIGINT NOT NULL,
              seeded_version BIGINT NOT NULL,
-             created_at BIGINT NOT NULL);
+             created_at {created} NOT NULL);
          CREATE TABLE IF NOT EXISTS demo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     ))
 }
@@ -183,6 +185,10 @@ pub fn seed(
         }
         Ok::<_, StoreError>(())
     })?;
+    let row = match c.dialect() {
+        Dialect::Postgres => "(?, ?, ?, ?, to_timestamp(?))",
+        Dialect::Sqlite => "(?, ?, ?, ?, ?)",
+    };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut id = 0i64;
     let mut written = 0u64;
@@ -194,12 +200,11 @@ pub fn seed(
         for i in 0..n {
             id += 1;
             let (id, product, version, created_at) = subscription(&mut rng, id, rows);
+            if i > 0 {
+                sql.push(", ", []);
+            }
             sql.push(
-                if i == 0 {
-                    "(?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?)"
-                },
+                row,
                 [
                     Bind::Int(id),
                     Bind::Int(product),
@@ -274,11 +279,21 @@ pub fn update_spec() -> UpdateSpec {
     }
 }
 
-/// The S0 job: scopes from [`changed_products`], range partitions, one
-/// message per subscription carrying its new version.
-pub fn job(sink: Arc<dyn Sink>, partitions: u32) -> Result<Job, crate::ConfigError> {
+/// The S0 job: scopes from [`changed_products`], range partitions over
+/// `(created_at, id)`, one message per subscription carrying its new version.
+/// `dialect` says how `created_at` is stored (see [`create_schema`]).
+pub fn job(
+    sink: Arc<dyn Sink>,
+    partitions: u32,
+    dialect: Dialect,
+) -> Result<Job, crate::ConfigError> {
+    let source = Source::new(SUBSCRIPTIONS, "id", "created_at")?;
+    let source = match dialect {
+        Dialect::Postgres => source.order_by_timestamp(),
+        Dialect::Sqlite => source,
+    };
     Job::builder(JOB_NAME)
-        .source(Source::new(SUBSCRIPTIONS, "id", "created_at")?)
+        .source(source)
         .scopes(Scopes::Identify(Arc::new(changed_products)))
         .strategy(Strategy::Range { partitions })
         .processor(|row: &SourceRow, scope: &Scope| {

@@ -133,6 +133,19 @@ impl fmt::Debug for Scopes {
     }
 }
 
+/// What the order column holds, and so how it maps to the keyset's integers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    /// An integer (epoch seconds, a sequence), used as is.
+    #[default]
+    Integer,
+    /// A PostgreSQL `timestamp` or `timestamptz`, read as microseconds since
+    /// 1970-01-01 UTC (tranche's sessions use UTC). Not available on SQLite,
+    /// where dates are stored as text or integers: use an integer column.
+    Timestamp,
+}
+
 /// The table a job reads.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -140,8 +153,10 @@ pub struct Source {
     pub table: Ident,
     /// Unique integer key; the tie-breaker of the keyset and the message key.
     pub key_column: Ident,
-    /// Integer order column (e.g. a creation time in epoch seconds).
+    /// Order column: an integer, or a timestamp (see [`OrderKind`]).
     pub order_column: Ident,
+    /// What the order column holds (default: an integer).
+    pub order_kind: OrderKind,
     /// Extra columns read with each row, as text.
     pub columns: Vec<Ident>,
     /// Conditions every row must meet.
@@ -156,9 +171,17 @@ impl Source {
             table: Ident::parse("source.table", table)?,
             key_column: Ident::parse("source.key_column", key_column)?,
             order_column: Ident::parse("source.order_column", order_column)?,
+            order_kind: OrderKind::Integer,
             columns: Vec::new(),
             filter: Vec::new(),
         })
+    }
+
+    /// Declares the order column a timestamp (PostgreSQL); cursors and
+    /// [`SourceRow::order`] are then microseconds since the epoch, UTC.
+    pub fn order_by_timestamp(mut self) -> Self {
+        self.order_kind = OrderKind::Timestamp;
+        self
     }
 
     /// Adds an extra column to read with each row.
@@ -207,7 +230,7 @@ impl Strategy {
 pub struct SourceRow {
     /// Unique key.
     pub key: i64,
-    /// Order value.
+    /// Order value (for a timestamp column: microseconds since the epoch).
     pub order: i64,
     /// The extra columns of [`Source::columns`], as text, in that order.
     pub columns: Vec<Option<String>>,

@@ -82,8 +82,8 @@ pub use backoff::Backoff;
 pub use error::{redact_url, ConfigError, Error};
 pub use ident::Ident;
 pub use job::{
-    Condition, IdentifyScopes, Job, JobBuilder, Op, Poison, Processor, Scope, Scopes, Source,
-    SourceRow, Strategy, Value,
+    Condition, IdentifyScopes, Job, JobBuilder, Op, OrderKind, Poison, Processor, Scope, Scopes,
+    Source, SourceRow, Strategy, Value,
 };
 pub use keyset::{Cursor, KeyRange};
 pub use runtime::{

@@ -182,7 +182,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             JsonLinesSink::open(path).with_context(|| format!("opening {}", path.display()))?,
         ),
     };
-    let job = demo::job(sink, args.partitions)?;
+    let job = demo::job(sink, args.partitions, store.dialect())?;
     let started = Instant::now();
     let run = runtime.start_run(job)?;
     let report = follow(&runtime, run, &multi).await?;

@@ -461,6 +461,50 @@ async fn updates_are_idempotent(url: String) {
     );
 }
 
+async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
+    let store = open(&url);
+    let source = Source::new("stamped", "id", "at")
+        .unwrap()
+        .order_by_timestamp();
+    let job = job("stamped", Strategy::Range { partitions: 4 }, source);
+    let run = store.open_run("stamped", "{}").await.unwrap();
+    if store.dialect() == tranche::store::Dialect::Sqlite {
+        store
+            .run(|c| c.batch("CREATE TABLE stamped (id INTEGER PRIMARY KEY, at TEXT)"))
+            .await
+            .unwrap();
+        let err = store.plan_run(run.id, &job).await.unwrap_err();
+        assert!(err.to_string().contains("source.order_kind"), "{err}");
+        return;
+    }
+    // 1200 rows over 3 distinct instants, with microseconds: heavy ties.
+    store
+        .run(|c| {
+            c.batch(
+                "CREATE TABLE stamped (id BIGINT PRIMARY KEY, at TIMESTAMPTZ NOT NULL); \
+                 INSERT INTO stamped SELECT g, TIMESTAMPTZ '2021-03-04 05:06:07.123456+02' \
+                 + (g % 3) * INTERVAL '1 day 1 microsecond' FROM generate_series(1, 1200) g; \
+                 SET TIME ZONE 'America/New_York'",
+            )
+        })
+        .await
+        .unwrap();
+    let plan = store.plan_run(run.id, &job).await.unwrap();
+    assert_eq!((plan.partitions.len(), plan.run.rows_identified), (4, 1200));
+    let mut seen = BTreeSet::new();
+    for p in &plan.partitions {
+        let rows = walk(&store, &job, p, 70).await;
+        assert_eq!(rows.len() as i64, p.rows_planned);
+        for r in rows {
+            // 2021-03-04T03:06:07.123456Z plus (id % 3) days and microseconds.
+            let expected = 1_614_827_167_123_456 + (r.key % 3) * (86_400_000_000 + 1);
+            assert_eq!(r.order, expected, "row {}", r.key);
+            assert!(seen.insert(r.key));
+        }
+    }
+    assert_eq!(seen.len(), 1200);
+}
+
 on_both_backends!(
     #[actix::test]
     migrations_are_idempotent,
@@ -473,4 +517,5 @@ on_both_backends!(
     release_failure_and_dead_letters,
     the_job_lease_admits_one_identifier,
     updates_are_idempotent,
+    timestamp_order_columns_page_in_utc_microseconds,
 );

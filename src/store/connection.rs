@@ -305,6 +305,19 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
     }
 }
 
+/// PostgreSQL session settings: UTC, so a `timestamp` order column compares
+/// with tranche's cursors the same way on every instance, whatever the
+/// server's or role's default time zone.
+#[derive(Debug)]
+struct PgSession;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute("SET TIME ZONE 'UTC'")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub(crate) enum Pool {
@@ -326,6 +339,7 @@ impl Pool {
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
+                    .connection_customizer(Box::new(PgSession))
                     .build(ConnectionManager::new(url))
                     .map_err(connect_err)?,
             ),

@@ -75,6 +75,9 @@ pub enum StoreError {
         /// Why it could not be used.
         reason: String,
     },
+    /// The source asks for something this database cannot do.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// The executor is gone (the runtime is shutting down).
     #[error("the database executor has stopped")]
     ExecutorGone,
@@ -110,6 +113,7 @@ impl StoreError {
             StoreError::Migration(_)
             | StoreError::LeaseLost { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::Unsupported(_)
             | StoreError::ExecutorGone => false,
         }
     }

@@ -7,10 +7,10 @@
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
-use super::connection::{Bind, Connection, Sql};
+use super::connection::{Bind, Connection, Dialect, Sql};
 use super::StoreError;
 use crate::ident::Ident;
-use crate::job::{Condition, Scope, Source, SourceRow, Value};
+use crate::job::{Condition, OrderKind, Scope, Source, SourceRow, Value};
 use crate::keyset::Cursor;
 use crate::store::PartitionRecord;
 
@@ -46,13 +46,47 @@ struct Row {
     extra: Option<String>,
 }
 
-/// `(order, key)` as a SQL row value.
-fn pair(source: &Source) -> String {
-    format!(
-        "({}, {})",
-        source.order_column.quoted(),
-        source.key_column.quoted()
-    )
+/// How a source's `(order, key)` keyset is written in SQL: the order
+/// column read as an integer, and a bound integer turned back into the
+/// column's type for comparisons (so the column's index is used).
+struct Keyset {
+    /// Quoted order column.
+    o: String,
+    /// Quoted key column.
+    k: String,
+    /// The order column as a BIGINT, for SELECT lists.
+    o_int: String,
+    /// A bound BIGINT as a value of the order column's type.
+    param: &'static str,
+}
+
+impl Keyset {
+    fn of(c: &Connection, source: &Source) -> Result<Self, StoreError> {
+        let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
+        let (o_int, param) = match (source.order_kind, c.dialect()) {
+            (OrderKind::Integer, _) => (format!("CAST({o} AS BIGINT)"), "?"),
+            (OrderKind::Timestamp, Dialect::Postgres) => (
+                format!("CAST(EXTRACT(EPOCH FROM {o}) * 1000000 AS BIGINT)"),
+                "(TIMESTAMPTZ 'epoch' + ? * INTERVAL '1 microsecond')",
+            ),
+            (OrderKind::Timestamp, Dialect::Sqlite) => {
+                return Err(StoreError::Unsupported(format!(
+                    "source.order_kind: timestamp order columns need PostgreSQL; \
+                     on SQLite order {} by an integer (epoch seconds or a sequence)",
+                    source.table
+                )))
+            }
+        };
+        Ok(Self { o, k, o_int, param })
+    }
+
+    /// ` AND (order, key) op (c)`.
+    fn push_cmp(&self, sql: &mut Sql, op: &str, c: Cursor) {
+        sql.push(
+            &format!(" AND ({}, {}) {op} ({}, ?)", self.o, self.k, self.param),
+            [Bind::Int(c.order), Bind::Int(c.key)],
+        );
+    }
 }
 
 fn value_bind(v: &Value) -> Bind {
@@ -78,32 +112,21 @@ fn push_condition(sql: &mut Sql, cond: &Condition) {
     );
 }
 
-fn push_cursor(sql: &mut Sql, source: &Source, op: &str, c: Cursor) {
-    sql.push(
-        &format!(" AND {} {op} (?, ?)", pair(source)),
-        [Bind::Int(c.order), Bind::Int(c.key)],
-    );
-}
-
 /// Eligible rows of a scope and its high-water mark (its last row).
 pub(crate) fn scope_stats(
     c: &mut Connection,
     source: &Source,
     scope: &Scope,
 ) -> Result<(u64, Option<Cursor>), StoreError> {
+    let ks = Keyset::of(c, source)?;
     let base = from_where(source, scope);
     let mut last = Sql::new(format!(
-        "SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k ",
-        o = source.order_column.quoted(),
-        k = source.key_column.quoted()
+        "SELECT {} AS ord, CAST({} AS BIGINT) AS k ",
+        ks.o_int, ks.k
     ));
     last.push(base.text_ref(), base.binds_ref().iter().cloned());
     last.push(
-        &format!(
-            " ORDER BY {o} DESC, {k} DESC LIMIT 1",
-            o = source.order_column.quoted(),
-            k = source.key_column.quoted()
-        ),
+        &format!(" ORDER BY {} DESC, {} DESC LIMIT 1", ks.o, ks.k),
         [],
     );
     let Some(hwm) = c
@@ -116,7 +139,7 @@ pub(crate) fn scope_stats(
     };
     let mut count = Sql::new("SELECT COUNT(*) AS n ");
     count.push(base.text_ref(), base.binds_ref().iter().cloned());
-    push_cursor(&mut count, source, "<=", hwm);
+    ks.push_cmp(&mut count, "<=", hwm);
     let n = c.load::<Count>(&count)?.first().map_or(0, |r| r.n);
     Ok((n as u64, Some(hwm)))
 }
@@ -133,14 +156,17 @@ pub(crate) fn rows_at(
     if positions.is_empty() {
         return Ok(Vec::new());
     }
-    let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
+    let ks = Keyset::of(c, source)?;
     let mut sql = Sql::new(format!(
-        "SELECT ord, k FROM (SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k, \
-         ROW_NUMBER() OVER (ORDER BY {o}, {k}) AS rn "
+        "SELECT ord, k FROM (SELECT {oi} AS ord, CAST({k} AS BIGINT) AS k, \
+         ROW_NUMBER() OVER (ORDER BY {o}, {k}) AS rn ",
+        oi = ks.o_int,
+        o = ks.o,
+        k = ks.k
     ));
     let base = from_where(source, scope);
     sql.push(base.text_ref(), base.binds_ref().iter().cloned());
-    push_cursor(&mut sql, source, "<=", hwm);
+    ks.push_cmp(&mut sql, "<=", hwm);
     let marks = vec!["?"; positions.len()].join(", ");
     sql.push(
         &format!(") ranked WHERE rn IN ({marks}) ORDER BY rn"),
@@ -175,6 +201,7 @@ pub(crate) fn modulo_counts(
     hwm: Cursor,
     modulus: u32,
 ) -> Result<Vec<u64>, StoreError> {
+    let ks = Keyset::of(c, source)?;
     let m = i64::from(modulus);
     let mut sql = Sql::new(format!(
         "SELECT {} AS r, COUNT(*) AS n ",
@@ -183,7 +210,7 @@ pub(crate) fn modulo_counts(
     sql.push("", [Bind::Int(m), Bind::Int(m), Bind::Int(m)]);
     let base = from_where(source, scope);
     sql.push(base.text_ref(), base.binds_ref().iter().cloned());
-    push_cursor(&mut sql, source, "<=", hwm);
+    ks.push_cmp(&mut sql, "<=", hwm);
     sql.push(" GROUP BY 1", []);
     let mut out = vec![0u64; modulus as usize];
     for r in c.load::<Remainder>(&sql)? {
@@ -209,19 +236,21 @@ pub(crate) fn fetch_page(
     after: Option<Cursor>,
     limit: usize,
 ) -> Result<Vec<SourceRow>, StoreError> {
-    let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
+    let ks = Keyset::of(c, source)?;
+    let (o, k, param) = (&ks.o, &ks.k, ks.param);
     let extra: Vec<String> = source.columns.iter().map(Ident::quoted).collect();
     let select = format!(
-        "SELECT CAST({o} AS BIGINT) AS ord, CAST({k} AS BIGINT) AS k, {} AS extra ",
+        "SELECT {} AS ord, CAST({k} AS BIGINT) AS k, {} AS extra ",
+        ks.o_int,
         c.dialect().json_text_array(&extra)
     );
     let base = from_where(source, &partition.scope);
     // Conditions every branch shares: the partition's end and its slice.
     let mut tail = Sql::new("");
     if let Some(upper) = partition.range.and_then(|r| r.upper) {
-        push_cursor(&mut tail, source, "<", upper);
+        ks.push_cmp(&mut tail, "<", upper);
     }
-    push_cursor(&mut tail, source, "<=", partition.hwm);
+    ks.push_cmp(&mut tail, "<=", partition.hwm);
     if let Some((m, r)) = partition.modulo {
         tail.push(
             &format!(" AND {} = ?", modulo_expr(source)),
@@ -252,7 +281,7 @@ pub(crate) fn fetch_page(
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
             sql.push(
-                &format!(" AND {o} = ? AND {k} {key_op} ?"),
+                &format!(" AND {o} = {param} AND {k} {key_op} ?"),
                 [Bind::Int(from.order), Bind::Int(from.key)],
             );
             sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
@@ -260,7 +289,7 @@ pub(crate) fn fetch_page(
             sql.push(") tie UNION ALL SELECT ord, k, extra FROM (", []);
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
-            sql.push(&format!(" AND {o} > ?"), [Bind::Int(from.order)]);
+            sql.push(&format!(" AND {o} > {param}"), [Bind::Int(from.order)]);
             sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
             order_limit(&mut sql);
             sql.push(") rest ORDER BY ord, k LIMIT ?", [Bind::Int(limit as i64)]);
