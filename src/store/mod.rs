@@ -8,7 +8,7 @@
 //! PostgreSQL; one conformance suite (`tests/store_conformance.rs`) holds
 //! both to the same behaviour.
 //!
-//! See [`lease`](crate::store::lease) for the claim, lease and checkpoint
+//! See [`lease`] for the claim, lease and checkpoint
 //! protocol.
 
 mod connection;
