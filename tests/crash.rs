@@ -77,12 +77,26 @@ fn read_summary(path: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition() {
+fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("crash.db").display());
-    let out = dir.path().join("out.jsonl");
+    sigkill_rounds(&db, dir.path());
+}
+
+#[test]
+fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition_on_postgres() {
+    let Some(db) = common::pg_database("crash") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_rounds(&db, dir.path());
+}
+
+fn sigkill_rounds(db: &str, dir: &Path) {
+    let db = db.to_owned();
+    let out = dir.join("out.jsonl");
     let sink = format!("jsonl:{}", out.display());
-    let json = dir.path().join("summary.json");
+    let json = dir.join("summary.json");
     let json_s = json.to_str().unwrap();
 
     // Kill the run several times once it has made progress; a round that

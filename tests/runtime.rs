@@ -316,6 +316,75 @@ async fn a_partition_that_keeps_failing_is_failed_after_its_attempts(url: String
     runtime.shutdown().await;
 }
 
+async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) {
+    let mut cfg = config(&url);
+    cfg.concurrency = 1;
+    cfg.page_size = 50;
+    cfg.lease.lease = Duration::from_secs(5);
+    cfg.lease.heartbeat = Duration::from_millis(100);
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    seed(&runtime, 3000).await;
+    let sink = SlowSink::default();
+    let run = runtime
+        .start_run(job(Arc::new(sink.clone()), 1, None))
+        .unwrap();
+    let mut progress = run.subscribe();
+    progress.wait_for(|p| p.rows_done >= 200).await.unwrap();
+    let run_id = progress.borrow().run_id;
+    let store = runtime.store().clone();
+
+    // As if this instance had been paused past its lease: it expires, and
+    // another instance takes the partition over.
+    store
+        .run(|c| c.batch("UPDATE tranche_partitions SET lease_expires_ms = 0"))
+        .await
+        .unwrap();
+    let heir = store
+        .claim(run_id, "thief", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the expired partition is claimable");
+    assert!(heir.taken_over);
+    let hwm = heir.hwm;
+    // The lease keeper notices within a heartbeat; the worker stops.
+    progress
+        .wait_for(|p| p.partitions.iter().all(|pp| !pp.active))
+        .await
+        .unwrap();
+    let after_stop = store.partition(heir.id).await.unwrap();
+    assert_eq!(
+        (
+            after_stop.owner.as_deref(),
+            after_stop.epoch,
+            after_stop.rows_done,
+            after_stop.cursor
+        ),
+        (Some("thief"), heir.epoch, heir.rows_done, heir.cursor),
+        "the zombie wrote nothing after the takeover"
+    );
+    // The thief finishes the partition; the original run then closes.
+    store
+        .checkpoint(
+            heir.id,
+            "thief",
+            heir.epoch,
+            hwm,
+            1,
+            true,
+            vec![],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let report = run.wait().await.unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!(
+        store.partition(heir.id).await.unwrap().rows_done,
+        heir.rows_done + 1
+    );
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     delivers_every_row_once_with_deterministic_ids,
@@ -324,6 +393,7 @@ on_both_backends!(
     beyond_the_skip_limit_a_partition_fails_and_the_others_finish,
     graceful_shutdown_checkpoints_and_the_next_runtime_resumes,
     a_partition_that_keeps_failing_is_failed_after_its_attempts,
+    a_worker_whose_lease_was_taken_over_stops_without_writing,
 );
 
 /// The handle also starts cleanly inside an actix `System` (an actix-web
