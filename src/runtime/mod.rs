@@ -189,6 +189,11 @@ struct Inner {
 
 /// The handle to a running tranche runtime. `Send + Clone`; every clone
 /// drives the same runtime.
+///
+/// Call [`RuntimeHandle::shutdown`] before the host exits: dropping the last
+/// handle does not stop the runtime's thread, and a process that exits
+/// without shutting down leaves its partitions to be taken over when their
+/// leases expire (safe, but later than a graceful hand-back).
 #[derive(Clone)]
 pub struct RuntimeHandle {
     inner: Arc<Inner>,
