@@ -385,6 +385,46 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
     runtime.shutdown().await;
 }
 
+async fn two_instances_share_one_run_without_overlap(url: String) {
+    let mut cfg = config(&url);
+    cfg.concurrency = 2;
+    cfg.page_size = 50;
+    // B looks for A's plan every 10 ms, well within the run's length.
+    cfg.poll_interval = Duration::from_millis(10);
+    cfg.instance_id = Some("instance-a".into());
+    let a = RuntimeHandle::start(cfg.clone()).await.unwrap();
+    cfg.instance_id = Some("instance-b".into());
+    let b = RuntimeHandle::start(cfg).await.unwrap();
+    seed(&a, 8000).await;
+    let (sink_a, sink_b) = (SlowSink::default(), SlowSink::default());
+    let (ra, rb) = futures::join!(
+        a.run(job(Arc::new(sink_a.clone()), 8, None)),
+        b.run(job(Arc::new(sink_b.clone()), 8, None))
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.run_id, rb.run_id, "both joined the same run");
+    assert_eq!((ra.state, rb.state), (RunState::Done, RunState::Done));
+    assert!(
+        ra.rows_published > 0 && rb.rows_published > 0,
+        "both did work: {} / {}",
+        ra.rows_published,
+        rb.rows_published
+    );
+    let mut all = sink_a.0.messages();
+    all.extend(sink_b.0.messages());
+    let per_key = counts(&all);
+    assert_eq!(per_key.len(), 8000);
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "no partition was worked twice"
+    );
+    let runs = a.store().runs(JOB, 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "planned once");
+    assert_eq!(runs[0].partitions, 8);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     delivers_every_row_once_with_deterministic_ids,
@@ -394,6 +434,7 @@ on_both_backends!(
     graceful_shutdown_checkpoints_and_the_next_runtime_resumes,
     a_partition_that_keeps_failing_is_failed_after_its_attempts,
     a_worker_whose_lease_was_taken_over_stops_without_writing,
+    two_instances_share_one_run_without_overlap,
 );
 
 /// The handle also starts cleanly inside an actix `System` (an actix-web
