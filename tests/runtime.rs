@@ -334,16 +334,24 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
     let store = runtime.store().clone();
 
     // As if this instance had been paused past its lease: it expires, and
-    // another instance takes the partition over.
-    store
-        .run(|c| c.batch("UPDATE tranche_partitions SET lease_expires_ms = 0"))
-        .await
-        .unwrap();
-    let heir = store
-        .claim(run_id, "thief", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .expect("the expired partition is claimable");
+    // another instance takes the partition over. The live worker renews its
+    // lease at every checkpoint, so expire-then-claim may lose that race;
+    // try again until the claim wins.
+    let mut heir = None;
+    for _ in 0..200 {
+        store
+            .run(|c| c.batch("UPDATE tranche_partitions SET lease_expires_ms = 0"))
+            .await
+            .unwrap();
+        heir = store
+            .claim(run_id, "thief", Duration::from_secs(30))
+            .await
+            .unwrap();
+        if heir.is_some() {
+            break;
+        }
+    }
+    let heir = heir.expect("the expired partition is claimable");
     assert!(heir.taken_over);
     let hwm = heir.hwm;
     // The lease keeper notices within a heartbeat; the worker stops.
@@ -425,6 +433,82 @@ async fn two_instances_share_one_run_without_overlap(url: String) {
     b.shutdown().await;
 }
 
+/// A sink that panics on one key.
+#[derive(Clone, Default)]
+struct PanicsOnKey7(MemorySink);
+
+#[async_trait]
+impl Sink for PanicsOnKey7 {
+    fn name(&self) -> &str {
+        "panics"
+    }
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        assert!(batch.iter().all(|m| m.key != 7), "sink bug on key 7");
+        self.0.deliver(batch).await
+    }
+}
+
+async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    seed(&runtime, 1000).await;
+    // A panicking processor makes its row poison.
+    let sink = MemorySink::new();
+    let panicky = Job::builder(JOB)
+        .source(Source::new("events", "id", "at").unwrap())
+        .strategy(Strategy::Range { partitions: 2 })
+        .processor(|row: &SourceRow, _: &Scope| {
+            assert!(row.key != 500, "processor bug on row 500");
+            Ok(Some(Message::new(JOB, row.key, 1, Vec::new())))
+        })
+        .sink(Arc::new(sink.clone()))
+        .build()
+        .unwrap();
+    let report = runtime.run(panicky).await.unwrap();
+    assert_eq!(
+        (report.state, report.dead_letters, sink.len()),
+        (RunState::Done, 1, 999)
+    );
+    let letters = runtime.store().dead_letters(report.run_id).await.unwrap();
+    assert_eq!(letters[0].row_key, 500);
+    assert!(
+        letters[0]
+            .reason
+            .contains("processor panicked: processor bug on row 500"),
+        "{}",
+        letters[0].reason
+    );
+
+    // A panicking sink fails its partition; the others finish.
+    let report = runtime
+        .run(job(Arc::new(PanicsOnKey7::default()), 4, None))
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Failed);
+    let failed: Vec<_> = report.failed_partitions().collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("sink panicked: sink bug on key 7"));
+
+    // A panicking identification query fails the run with its message.
+    let identify_panics = Job::builder("identify-panics")
+        .source(Source::new("events", "id", "at").unwrap())
+        .scopes(tranche::Scopes::Identify(Arc::new(|_| {
+            panic!("identify bug")
+        })))
+        .processor(|_: &SourceRow, _: &Scope| Ok(None))
+        .sink(Arc::new(MemorySink::new()))
+        .build()
+        .unwrap();
+    let err = runtime.run(identify_panics).await.unwrap_err();
+    assert!(err.to_string().contains("identify bug"), "{err}");
+    // The executor still serves queries afterwards.
+    assert!(runtime.store().now_ms().await.unwrap() > 0);
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     delivers_every_row_once_with_deterministic_ids,
@@ -435,6 +519,7 @@ on_both_backends!(
     a_partition_that_keeps_failing_is_failed_after_its_attempts,
     a_worker_whose_lease_was_taken_over_stops_without_writing,
     two_instances_share_one_run_without_overlap,
+    panics_in_user_code_end_runs_with_errors_not_hangs,
 );
 
 /// The handle also starts cleanly inside an actix `System` (an actix-web

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message as ActixMessage, ResponseFuture};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -65,7 +66,19 @@ impl Actor for Publisher {
             actix::spawn(
                 async move {
                     while let Some(batch) = rx.recv().await {
-                        let result = sink.deliver(&batch.messages).await;
+                        // A panicking sink fails the batch instead of the lane.
+                        let result = std::panic::AssertUnwindSafe(sink.deliver(&batch.messages))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|panic| {
+                                Err(SinkError::Fatal {
+                                    sink: sink.name().to_owned(),
+                                    reason: format!(
+                                        "sink panicked: {}",
+                                        crate::error::panic_message(&*panic)
+                                    ),
+                                })
+                            });
                         let _ = batch.confirmed.send(result);
                     }
                 }

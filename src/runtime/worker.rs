@@ -108,6 +108,24 @@ fn lost(setup: &WorkerSetup) -> Error {
     })
 }
 
+/// Runs the job's processor on one row; a panic in it makes the row poison
+/// rather than silently killing the worker.
+fn process_row(
+    job: &Job,
+    row: &SourceRow,
+    scope: &crate::job::Scope,
+) -> Result<Option<crate::sink::Message>, crate::job::Poison> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        job.processor.process(row, scope)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(crate::job::Poison(format!(
+            "processor panicked: {}",
+            crate::error::panic_message(&*panic)
+        )))
+    })
+}
+
 /// The worker's loop.
 async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
     let p = &setup.partition;
@@ -143,7 +161,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         let mut messages = Vec::with_capacity(rows.len());
         let mut dead = Vec::new();
         for row in &rows {
-            match setup.job.processor.process(row, &p.scope) {
+            match process_row(&setup.job, row, &p.scope) {
                 Ok(Some(m)) => messages.push(m),
                 Ok(None) => {}
                 Err(poison) => {

@@ -43,6 +43,17 @@ impl<T: Send + 'static> Handler<Execute<T>> for DbExecutor {
 
     fn handle(&mut self, msg: Execute<T>, _: &mut SyncContext<Self>) -> Self::Result {
         let mut conn = self.pool.get()?;
-        (msg.0)(&mut conn)
+        let job = msg.0;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn))).unwrap_or_else(
+            |panic| {
+                // The panic may have left a transaction open on this
+                // connection; close it before the pool hands it out again.
+                let _ = conn.batch("ROLLBACK");
+                Err(StoreError::Corrupt {
+                    what: "database call",
+                    reason: format!("panicked: {}", crate::error::panic_message(&*panic)),
+                })
+            },
+        )
     }
 }
