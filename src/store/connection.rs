@@ -290,7 +290,9 @@ impl Connection {
 
 /// SQLite settings applied to every pooled connection: WAL so readers and the
 /// writer do not block each other, a busy timeout instead of instant
-/// "database is locked" errors, and foreign keys on.
+/// "database is locked" errors, foreign keys on, and a 4 MiB page cache per
+/// connection (memory stays bounded by the pool, not by the table; a larger
+/// cache or mmap measured no faster on the demo).
 #[derive(Debug)]
 struct SqlitePragmas;
 
@@ -299,7 +301,7 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
         conn.batch_execute(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
-             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384;",
+             PRAGMA cache_size = -4096;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
