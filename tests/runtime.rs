@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tranche::store::{Bind, PartitionState, RunState, Sql};
+use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql};
 use tranche::{
     Delivery, Error, Job, MemorySink, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle,
     Scope, Sink, SinkError, Source, SourceRow, Strategy,
@@ -372,16 +372,16 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
     );
     // The thief finishes the partition; the original run then closes.
     store
-        .checkpoint(
-            heir.id,
-            "thief",
-            heir.epoch,
-            hwm,
-            1,
-            true,
-            vec![],
-            Duration::from_secs(30),
-        )
+        .checkpoint(Checkpoint {
+            partition_id: heir.id,
+            owner: "thief".into(),
+            epoch: heir.epoch,
+            cursor: hwm,
+            rows: 1,
+            done: true,
+            dead_letters: vec![],
+            lease: Duration::from_secs(30),
+        })
         .await
         .unwrap();
     let report = run.wait().await.unwrap();

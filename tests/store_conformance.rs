@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tranche::store::{Bind, PartitionState, RunState, Sql, Store, StoreOptions, UpdateSpec};
+use tranche::store::{
+    Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions, UpdateSpec,
+};
 use tranche::{
     Cursor, DeadLetter, Ident, Job, MemorySink, Op, Scope, Source, SourceRow, StoreError, Strategy,
     Value,
@@ -257,16 +259,16 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
         .unwrap()
         .unwrap();
     store
-        .checkpoint(
-            zombie.id,
-            "zombie",
-            zombie.epoch,
-            Cursor::new(10, 10),
-            10,
-            false,
-            vec![],
-            Duration::from_millis(1),
-        )
+        .checkpoint(Checkpoint {
+            partition_id: zombie.id,
+            owner: "zombie".into(),
+            epoch: zombie.epoch,
+            cursor: Cursor::new(10, 10),
+            rows: 10,
+            done: false,
+            dead_letters: vec![],
+            lease: Duration::from_millis(1),
+        })
         .await
         .unwrap();
     // Wait on the database clock, not ours, for the lease to pass.
@@ -291,16 +293,16 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     assert_eq!(heir.rows_done, 10);
 
     let late = store
-        .checkpoint(
-            zombie.id,
-            "zombie",
-            zombie.epoch,
-            Cursor::new(99, 99),
-            50,
-            false,
-            vec![],
-            LEASE,
-        )
+        .checkpoint(Checkpoint {
+            partition_id: zombie.id,
+            owner: "zombie".into(),
+            epoch: zombie.epoch,
+            cursor: Cursor::new(99, 99),
+            rows: 50,
+            done: false,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
         .await;
     assert!(
         matches!(late, Err(StoreError::LeaseLost { .. })),
@@ -322,16 +324,16 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
         "zombie wrote nothing"
     );
     store
-        .checkpoint(
-            heir.id,
-            "heir",
-            heir.epoch,
-            Cursor::new(20, 20),
-            5,
-            true,
-            vec![],
-            LEASE,
-        )
+        .checkpoint(Checkpoint {
+            partition_id: heir.id,
+            owner: "heir".into(),
+            epoch: heir.epoch,
+            cursor: Cursor::new(20, 20),
+            rows: 5,
+            done: true,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
         .await
         .unwrap();
     let done = store.partition(heir.id).await.unwrap();
@@ -357,16 +359,16 @@ async fn release_failure_and_dead_letters(url: String) {
         reason: "bad row".into(),
     };
     store
-        .checkpoint(
-            p.id,
-            "me",
-            p.epoch,
-            Cursor::new(1, 7),
-            7,
-            false,
-            vec![letter.clone()],
-            LEASE,
-        )
+        .checkpoint(Checkpoint {
+            partition_id: p.id,
+            owner: "me".into(),
+            epoch: p.epoch,
+            cursor: Cursor::new(1, 7),
+            rows: 7,
+            done: false,
+            dead_letters: vec![letter.clone()],
+            lease: LEASE,
+        })
         .await
         .unwrap();
     store.release(p.id, "me", p.epoch).await.unwrap();
@@ -377,16 +379,16 @@ async fn release_failure_and_dead_letters(url: String) {
     );
     // A replayed page records its dead letter once.
     store
-        .checkpoint(
-            again.id,
-            "me",
-            again.epoch,
-            Cursor::new(1, 7),
-            0,
-            false,
-            vec![letter.clone()],
-            LEASE,
-        )
+        .checkpoint(Checkpoint {
+            partition_id: again.id,
+            owner: "me".into(),
+            epoch: again.epoch,
+            cursor: Cursor::new(1, 7),
+            rows: 0,
+            done: false,
+            dead_letters: vec![letter.clone()],
+            lease: LEASE,
+        })
         .await
         .unwrap();
     assert_eq!(store.dead_letters(run.id).await.unwrap(), vec![letter]);

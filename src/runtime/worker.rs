@@ -27,7 +27,7 @@ use super::RuntimeConfig;
 use crate::error::Error;
 use crate::job::{Job, SourceRow};
 use crate::keyset::Cursor;
-use crate::store::{DeadLetter, PartitionRecord, Store, StoreError};
+use crate::store::{Checkpoint, DeadLetter, PartitionRecord, Store, StoreError};
 
 /// How a worker ended without error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,16 +213,16 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         let dead_count = dead.len() as u64;
         setup
             .store
-            .checkpoint(
-                p.id,
-                owner,
-                p.epoch,
-                last,
-                rows.len() as u64,
-                !full,
-                dead,
-                setup.config.lease.lease,
-            )
+            .checkpoint(Checkpoint {
+                partition_id: p.id,
+                owner: owner.to_owned(),
+                epoch: p.epoch,
+                cursor: last,
+                rows: rows.len() as u64,
+                done: !full,
+                dead_letters: dead,
+                lease: setup.config.lease.lease,
+            })
             .await?;
         cursor = Some(last);
         let n = rows.len() as i64;

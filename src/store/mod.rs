@@ -27,7 +27,9 @@ pub use connection::{Bind, Connection, Db, Dialect, Sql};
 pub use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::run_migrations;
-pub use queries::{DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord, RunState};
+pub use queries::{
+    Checkpoint, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord, RunState,
+};
 pub use source::UpdateSpec;
 
 use crate::job::{Job, SourceRow};
@@ -272,38 +274,12 @@ impl Store {
             .await
     }
 
-    /// Fenced checkpoint: moves the partition's cursor to `cursor`, adds
-    /// `rows` to its count, records dead letters, renews the lease and, when
-    /// `done`, completes it. Fails with [`StoreError::LeaseLost`] when
+    /// Fenced checkpoint: moves the partition's cursor, adds the page's rows
+    /// to its count, records its dead letters, renews the lease and, on the
+    /// last page, completes it. Fails with [`StoreError::LeaseLost`] when
     /// `(owner, epoch)` no longer holds it, writing nothing.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn checkpoint(
-        &self,
-        partition_id: i64,
-        owner: &str,
-        epoch: i64,
-        cursor: Cursor,
-        rows: u64,
-        done: bool,
-        dead_letters: Vec<DeadLetter>,
-        lease: Duration,
-    ) -> Result<(), StoreError> {
-        let owner = owner.to_owned();
-        let ms = duration_ms(lease);
-        self.run(move |c| {
-            queries::checkpoint(
-                c,
-                partition_id,
-                &owner,
-                epoch,
-                cursor,
-                rows,
-                done,
-                &dead_letters,
-                ms,
-            )
-        })
-        .await
+    pub async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        self.run(move |c| queries::checkpoint(c, &checkpoint)).await
     }
 
     /// Completes a partition without moving its cursor (its last page was

@@ -662,18 +662,40 @@ pub(crate) fn claim(
         .transpose()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn checkpoint(
-    c: &mut Connection,
-    partition_id: i64,
-    owner: &str,
-    epoch: i64,
-    cursor: Cursor,
-    rows: u64,
-    done: bool,
-    dead_letters: &[DeadLetter],
-    lease_ms: i64,
-) -> Result<(), StoreError> {
+/// A fenced checkpoint: who writes it, where the cursor moves, and what is
+/// recorded with it.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// Partition.
+    pub partition_id: i64,
+    /// Holder writing it.
+    pub owner: String,
+    /// The holder's epoch; the write matches nothing once it is stale.
+    pub epoch: i64,
+    /// The last row of the confirmed page.
+    pub cursor: Cursor,
+    /// Rows on that page.
+    pub rows: u64,
+    /// Whether this was the partition's last page.
+    pub done: bool,
+    /// Rows of the page rejected as poison.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The lease, renewed from the database clock.
+    pub lease: std::time::Duration,
+}
+
+pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<(), StoreError> {
+    let Checkpoint {
+        partition_id,
+        ref owner,
+        epoch,
+        cursor,
+        rows,
+        done,
+        ref dead_letters,
+        lease,
+    } = *cp;
+    let lease_ms = super::duration_ms(lease);
     let now = c.dialect().now_ms();
     let update = Sql::new(format!(
         "UPDATE tranche_partitions SET cursor_order = ?, cursor_key = ?, rows_done = rows_done + ?, \
@@ -686,7 +708,7 @@ pub(crate) fn checkpoint(
     .bind(Bind::Text(if done { "done" } else { "claimed" }.into()))
     .bind(Bind::Int(lease_ms))
     .bind(Bind::Int(partition_id))
-    .bind(Bind::Text(owner.into()))
+    .bind(Bind::Text(owner.clone()))
     .bind(Bind::Int(epoch));
     let lost = StoreError::LeaseLost {
         partition_id,
