@@ -89,7 +89,7 @@ fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition_on_pos
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    sigkill_rounds(&db, dir.path());
+    sigkill_rounds(&db.url, dir.path());
 }
 
 fn sigkill_rounds(db: &str, dir: &Path) {

@@ -97,7 +97,7 @@ fn the_demo_verifies_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    demo_verifies(&db, dir.path());
+    demo_verifies(&db.url, dir.path());
 }
 
 #[test]

@@ -25,9 +25,28 @@ fn services_required() -> bool {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A PostgreSQL database made for one test, dropped when this guard is.
+pub struct PgDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Best effort: FORCE ends connections a failed test left open.
+        if let Ok(mut conn) = PgConnection::establish(&pg_admin_url()) {
+            let _ = conn.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
 /// A fresh, empty PostgreSQL database for one test; `None` (after printing
 /// the reason) when PostgreSQL is unreachable and services are not required.
-pub fn pg_database(hint: &str) -> Option<String> {
+pub fn pg_database(hint: &str) -> Option<PgDatabase> {
     let admin = pg_admin_url();
     let mut conn = match PgConnection::establish(&admin) {
         Ok(c) => c,
@@ -59,7 +78,10 @@ pub fn pg_database(hint: &str) -> Option<String> {
         .rsplit_once('/')
         .map(|(b, _)| b.to_owned())
         .unwrap_or(admin.clone());
-    Some(format!("{base}/{name}"))
+    Some(PgDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    })
 }
 
 /// A fresh SQLite database file in its own temporary directory (kept alive
@@ -100,8 +122,8 @@ macro_rules! on_both_backends {
             $(
                 #[$attr]
                 async fn $case() {
-                    let Some(url) = $crate::common::pg_database(stringify!($case)) else { return };
-                    super::$case(url).await;
+                    let Some(db) = $crate::common::pg_database(stringify!($case)) else { return };
+                    super::$case(db.url.clone()).await;
                 }
             )*
         }
