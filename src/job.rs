@@ -216,6 +216,20 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Checks the partition count or modulus, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Strategy::Range { partitions: 0 } => Err(ConfigError::new(
+                "strategy.partitions",
+                "must be at least 1",
+            )),
+            Strategy::Modulo { modulus: 0 } => {
+                Err(ConfigError::new("strategy.modulus", "must be at least 1"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Name stored with each partition.
     pub fn name(&self) -> &'static str {
         match self {
@@ -311,6 +325,23 @@ impl Job {
     }
 }
 
+/// Checks a job name: 1 to 128 letters, digits, `_`, `-` or `.`.
+pub fn validate_job_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "job.name",
+            format!("{name:?} must be 1 to 128 letters, digits, '_', '-' or '.'"),
+        ))
+    }
+}
+
 /// Builder of a [`Job`]; [`JobBuilder::build`] validates it.
 pub struct JobBuilder {
     name: String,
@@ -361,21 +392,7 @@ impl JobBuilder {
 
     /// Validates and builds the job.
     pub fn build(self) -> Result<Job, ConfigError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 128
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !name_ok {
-            return Err(ConfigError::new(
-                "job.name",
-                format!(
-                    "{:?} must be 1 to 128 letters, digits, '_', '-' or '.'",
-                    self.name
-                ),
-            ));
-        }
+        validate_job_name(&self.name)?;
         let source = self
             .source
             .ok_or_else(|| ConfigError::new("job.source", "a source is required"))?;
@@ -385,18 +402,7 @@ impl JobBuilder {
                 "must differ from source.key_column (the key is already the tie-breaker)",
             ));
         }
-        match self.strategy {
-            Strategy::Range { partitions: 0 } => {
-                return Err(ConfigError::new(
-                    "strategy.partitions",
-                    "must be at least 1",
-                ))
-            }
-            Strategy::Modulo { modulus: 0 } => {
-                return Err(ConfigError::new("strategy.modulus", "must be at least 1"))
-            }
-            _ => {}
-        }
+        self.strategy.validate()?;
         Ok(Job {
             name: self.name,
             source,

@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+pub mod config;
 pub mod demo;
 mod error;
 mod ident;

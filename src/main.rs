@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run the S0 subscription migration end to end with live progress.
     Demo(DemoArgs),
+    /// Run (or join the active run of) a job described by a TOML file.
+    Run(RunArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
         /// Database URL: postgres://... or sqlite://path (or a bare path).
@@ -80,6 +82,34 @@ struct DemoArgs {
     quiet: bool,
 }
 
+#[derive(Parser)]
+struct RunArgs {
+    /// The job file (see the README for every field).
+    #[arg(long)]
+    config: PathBuf,
+    /// Database URL, overriding the file and TRANCHE_DATABASE_URL.
+    #[arg(long)]
+    db: Option<String>,
+    /// Partitions worked at once.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Rows per page.
+    #[arg(long)]
+    page_size: Option<usize>,
+    /// Lease duration in milliseconds.
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// Lease renewal interval in milliseconds.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Write a JSON summary of the run here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Draw no progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -102,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo(args) => {
             let code = demo_main(args).await?;
+            std::process::exit(code);
+        }
+        Command::Run(args) => {
+            let code = run_main(args).await?;
             std::process::exit(code);
         }
     }
@@ -257,6 +291,98 @@ fn flag_of(field: &str) -> String {
     }
 }
 
+/// The `run --summary-json` object.
+#[derive(Serialize)]
+struct RunSummary {
+    job: String,
+    run_id: i64,
+    state: tranche::store::RunState,
+    rows_identified: i64,
+    rows_done: i64,
+    rows_done_at_start: i64,
+    rows_published: u64,
+    rows_replayed: u64,
+    dead_letters: u64,
+    partitions: usize,
+    failed_partitions: usize,
+    takeovers: u64,
+    elapsed_s: f64,
+    rows_per_s: f64,
+    resumed: bool,
+    interrupted: bool,
+}
+
+async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
+    let mut file = tranche::config::JobFile::from_path(&args.config)?;
+    file.apply_env(|k| std::env::var(k).ok())?;
+    file.apply_overrides(&tranche::config::Overrides {
+        database_url: args.db.clone(),
+        concurrency: args.concurrency,
+        page_size: args.page_size,
+        lease_ms: args.lease_ms,
+        heartbeat_ms: args.heartbeat_ms,
+    });
+    file.validate()?;
+    let config = file.runtime_config()?;
+    let shown_db = redact_url(&config.database_url);
+    let runtime = RuntimeHandle::start(config)
+        .await
+        .with_context(|| format!("starting tranche on {shown_db}"))?;
+    let job = file.job(runtime.store())?;
+    println!(
+        "tranche run: job {} on {shown_db} as {}",
+        file.job.name,
+        runtime.instance_id()
+    );
+    let multi = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let started = Instant::now();
+    let run = runtime.start_run(job)?;
+    let report = follow(&runtime, run, &multi).await?;
+    let elapsed = started.elapsed();
+    multi.clear().ok();
+    runtime.shutdown().await;
+    let done_here = (report.rows_done - report.rows_done_at_start).max(0);
+    let rows_per_s = done_here as f64 / elapsed.as_secs_f64().max(1e-9);
+    print_report(&report, elapsed, rows_per_s, None);
+    let failed = report.failed_partitions().count();
+    if !report.interrupted {
+        println!("  run {} ended {:?}", report.run_id, report.state);
+    }
+    if let Some(path) = &args.summary_json {
+        let summary = RunSummary {
+            job: report.job.clone(),
+            run_id: report.run_id,
+            state: report.state,
+            rows_identified: report.rows_identified,
+            rows_done: report.rows_done,
+            rows_done_at_start: report.rows_done_at_start,
+            rows_published: report.rows_published,
+            rows_replayed: report.rows_replayed,
+            dead_letters: report.dead_letters,
+            partitions: report.partitions.len(),
+            failed_partitions: failed,
+            takeovers: report.takeovers,
+            elapsed_s: elapsed.as_secs_f64(),
+            rows_per_s,
+            resumed: report.resumed,
+            interrupted: report.interrupted,
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.interrupted {
+        130
+    } else if report.state == tranche::store::RunState::Done {
+        0
+    } else {
+        1
+    })
+}
+
 async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> anyhow::Result<()> {
     let (fresh, rows) = (args.fresh, args.rows);
     let existing = store
@@ -409,7 +535,7 @@ fn print_report(
     verification: Option<&Verification>,
 ) {
     println!(
-        "  identified {} subscriptions in {} partitions (run {})",
+        "  identified {} rows in {} partitions (run {})",
         report.rows_identified,
         report.partitions.len(),
         report.run_id

@@ -1,0 +1,472 @@
+//! Jobs configured from a file, for `tranche run --config job.toml` and for
+//! hosts that prefer configuration to code.
+//!
+//! One typed [`JobFile`] with documented defaults. It is loaded from TOML,
+//! then overridden by `TRANCHE_*` environment variables, then by the CLI's
+//! flags, and validated once before anything is claimed. Every error names
+//! the field.
+//!
+//! ```toml
+//! database_url = "postgres://app@db/app"
+//!
+//! [job]
+//! name = "resend-confirmations"
+//! version = 2                     # part of each message id: job:key:version
+//!
+//! [source]
+//! table = "orders"
+//! key_column = "id"
+//! order_column = "placed_at"
+//! order_kind = "timestamp"        # or "integer" (default)
+//! columns = ["status", "email"]   # read as text, sent in the payload
+//! filter = [{ column = "status", op = "eq", value = "paid" }]
+//!
+//! [strategy]
+//! kind = "range"                  # or kind = "modulo", modulus = 5
+//! partitions = 16
+//!
+//! [runtime]                       # every field optional
+//! concurrency = 4
+//! page_size = 1000
+//! lease_ms = 30000
+//! heartbeat_ms = 10000
+//!
+//! [sink]
+//! kind = "jsonl"                  # or kind = "update": table, key_column, version_column
+//! path = "out.jsonl"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::ident::Ident;
+use crate::job::{Condition, Job, Op, Scope, Source, SourceRow, Strategy, Value};
+use crate::runtime::RuntimeConfig;
+use crate::sink::{JsonLinesSink, Message, Sink, UpdateSink};
+use crate::store::{Store, UpdateSpec};
+
+/// A job and its runtime settings, as written in a job file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Database URL (`TRANCHE_DATABASE_URL`, `--db`).
+    pub database_url: String,
+    /// The job's identity.
+    pub job: JobSection,
+    /// The table to read.
+    pub source: SourceSection,
+    /// How to partition it.
+    pub strategy: Strategy,
+    /// Runtime settings; each defaults as in [`RuntimeConfig::new`].
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// Where messages go.
+    pub sink: SinkSection,
+}
+
+/// `[job]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    /// Job name.
+    pub name: String,
+    /// Version carried by each message (default 1).
+    #[serde(default = "one")]
+    pub version: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// `[source]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// Table (or `schema.table`).
+    pub table: String,
+    /// Unique integer key column.
+    pub key_column: String,
+    /// Order column.
+    pub order_column: String,
+    /// `integer` (default) or `timestamp` (PostgreSQL).
+    #[serde(default)]
+    pub order_kind: crate::job::OrderKind,
+    /// Extra columns read as text and sent in the payload.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Conditions every row must meet.
+    #[serde(default)]
+    pub filter: Vec<FilterEntry>,
+}
+
+/// One `column op value` filter.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterEntry {
+    /// Column.
+    pub column: String,
+    /// `eq`, `ne`, `lt`, `le`, `gt` or `ge`.
+    pub op: Op,
+    /// An integer or a string, bound as a parameter.
+    pub value: Value,
+}
+
+/// `[runtime]`: overrides of [`RuntimeConfig`]'s defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Partitions worked at once (`TRANCHE_CONCURRENCY`, `--concurrency`).
+    pub concurrency: Option<usize>,
+    /// Rows per page (`TRANCHE_PAGE_SIZE`, `--page-size`).
+    pub page_size: Option<usize>,
+    /// Lease in ms (`TRANCHE_LEASE_MS`, `--lease-ms`).
+    pub lease_ms: Option<u64>,
+    /// Heartbeat in ms (`TRANCHE_HEARTBEAT_MS`, `--heartbeat-ms`).
+    pub heartbeat_ms: Option<u64>,
+    /// Attempts per partition.
+    pub max_attempts: Option<u32>,
+    /// Poison rows tolerated per partition.
+    pub skip_limit: Option<u64>,
+    /// Publisher lanes.
+    pub lanes: Option<usize>,
+    /// Publisher mailbox capacity.
+    pub mailbox_capacity: Option<usize>,
+    /// Database executor threads.
+    pub db_threads: Option<usize>,
+    /// This instance's lease identity (`TRANCHE_INSTANCE_ID`).
+    pub instance_id: Option<String>,
+}
+
+/// `[sink]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkSection {
+    /// Append JSON lines to a file.
+    Jsonl {
+        /// File path.
+        path: PathBuf,
+    },
+    /// Advance a version column in place (idempotent).
+    Update {
+        /// Table to update.
+        table: String,
+        /// Its key column (the source key).
+        key_column: String,
+        /// The version column, set to `job.version` where lower.
+        version_column: String,
+    },
+}
+
+/// Command-line overrides, applied after the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--db`.
+    pub database_url: Option<String>,
+    /// `--concurrency`.
+    pub concurrency: Option<usize>,
+    /// `--page-size`.
+    pub page_size: Option<usize>,
+    /// `--lease-ms`.
+    pub lease_ms: Option<u64>,
+    /// `--heartbeat-ms`.
+    pub heartbeat_ms: Option<u64>,
+}
+
+impl JobFile {
+    /// Reads and parses a job file (not yet validated).
+    pub fn from_path(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text. Unknown fields are errors, so a typo is not
+    /// silently ignored.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let reason = e.message().to_owned();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError::new("job file", format!("{reason}{at}"))
+        })
+    }
+
+    /// Applies `TRANCHE_*` variables found by `lookup` (pass
+    /// `|k| std::env::var(k).ok()` for the process environment).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &str, v: String) -> Result<T, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| ConfigError::new(var, format!("{v:?} is not a valid number")))
+        }
+        if let Some(v) = lookup("TRANCHE_DATABASE_URL") {
+            self.database_url = v;
+        }
+        let r = &mut self.runtime;
+        if let Some(v) = lookup("TRANCHE_CONCURRENCY") {
+            r.concurrency = Some(parse("TRANCHE_CONCURRENCY", v)?);
+        }
+        if let Some(v) = lookup("TRANCHE_PAGE_SIZE") {
+            r.page_size = Some(parse("TRANCHE_PAGE_SIZE", v)?);
+        }
+        if let Some(v) = lookup("TRANCHE_LEASE_MS") {
+            r.lease_ms = Some(parse("TRANCHE_LEASE_MS", v)?);
+        }
+        if let Some(v) = lookup("TRANCHE_HEARTBEAT_MS") {
+            r.heartbeat_ms = Some(parse("TRANCHE_HEARTBEAT_MS", v)?);
+        }
+        if let Some(v) = lookup("TRANCHE_INSTANCE_ID") {
+            r.instance_id = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply_overrides(&mut self, o: &Overrides) {
+        if let Some(v) = &o.database_url {
+            self.database_url = v.clone();
+        }
+        let r = &mut self.runtime;
+        r.concurrency = o.concurrency.or(r.concurrency);
+        r.page_size = o.page_size.or(r.page_size);
+        r.lease_ms = o.lease_ms.or(r.lease_ms);
+        r.heartbeat_ms = o.heartbeat_ms.or(r.heartbeat_ms);
+    }
+
+    /// The runtime configuration, validated.
+    pub fn runtime_config(&self) -> Result<RuntimeConfig, ConfigError> {
+        let mut c = RuntimeConfig::new(self.database_url.clone());
+        let r = &self.runtime;
+        c.concurrency = r.concurrency.unwrap_or(c.concurrency);
+        c.page_size = r.page_size.unwrap_or(c.page_size);
+        if let Some(ms) = r.lease_ms {
+            c.lease.lease = Duration::from_millis(ms);
+        }
+        if let Some(ms) = r.heartbeat_ms {
+            c.lease.heartbeat = Duration::from_millis(ms);
+        }
+        c.max_attempts = r.max_attempts.unwrap_or(c.max_attempts);
+        c.skip_limit = r.skip_limit.unwrap_or(c.skip_limit);
+        c.lanes = r.lanes.unwrap_or(c.lanes);
+        c.mailbox_capacity = r.mailbox_capacity.unwrap_or(c.mailbox_capacity);
+        c.store.threads = r.db_threads.unwrap_or(c.store.threads);
+        c.instance_id = r.instance_id.clone();
+        c.validate().map_err(|e| {
+            // Name the field as it is written in the file.
+            let field = match e.field.as_str() {
+                "lease" => "runtime.lease_ms".to_owned(),
+                "heartbeat" => "runtime.heartbeat_ms".to_owned(),
+                "store.threads" => "runtime.db_threads".to_owned(),
+                "database_url" => "database_url".to_owned(),
+                other => format!("runtime.{other}"),
+            };
+            ConfigError::new(field, e.reason)
+        })?;
+        Ok(c)
+    }
+
+    /// The source, validated (names checked, values bound).
+    pub fn source(&self) -> Result<Source, ConfigError> {
+        let s = &self.source;
+        let mut source = Source::new(&s.table, &s.key_column, &s.order_column)?;
+        source.order_kind = s.order_kind;
+        for (i, c) in s.columns.iter().enumerate() {
+            source
+                .columns
+                .push(Ident::parse(&format!("source.columns[{i}]"), c)?);
+        }
+        for (i, f) in s.filter.iter().enumerate() {
+            let column = Ident::parse(&format!("source.filter[{i}].column"), &f.column)?;
+            source.filter.push(Condition {
+                column,
+                op: f.op,
+                value: f.value.clone(),
+            });
+        }
+        Ok(source)
+    }
+
+    /// Validates everything that can be checked without a database.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::job::validate_job_name(&self.job.name)?;
+        self.strategy.validate()?;
+        self.runtime_config()?;
+        self.source()?;
+        if let SinkSection::Update {
+            table,
+            key_column,
+            version_column,
+        } = &self.sink
+        {
+            Ident::parse("sink.table", table)?;
+            Ident::parse("sink.key_column", key_column)?;
+            Ident::parse("sink.version_column", version_column)?;
+        }
+        if let SinkSection::Jsonl { path } = &self.sink {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::new("sink.path", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The job, with its sink opened. The update sink writes through `store`.
+    /// Each message carries the row's key, order and extra columns as JSON.
+    pub fn job(&self, store: &Store) -> Result<Job, ConfigError> {
+        let source = self.source()?;
+        let sink: Arc<dyn Sink> = match &self.sink {
+            SinkSection::Jsonl { path } => {
+                Arc::new(JsonLinesSink::open(path).map_err(|e| {
+                    ConfigError::new("sink.path", format!("{}: {e}", path.display()))
+                })?)
+            }
+            SinkSection::Update {
+                table,
+                key_column,
+                version_column,
+            } => Arc::new(UpdateSink::new(
+                store.clone(),
+                UpdateSpec {
+                    table: Ident::parse("sink.table", table)?,
+                    key_column: Ident::parse("sink.key_column", key_column)?,
+                    version_column: Ident::parse("sink.version_column", version_column)?,
+                },
+            )),
+        };
+        let name = self.job.name.clone();
+        let version = self.job.version;
+        let columns = self.source.columns.clone();
+        Job::builder(&self.job.name)
+            .source(source)
+            .strategy(self.strategy)
+            .processor(move |row: &SourceRow, _: &Scope| {
+                let extra: serde_json::Map<String, serde_json::Value> = columns
+                    .iter()
+                    .cloned()
+                    .zip(row.columns.iter().map(|v| serde_json::json!(v)))
+                    .collect();
+                let payload = serde_json::json!({
+                    "key": row.key, "order": row.order, "columns": extra,
+                });
+                Ok(Some(Message::new(
+                    &name,
+                    row.key,
+                    version,
+                    payload.to_string().into_bytes(),
+                )))
+            })
+            .sink(sink)
+            .params(serde_json::json!({"version": version, "config": true}))
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+database_url = "sqlite://app.db"
+[job]
+name = "resend"
+[source]
+table = "orders"
+key_column = "id"
+order_column = "placed_at"
+columns = ["status"]
+filter = [{ column = "status", op = "eq", value = "paid" }, { column = "total", op = "gt", value = 10 }]
+[strategy]
+kind = "modulo"
+modulus = 5
+[runtime]
+page_size = 200
+[sink]
+kind = "jsonl"
+path = "out.jsonl"
+"#;
+
+    #[test]
+    fn a_complete_file_parses_with_defaults() {
+        let f = JobFile::from_toml(GOOD).unwrap();
+        f.validate().unwrap();
+        assert_eq!(f.job.version, 1);
+        assert_eq!(f.strategy, Strategy::Modulo { modulus: 5 });
+        let c = f.runtime_config().unwrap();
+        assert_eq!((c.page_size, c.concurrency), (200, 4));
+        let s = f.source().unwrap();
+        assert_eq!(s.filter.len(), 2);
+        assert_eq!(s.filter[1].value, Value::Int(10));
+        assert_eq!(s.filter[0].value, Value::Text("paid".into()));
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        let mut f = JobFile::from_toml(GOOD).unwrap();
+        f.apply_env(|k| match k {
+            "TRANCHE_PAGE_SIZE" => Some("300".into()),
+            "TRANCHE_CONCURRENCY" => Some("2".into()),
+            "TRANCHE_DATABASE_URL" => Some("sqlite://env.db".into()),
+            _ => None,
+        })
+        .unwrap();
+        f.apply_overrides(&Overrides {
+            concurrency: Some(7),
+            ..Overrides::default()
+        });
+        let c = f.runtime_config().unwrap();
+        assert_eq!((c.page_size, c.concurrency), (300, 7));
+        assert_eq!(c.database_url, "sqlite://env.db");
+        let err = f
+            .apply_env(|k| (k == "TRANCHE_PAGE_SIZE").then(|| "lots".into()))
+            .unwrap_err();
+        assert_eq!(err.field, "TRANCHE_PAGE_SIZE");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = |from: &str, to: &str| {
+            let text = GOOD.replace(from, to);
+            JobFile::from_toml(&text).and_then(|f| f.validate().map(|_| f))
+        };
+        assert_eq!(
+            bad("page_size = 200", "page_size = 0").unwrap_err().field,
+            "runtime.page_size"
+        );
+        assert_eq!(
+            bad("[runtime]", "[runtime]\nlease_ms = 100\nheartbeat_ms = 100")
+                .unwrap_err()
+                .field,
+            "runtime.heartbeat_ms"
+        );
+        assert_eq!(
+            bad("\"placed_at\"", "\"placed_at; --\"").unwrap_err().field,
+            "source.order_column"
+        );
+        assert_eq!(
+            bad("column = \"status\", op", "column = \"st atus\", op")
+                .unwrap_err()
+                .field,
+            "source.filter[0].column"
+        );
+        let typo = bad("page_size", "page_sise").unwrap_err();
+        assert!(
+            typo.reason.contains("page_sise") && typo.reason.contains("line"),
+            "{typo}"
+        );
+        let op = bad("op = \"eq\"", "op = \"like\"").unwrap_err();
+        assert!(op.reason.contains("like"), "{op}");
+    }
+}
