@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
@@ -54,22 +54,20 @@ fn lines(path: &Path) -> u64 {
     std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
-/// Kills `child` with SIGKILL once `progressed` holds; returns false when the
-/// process had already finished on its own.
-fn kill_when(mut child: Child, what: &str, mut progressed: impl FnMut() -> bool) -> bool {
+/// Kills `child` with SIGKILL once `progressed` holds; returns the child's
+/// output instead when it finished on its own first.
+fn kill_when(mut child: Child, what: &str, mut progressed: impl FnMut() -> bool) -> Option<Output> {
     let mut finished = false;
     common::wait_until(what, 300, || {
-        if child.try_wait().expect("poll child").is_some() {
-            finished = true;
-            return true;
-        }
-        progressed()
+        finished = child.try_wait().expect("poll child").is_some();
+        finished || progressed()
     });
-    if !finished {
-        child.kill().expect("SIGKILL");
+    if finished {
+        return Some(child.wait_with_output().expect("reap"));
     }
+    child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    !finished
+    None
 }
 
 fn read_summary(path: &Path) -> serde_json::Value {
@@ -105,18 +103,13 @@ fn sigkill_rounds(db: &str, dir: &Path) {
     let mut completed = None;
     for _ in 0..4 {
         let before = lines(&out);
-        let mut child = spawn(&demo_args(&db, &sink, json_s));
-        let mut finished = false;
-        common::wait_until("the run to make progress", 300, || {
-            finished = child.try_wait().expect("poll child").is_some();
-            finished || lines(&out) >= before + 8_000
+        let child = spawn(&demo_args(&db, &sink, json_s));
+        completed = kill_when(child, "the run to make progress", || {
+            lines(&out) >= before + 8_000
         });
-        if finished {
-            completed = Some(child.wait_with_output().unwrap());
+        if completed.is_some() {
             break;
         }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
         kills += 1;
     }
     assert!(
@@ -175,7 +168,7 @@ fn a_killed_update_run_resumes_from_its_checkpoints_and_verifies() {
     };
     let child = spawn(&demo_args(&db, "update", json_s));
     assert!(
-        kill_when(child, "checkpoints in two partitions", || updated() >= 2),
+        kill_when(child, "checkpoints in two partitions", || updated() >= 2).is_none(),
         "run ended before the kill"
     );
 

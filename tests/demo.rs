@@ -4,15 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn tranche(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tranche"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run tranche")
-}
 
 fn summary(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("summary written")).expect("summary is JSON")
@@ -37,7 +28,7 @@ fn demo_verifies(db: &str, dir: &Path) {
         "--summary-json",
         json.to_str().unwrap(),
     ];
-    let out = tranche(&args);
+    let out = common::run_tranche(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -61,7 +52,7 @@ fn demo_verifies(db: &str, dir: &Path) {
     assert!(s["elapsed_s"].as_f64().unwrap() > 0.0);
 
     // Running again finds nothing left to migrate and changes nothing.
-    let again = tranche(
+    let again = common::run_tranche(
         &args[..args.len() - 4]
             .iter()
             .copied()
@@ -115,7 +106,7 @@ fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
     ] {
         let mut all = vec!["demo", "--db", &db, "--quiet"];
         all.extend(args);
-        let out = tranche(&all);
+        let out = common::run_tranche(&all);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{all:?} should fail");
         assert!(
@@ -128,7 +119,7 @@ fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
 
 #[test]
 fn credentials_never_reach_the_output() {
-    let out = tranche(&[
+    let out = common::run_tranche(&[
         "demo",
         "--db",
         "postgres://app:hunter2@127.0.0.1:1/x",

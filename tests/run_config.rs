@@ -6,19 +6,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
-
-fn tranche(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tranche"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run tranche")
-}
 
 /// 3000 orders; every fourth is cancelled; many share a timestamp.
 const ORDERS: &str = "CREATE TABLE orders (id BIGINT PRIMARY KEY, placed_at BIGINT NOT NULL, \
@@ -86,7 +77,7 @@ fn a_configured_job_delivers_every_matching_row_once_to_a_file() {
         &format!("kind = \"jsonl\"\npath = \"{}\"", out.display()),
     );
     let summary = dir.path().join("summary.json");
-    let run = tranche(&[
+    let run = common::run_tranche(&[
         "run",
         "--config",
         &config,
@@ -145,7 +136,7 @@ fn a_configured_update_job_advances_versions_on_postgres() {
         "kind = \"range\"\npartitions = 5",
         "kind = \"update\"\ntable = \"orders\"\nkey_column = \"id\"\nversion_column = \"version\"",
     );
-    let run = tranche(&["run", "--config", &config, "--db", &db.url, "--quiet"]);
+    let run = common::run_tranche(&["run", "--config", &config, "--db", &db.url, "--quiet"]);
     assert!(
         run.status.success(),
         "{}{}",
@@ -186,7 +177,7 @@ fn a_bad_job_file_fails_before_anything_is_touched_and_names_the_field() {
         ("partitions = 2", "partitions = 0", "strategy.partitions"),
     ] {
         std::fs::write(&good, text.replace(from, to)).unwrap();
-        let out = tranche(&["run", "--config", &good, "--quiet"]);
+        let out = common::run_tranche(&["run", "--config", &good, "--quiet"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{to} should be rejected");
         assert!(
@@ -196,7 +187,7 @@ fn a_bad_job_file_fails_before_anything_is_touched_and_names_the_field() {
     }
     // A flag is validated like the file.
     std::fs::write(&good, &text).unwrap();
-    let out = tranche(&["run", "--config", &good, "--concurrency", "0", "--quiet"]);
+    let out = common::run_tranche(&["run", "--config", &good, "--concurrency", "0", "--quiet"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("runtime.concurrency"));
     assert!(!db_path.exists(), "nothing was created");
 }

@@ -655,7 +655,12 @@ pub(crate) fn claim(
     .bind(Bind::Text(owner.into()))
     .bind(Bind::Int(lease_ms))
     .bind(Bind::Int(run_id));
-    let rows: Vec<PartitionRow> = c.write_transaction(|c| c.load(&sql))?;
+    let rows: Vec<PartitionRow> = match dialect {
+        super::Dialect::Postgres => c.load(&sql)?,
+        // Take the write lock before the subquery reads, so two claimers
+        // never pick the same row from one snapshot.
+        super::Dialect::Sqlite => c.write_transaction(|c| c.load(&sql))?,
+    };
     rows.into_iter()
         .next()
         .map(PartitionRecord::try_from)

@@ -92,6 +92,15 @@ pub fn sqlite_database() -> (tempfile::TempDir, String) {
     (dir, url)
 }
 
+/// Runs the `tranche` binary to completion with `args`.
+pub fn run_tranche(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tranche")
+}
+
 /// Polls `cond` every 20 ms until it holds, panicking after `timeout_s`.
 pub fn wait_until(what: &str, timeout_s: u64, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
