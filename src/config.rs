@@ -77,6 +77,9 @@ pub struct JobSection {
     /// Version carried by each message (default 1).
     #[serde(default = "one")]
     pub version: i64,
+    /// Run key (`--run-key`): instances with the same key join one run,
+    /// whatever its state (see [`JobBuilder::run_key`](crate::JobBuilder::run_key)).
+    pub run_key: Option<String>,
 }
 
 fn one() -> i64 {
@@ -140,6 +143,10 @@ pub struct RuntimeSection {
     pub db_threads: Option<usize>,
     /// This instance's lease identity (`TRANCHE_INSTANCE_ID`).
     pub instance_id: Option<String>,
+    /// How often to look again for claimable work, in ms (`--poll-ms`).
+    pub poll_ms: Option<u64>,
+    /// Whether idle workers split busy workers' ranges (default true).
+    pub work_stealing: Option<bool>,
 }
 
 /// `[sink]`.
@@ -175,6 +182,14 @@ pub struct Overrides {
     pub lease_ms: Option<u64>,
     /// `--heartbeat-ms`.
     pub heartbeat_ms: Option<u64>,
+    /// `--instance-id`.
+    pub instance_id: Option<String>,
+    /// `--poll-ms`.
+    pub poll_ms: Option<u64>,
+    /// `--run-key`.
+    pub run_key: Option<String>,
+    /// `--no-work-stealing` (as `Some(false)`).
+    pub work_stealing: Option<bool>,
 }
 
 impl JobFile {
@@ -244,6 +259,10 @@ impl JobFile {
         r.page_size = o.page_size.or(r.page_size);
         r.lease_ms = o.lease_ms.or(r.lease_ms);
         r.heartbeat_ms = o.heartbeat_ms.or(r.heartbeat_ms);
+        r.instance_id = o.instance_id.clone().or(r.instance_id.take());
+        r.poll_ms = o.poll_ms.or(r.poll_ms);
+        r.work_stealing = o.work_stealing.or(r.work_stealing);
+        self.job.run_key = o.run_key.clone().or(self.job.run_key.take());
     }
 
     /// The runtime configuration, validated.
@@ -264,12 +283,17 @@ impl JobFile {
         c.mailbox_capacity = r.mailbox_capacity.unwrap_or(c.mailbox_capacity);
         c.store.threads = r.db_threads.unwrap_or(c.store.threads);
         c.instance_id = r.instance_id.clone();
+        if let Some(ms) = r.poll_ms {
+            c.poll_interval = Duration::from_millis(ms);
+        }
+        c.work_stealing = r.work_stealing.unwrap_or(c.work_stealing);
         c.validate().map_err(|e| {
             // Name the field as it is written in the file.
             let field = match e.field.as_str() {
                 "lease" => "runtime.lease_ms".to_owned(),
                 "heartbeat" => "runtime.heartbeat_ms".to_owned(),
                 "store.threads" => "runtime.db_threads".to_owned(),
+                "poll_interval" => "runtime.poll_ms".to_owned(),
                 "database_url" => "database_url".to_owned(),
                 other => format!("runtime.{other}"),
             };
@@ -302,6 +326,9 @@ impl JobFile {
     /// Validates everything that can be checked without a database.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::job::validate_job_name(&self.job.name)?;
+        if let Some(key) = &self.job.run_key {
+            crate::job::validate_run_key(key)?;
+        }
         self.strategy.validate()?;
         self.runtime_config()?;
         self.source()?;
@@ -325,11 +352,12 @@ impl JobFile {
 
     /// The job, with its sink opened. The update sink writes through `store`.
     /// Each message carries the row's key, order and extra columns as JSON.
-    pub fn job(&self, store: &Store) -> Result<Job, ConfigError> {
+    pub fn job(&self, store: &Store, instance_id: &str) -> Result<Job, ConfigError> {
         let source = self.source()?;
         let sink: Arc<dyn Sink> = match &self.sink {
             SinkSection::Jsonl { path } => {
-                Arc::new(JsonLinesSink::open(path).map_err(|e| {
+                let path = crate::demo::instance_path(path, instance_id);
+                Arc::new(JsonLinesSink::open(&path).map_err(|e| {
                     ConfigError::new("sink.path", format!("{}: {e}", path.display()))
                 })?)
             }
@@ -349,7 +377,7 @@ impl JobFile {
         let name = self.job.name.clone();
         let version = self.job.version;
         let columns = self.source.columns.clone();
-        Job::builder(&self.job.name)
+        let builder = Job::builder(&self.job.name)
             .source(source)
             .strategy(self.strategy)
             .processor(move |row: &SourceRow, _: &Scope| {
@@ -369,8 +397,12 @@ impl JobFile {
                 )))
             })
             .sink(sink)
-            .params(serde_json::json!({"version": version, "config": true}))
-            .build()
+            .params(serde_json::json!({"version": version, "config": true}));
+        match &self.job.run_key {
+            Some(key) => builder.run_key(key.clone()),
+            None => builder,
+        }
+        .build()
     }
 }
 

@@ -406,25 +406,39 @@ pub fn verify_jsonl(
     eligible: &HashMap<i64, i64>,
     path: &Path,
 ) -> Result<Verification, std::io::Error> {
-    use std::io::BufRead;
+    verify_jsonl_files(eligible, &[path.to_path_buf()])
+}
+
+/// [`verify_jsonl`] over the files of several instances that shared a run
+/// (see [`instance_files`]). A last line without its newline, torn by a
+/// process killed while writing it, is not counted; any other line that is
+/// not a message is an error naming the file and line.
+pub fn verify_jsonl_files(
+    eligible: &HashMap<i64, i64>,
+    paths: &[std::path::PathBuf],
+) -> Result<Verification, std::io::Error> {
     let mut seen: HashMap<i64, u32> = HashMap::with_capacity(eligible.len());
     let mut unexpected = 0u64;
-    let mut lines = 0u64;
-    let file = std::fs::File::open(path)?;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        lines += 1;
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| std::io::Error::other(format!("{}: line {lines}: {e}", path.display())))?;
-        let key = v["key"].as_i64().unwrap_or(i64::MIN);
-        let version = v["version"].as_i64().unwrap_or(i64::MIN);
-        if eligible.get(&key) == Some(&version) {
-            *seen.entry(key).or_default() += 1;
-        } else {
-            unexpected += 1;
+    for path in paths {
+        let text = std::fs::read_to_string(path)?;
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..i],
+            None => "",
+        };
+        for (n, line) in complete.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                std::io::Error::other(format!("{}: line {}: {e}", path.display(), n + 1))
+            })?;
+            let key = v["key"].as_i64().unwrap_or(i64::MIN);
+            let version = v["version"].as_i64().unwrap_or(i64::MIN);
+            if eligible.get(&key) == Some(&version) {
+                *seen.entry(key).or_default() += 1;
+            } else {
+                unexpected += 1;
+            }
         }
     }
     let lost = eligible.keys().filter(|k| !seen.contains_key(k)).count() as u64;
@@ -440,23 +454,107 @@ pub fn verify_jsonl(
     })
 }
 
-/// Convenience for hosts and tests: prepares the demo data on `store`,
-/// seeding `rows` subscriptions unless a complete seed of that size exists
-/// (or `fresh` asks to start over). Returns true when it seeded.
-pub async fn prepare(store: &Store, rows: u64, fresh: bool) -> Result<bool, StoreError> {
+/// What [`prepare`] found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// A complete seed of the requested size was already there.
+    Reused,
+    /// The data set was seeded now.
+    Seeded,
+    /// A seed of another size is there with a run still active over it:
+    /// reseeding would pull the rows from under that run.
+    UnfinishedRun {
+        /// The size of the seed that is there.
+        rows: u64,
+    },
+}
+
+/// Arbitrary constant naming the demo's seeding lock on PostgreSQL, so that
+/// several demo processes started together seed once: the first seeds, the
+/// others wait and then find the seed complete.
+const PG_SEED_LOCK: i64 = 0x0064_656d_6f5f_7330;
+
+/// Prepares the demo data: seeds `rows` subscriptions unless a complete
+/// seed of that size exists (or `fresh` asks to start over), reporting
+/// seeding progress to `on_progress`. On PostgreSQL the whole check and
+/// seed run under an advisory lock.
+pub fn prepare_with(
+    c: &mut Connection,
+    rows: u64,
+    fresh: bool,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<Prepared, StoreError> {
+    let pg = c.dialect() == Dialect::Postgres;
+    if pg {
+        c.batch(&format!("SELECT pg_advisory_lock({PG_SEED_LOCK})"))?;
+    }
+    let result = (|| {
+        if fresh {
+            reset(c)?;
+        }
+        create_schema(c)?;
+        match seeded_rows(c)? {
+            Some(n) if n == rows => return Ok(Prepared::Reused),
+            Some(n) if crate::store::active_run_of(c, JOB_NAME)?.is_some() => {
+                return Ok(Prepared::UnfinishedRun { rows: n })
+            }
+            _ => {}
+        }
+        seed(c, rows, on_progress)?;
+        Ok(Prepared::Seeded)
+    })();
+    if pg {
+        let unlocked = c.batch(&format!("SELECT pg_advisory_unlock({PG_SEED_LOCK})"));
+        if result.is_ok() {
+            unlocked?;
+        }
+    }
+    result
+}
+
+/// [`prepare_with`] on `store`, without progress.
+pub async fn prepare(store: &Store, rows: u64, fresh: bool) -> Result<Prepared, StoreError> {
     store
-        .run(move |c| {
-            if fresh {
-                reset(c)?;
-            }
-            create_schema(c)?;
-            if seeded_rows(c)? == Some(rows) {
-                return Ok(false);
-            }
-            seed(c, rows, &mut |_| {})?;
-            Ok(true)
-        })
+        .run(move |c| prepare_with(c, rows, fresh, &mut |_| {}))
         .await
+}
+
+/// Expands `{instance}` in a path with this instance's id, so that several
+/// processes sharing a run each write a file of their own.
+pub fn instance_path(path: &Path, instance_id: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(path.to_string_lossy().replace("{instance}", instance_id))
+}
+
+/// The files a `{instance}` path pattern names: every file of its directory
+/// whose name matches it with any instance id (the path itself when it has
+/// no placeholder).
+pub fn instance_files(pattern: &Path) -> Result<Vec<std::path::PathBuf>, std::io::Error> {
+    let text = pattern.to_string_lossy();
+    let Some((before, after)) = text.split_once("{instance}") else {
+        return Ok(vec![pattern.to_path_buf()]);
+    };
+    let (dir, prefix) = match before.rfind('/') {
+        Some(i) => (&before[..=i], &before[i + 1..]),
+        None => ("./", before),
+    };
+    if after.contains('/') {
+        return Err(std::io::Error::other(format!(
+            "{text}: {{instance}} must be in the file name"
+        )));
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() >= prefix.len() + after.len()
+            && name.starts_with(prefix)
+            && name.ends_with(after)
+        {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -281,6 +281,7 @@ pub struct Job {
     pub(crate) processor: Arc<dyn Processor>,
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) params: serde_json::Value,
+    pub(crate) run_key: Option<String>,
 }
 
 impl fmt::Debug for Job {
@@ -291,6 +292,7 @@ impl fmt::Debug for Job {
             .field("scopes", &self.scopes)
             .field("strategy", &self.strategy)
             .field("sink", &self.sink.name())
+            .field("run_key", &self.run_key)
             .finish()
     }
 }
@@ -306,6 +308,7 @@ impl Job {
             processor: None,
             sink: None,
             params: serde_json::Value::Null,
+            run_key: None,
         }
     }
 
@@ -323,6 +326,31 @@ impl Job {
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }
+
+    /// The run key, if one was given (see [`JobBuilder::run_key`]).
+    pub fn run_key(&self) -> Option<&str> {
+        self.run_key.as_deref()
+    }
+
+    /// The same job under another run key: how the scheduler names each
+    /// tick's run, and how a host names a one-time run.
+    pub fn with_run_key(mut self, key: impl Into<String>) -> Result<Job, ConfigError> {
+        let key = key.into();
+        validate_run_key(&key)?;
+        self.run_key = Some(key);
+        Ok(self)
+    }
+}
+
+/// Checks a run key: 1 to 200 printable characters.
+pub fn validate_run_key(key: &str) -> Result<(), ConfigError> {
+    if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            "job.run_key",
+            format!("{key:?} must be 1 to 200 printable characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a job name: 1 to 128 letters, digits, `_`, `-` or `.`.
@@ -351,6 +379,7 @@ pub struct JobBuilder {
     processor: Option<Arc<dyn Processor>>,
     sink: Option<Arc<dyn Sink>>,
     params: serde_json::Value,
+    run_key: Option<String>,
 }
 
 impl JobBuilder {
@@ -390,9 +419,22 @@ impl JobBuilder {
         self
     }
 
+    /// Names the run this job belongs to. Every instance started with the
+    /// same key joins the same run, whatever its state: one arriving after
+    /// the run ended gets its report and does nothing again. Without a key,
+    /// an instance joins the job's active run or, when none is active,
+    /// starts a new one.
+    pub fn run_key(mut self, key: impl Into<String>) -> Self {
+        self.run_key = Some(key.into());
+        self
+    }
+
     /// Validates and builds the job.
     pub fn build(self) -> Result<Job, ConfigError> {
         validate_job_name(&self.name)?;
+        if let Some(key) = &self.run_key {
+            validate_run_key(key)?;
+        }
         let source = self
             .source
             .ok_or_else(|| ConfigError::new("job.source", "a source is required"))?;
@@ -415,6 +457,7 @@ impl JobBuilder {
                 .sink
                 .ok_or_else(|| ConfigError::new("job.sink", "a sink is required"))?,
             params: self.params,
+            run_key: self.run_key,
         })
     }
 }

@@ -77,9 +77,30 @@ struct DemoArgs {
     /// Database executor threads (default: concurrency, between 2 and 8).
     #[arg(long)]
     db_threads: Option<usize>,
+    #[command(flatten)]
+    instance: InstanceArgs,
     /// Draw no progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+/// How this process takes part in a run shared with other instances.
+#[derive(clap::Args)]
+struct InstanceArgs {
+    /// This instance's identity in leases (default: host, pid and a random
+    /// suffix); `{instance}` in a jsonl path is replaced by it.
+    #[arg(long, env = "TRANCHE_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// How often to look again for claimable work or expired leases, in ms.
+    #[arg(long)]
+    poll_ms: Option<u64>,
+    /// Join the run of this key, whatever its state, instead of the job's
+    /// active run: a process arriving after that run ended does nothing.
+    #[arg(long)]
+    run_key: Option<String>,
+    /// Do not split busy workers' ranges when idle.
+    #[arg(long)]
+    no_work_stealing: bool,
 }
 
 #[derive(Parser)]
@@ -105,6 +126,8 @@ struct RunArgs {
     /// Write a JSON summary of the run here.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    instance: InstanceArgs,
     /// Draw no progress bars.
     #[arg(long)]
     quiet: bool,
@@ -146,8 +169,10 @@ async fn main() -> anyhow::Result<()> {
 struct Summary {
     db: String,
     sink: String,
+    instance_id: String,
     run_id: i64,
     rows_identified: i64,
+    rows_checkpointed: u64,
     rows_published: u64,
     rows_updated: u64,
     rows_replayed: u64,
@@ -155,6 +180,8 @@ struct Summary {
     rows_done_at_start: i64,
     partitions: usize,
     takeovers: u64,
+    steals: u64,
+    leases_lost: u64,
     elapsed_s: f64,
     rows_per_s: f64,
     resumed: bool,
@@ -194,6 +221,11 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
         threads: args.db_threads.unwrap_or(args.concurrency.clamp(2, 8)),
         ..StoreOptions::default()
     };
+    config.instance_id = args.instance.instance_id.clone();
+    if let Some(ms) = args.instance.poll_ms {
+        config.poll_interval = Duration::from_millis(ms);
+    }
+    config.work_stealing = !args.instance.no_work_stealing;
     config.validate().map_err(|e| {
         anyhow::anyhow!("invalid configuration: {}: {}", flag_of(&e.field), e.reason)
     })?;
@@ -212,11 +244,18 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
 
     let sink: Arc<dyn Sink> = match &sink_kind {
         DemoSink::Update => Arc::new(UpdateSink::new(store.clone(), demo::update_spec())),
-        DemoSink::Jsonl(path) => Arc::new(
-            JsonLinesSink::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ),
+        DemoSink::Jsonl(pattern) => {
+            let path = demo::instance_path(pattern, runtime.instance_id());
+            Arc::new(
+                JsonLinesSink::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
+        }
     };
-    let job = demo::job(sink, args.partitions, store.dialect())?;
+    let mut job = demo::job(sink, args.partitions, store.dialect())?;
+    if let Some(key) = &args.instance.run_key {
+        job = job.with_run_key(key.clone())?;
+    }
     let started = Instant::now();
     let run = runtime.start_run(job)?;
     let report = follow(&runtime, run, &multi).await?;
@@ -228,16 +267,18 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     } else {
         Some(match &sink_kind {
             DemoSink::Update => store.run(demo::verify_updates).await?,
-            DemoSink::Jsonl(path) => {
+            DemoSink::Jsonl(pattern) => {
+                // Every instance's file: the verification covers the run.
                 let eligible = store.run(demo::eligible).await?;
-                demo::verify_jsonl(&eligible, path)?
+                let files = demo::instance_files(pattern)?;
+                demo::verify_jsonl_files(&eligible, &files)?
             }
         })
     };
+    let instance_id = runtime.instance_id().to_owned();
     runtime.shutdown().await;
 
-    let done_here = (report.rows_done - report.rows_done_at_start).max(0);
-    let rows_per_s = done_here as f64 / elapsed.as_secs_f64().max(1e-9);
+    let rows_per_s = report.rows_checkpointed as f64 / elapsed.as_secs_f64().max(1e-9);
     let rows_updated = match (&sink_kind, &verification) {
         (DemoSink::Update, Some(v)) => v.delivered,
         _ => 0,
@@ -252,8 +293,10 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
         let summary = Summary {
             db: shown_db,
             sink: args.sink.clone(),
+            instance_id,
             run_id: report.run_id,
             rows_identified: report.rows_identified,
+            rows_checkpointed: report.rows_checkpointed,
             rows_published: report.rows_published,
             rows_updated,
             rows_replayed,
@@ -261,6 +304,8 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             rows_done_at_start: report.rows_done_at_start,
             partitions: report.partitions.len(),
             takeovers: report.takeovers,
+            steals: report.steals,
+            leases_lost: report.leases_lost,
             elapsed_s: elapsed.as_secs_f64(),
             rows_per_s,
             resumed: report.resumed,
@@ -295,17 +340,22 @@ fn flag_of(field: &str) -> String {
 #[derive(Serialize)]
 struct RunSummary {
     job: String,
+    instance_id: String,
     run_id: i64,
+    run_key: Option<String>,
     state: tranche::store::RunState,
     rows_identified: i64,
     rows_done: i64,
     rows_done_at_start: i64,
+    rows_checkpointed: u64,
     rows_published: u64,
     rows_replayed: u64,
     dead_letters: u64,
     partitions: usize,
     failed_partitions: usize,
     takeovers: u64,
+    steals: u64,
+    leases_lost: u64,
     elapsed_s: f64,
     rows_per_s: f64,
     resumed: bool,
@@ -321,6 +371,10 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
         page_size: args.page_size,
         lease_ms: args.lease_ms,
         heartbeat_ms: args.heartbeat_ms,
+        instance_id: args.instance.instance_id.clone(),
+        poll_ms: args.instance.poll_ms,
+        run_key: args.instance.run_key.clone(),
+        work_stealing: args.instance.no_work_stealing.then_some(false),
     });
     file.validate()?;
     let config = file.runtime_config()?;
@@ -328,7 +382,7 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     let runtime = RuntimeHandle::start(config)
         .await
         .with_context(|| format!("starting tranche on {shown_db}"))?;
-    let job = file.job(runtime.store())?;
+    let job = file.job(runtime.store(), runtime.instance_id())?;
     println!(
         "tranche run: job {} on {shown_db} as {}",
         file.job.name,
@@ -344,9 +398,9 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     let report = follow(&runtime, run, &multi).await?;
     let elapsed = started.elapsed();
     multi.clear().ok();
+    let instance_id = runtime.instance_id().to_owned();
     runtime.shutdown().await;
-    let done_here = (report.rows_done - report.rows_done_at_start).max(0);
-    let rows_per_s = done_here as f64 / elapsed.as_secs_f64().max(1e-9);
+    let rows_per_s = report.rows_checkpointed as f64 / elapsed.as_secs_f64().max(1e-9);
     print_report(&report, elapsed, rows_per_s, None);
     let failed = report.failed_partitions().count();
     if !report.interrupted {
@@ -355,17 +409,22 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(path) = &args.summary_json {
         let summary = RunSummary {
             job: report.job.clone(),
+            instance_id,
             run_id: report.run_id,
+            run_key: file.job.run_key.clone(),
             state: report.state,
             rows_identified: report.rows_identified,
             rows_done: report.rows_done,
             rows_done_at_start: report.rows_done_at_start,
+            rows_checkpointed: report.rows_checkpointed,
             rows_published: report.rows_published,
             rows_replayed: report.rows_replayed,
             dead_letters: report.dead_letters,
             partitions: report.partitions.len(),
             failed_partitions: failed,
             takeovers: report.takeovers,
+            steals: report.steals,
+            leases_lost: report.leases_lost,
             elapsed_s: elapsed.as_secs_f64(),
             rows_per_s,
             resumed: report.resumed,
@@ -385,27 +444,6 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
 
 async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> anyhow::Result<()> {
     let (fresh, rows) = (args.fresh, args.rows);
-    let existing = store
-        .run(move |c| {
-            if fresh {
-                demo::reset(c)?;
-            }
-            demo::create_schema(c)?;
-            demo::seeded_rows(c)
-        })
-        .await?;
-    if existing == Some(rows) {
-        println!("  reusing the seeded data set of {rows} subscriptions");
-        return Ok(());
-    }
-    if let Some(n) = existing {
-        if store.active_run(demo::JOB_NAME).await?.is_some() {
-            bail!(
-                "the database holds an unfinished run over {n} subscriptions; \
-                 rerun with --rows {n} to continue it, or --fresh to start over"
-            );
-        }
-    }
     let bar = multi.add(ProgressBar::new(rows));
     bar.set_style(
         ProgressStyle::with_template("  seeding   [{bar:40}] {human_pos}/{human_len}")
@@ -413,11 +451,19 @@ async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> 
             .progress_chars("=> "),
     );
     let seeding_bar = bar.clone();
-    store
-        .run(move |c| demo::seed(c, rows, &mut |n| seeding_bar.set_position(n)))
+    let prepared = store
+        .run(move |c| demo::prepare_with(c, rows, fresh, &mut |n| seeding_bar.set_position(n)))
         .await?;
     bar.finish_and_clear();
-    println!("  seeded {rows} subscriptions over 8 products");
+    multi.remove(&bar);
+    match prepared {
+        demo::Prepared::Reused => println!("  reusing the seeded data set of {rows} subscriptions"),
+        demo::Prepared::Seeded => println!("  seeded {rows} subscriptions over 8 products"),
+        demo::Prepared::UnfinishedRun { rows: n } => bail!(
+            "the database holds an unfinished run over {n} subscriptions; \
+             rerun with --rows {n} to continue it, or --fresh to start over"
+        ),
+    }
     Ok(())
 }
 
@@ -546,14 +592,20 @@ fn print_report(
             report.rows_done_at_start
         );
     }
-    let done_here = (report.rows_done - report.rows_done_at_start).max(0);
     println!(
-        "  processed {done_here} rows in {:.2} s ({:.0} rows/s); published {}, replayed {}",
+        "  this instance processed {} rows in {:.2} s ({:.0} rows/s); published {}, replayed {}",
+        report.rows_checkpointed,
         elapsed.as_secs_f64(),
         rows_per_s,
         report.rows_published,
         report.rows_replayed
     );
+    if report.takeovers + report.steals + report.leases_lost > 0 {
+        println!(
+            "  took over {} expired partitions, split {} busy ranges, lost {} leases",
+            report.takeovers, report.steals, report.leases_lost
+        );
+    }
     for p in report.failed_partitions() {
         println!(
             "  partition {} FAILED after {} attempts: {}",

@@ -91,7 +91,8 @@ async fn delivers_every_row_once_with_deterministic_ids(url: String) {
     assert_eq!((report.rows_identified, report.rows_done), (5000, 5000));
     assert_eq!(report.rows_published, 5000);
     assert!(!report.resumed && !report.interrupted);
-    assert_eq!(report.partitions.len(), 5);
+    // Five planned, plus any range an idle worker split off a busy one.
+    assert_eq!(report.partitions.len() as u64, 5 + report.steals);
     assert!(report
         .partitions
         .iter()
@@ -509,8 +510,34 @@ async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
     runtime.shutdown().await;
 }
 
+/// One partition and three workers: the idle two split the busy one's
+/// range (and each other's) instead of waiting, and every row still
+/// arrives exactly once.
+async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String) {
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    seed(&runtime, 20_000).await;
+    let sink = MemorySink::new();
+    let report = runtime
+        .run(job(Arc::new(sink.clone()), 1, None))
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert!(report.steals >= 1, "idle workers split the lone partition");
+    assert_eq!(report.partitions.len() as u64, 1 + report.steals);
+    assert_eq!(report.rows_done, 20_000);
+    let per_key = counts(&sink.messages());
+    assert_eq!(per_key.len(), 20_000);
+    assert!(per_key.values().all(|&n| n == 1), "a split replays nothing");
+    let stored = runtime.store().partitions(report.run_id).await.unwrap();
+    assert!(stored.iter().all(|p| p.state == PartitionState::Done));
+    assert_eq!(stored.iter().map(|p| p.rows_done).sum::<i64>(), 20_000);
+    assert!(stored.iter().skip(1).all(|p| p.split_from.is_some()));
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    idle_workers_split_a_busy_range_and_every_row_arrives_once,
     delivers_every_row_once_with_deterministic_ids,
     a_failing_sink_is_retried_without_losing_rows,
     poison_rows_go_to_dead_letters_within_the_skip_limit,

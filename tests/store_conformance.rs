@@ -107,7 +107,11 @@ async fn walk(
 
 async fn migrations_are_idempotent(url: String) {
     let first = tranche::run_migrations(&url).unwrap();
-    assert_eq!(first.len(), 1, "one migration applied on a fresh database");
+    assert_eq!(
+        first.len(),
+        2,
+        "every migration applied on a fresh database"
+    );
     assert!(tranche::run_migrations(&url).unwrap().is_empty());
 }
 
@@ -115,9 +119,9 @@ async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
     let store = open(&url);
     seed_items(&store, 3000).await;
     let job = job("cover", Strategy::Range { partitions: 7 }, items());
-    let run = store.open_run("cover", "{}").await.unwrap();
+    let run = store.open_run("cover", "{}", None).await.unwrap();
     assert_eq!(
-        store.open_run("cover", "{}").await.unwrap().id,
+        store.open_run("cover", "{}", None).await.unwrap().id,
         run.id,
         "one active run per job"
     );
@@ -157,7 +161,7 @@ async fn the_high_water_mark_excludes_later_rows(url: String) {
     let store = open(&url);
     seed_items(&store, 500).await;
     let job = job("hwm", Strategy::Range { partitions: 3 }, items());
-    let run = store.open_run("hwm", "{}").await.unwrap();
+    let run = store.open_run("hwm", "{}", None).await.unwrap();
     let plan = store.plan_run(run.id, &job).await.unwrap();
     store
         .run(|c| {
@@ -194,7 +198,7 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
         .sink(Arc::new(MemorySink::new()))
         .build()
         .unwrap();
-    let run = store.open_run("scoped", "{}").await.unwrap();
+    let run = store.open_run("scoped", "{}", None).await.unwrap();
     let plan = store.plan_run(run.id, &job).await.unwrap();
     assert_eq!(plan.run.rows_identified, 100);
     for p in &plan.partitions {
@@ -211,7 +215,7 @@ async fn modulo_partitions_take_key_mod_n(url: String) {
     let store = open(&url);
     seed_items(&store, 1000).await;
     let job = job("modulo", Strategy::Modulo { modulus: 5 }, items());
-    let run = store.open_run("modulo", "{}").await.unwrap();
+    let run = store.open_run("modulo", "{}", None).await.unwrap();
     let plan = store.plan_run(run.id, &job).await.unwrap();
     assert_eq!(plan.partitions.len(), 5);
     let mut all = BTreeSet::new();
@@ -229,7 +233,7 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
     let store = open(&url);
     seed_items(&store, 100).await;
     let job = job("claims", Strategy::Range { partitions: 2 }, items());
-    let run = store.open_run("claims", "{}").await.unwrap();
+    let run = store.open_run("claims", "{}", None).await.unwrap();
     store.plan_run(run.id, &job).await.unwrap();
     let a = store.claim(run.id, "a", LEASE).await.unwrap().unwrap();
     let b = store.claim(run.id, "b", LEASE).await.unwrap().unwrap();
@@ -251,7 +255,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     let store = open(&url);
     seed_items(&store, 100).await;
     let job = job("fence", Strategy::Range { partitions: 1 }, items());
-    let run = store.open_run("fence", "{}").await.unwrap();
+    let run = store.open_run("fence", "{}", None).await.unwrap();
     store.plan_run(run.id, &job).await.unwrap();
     let zombie = store
         .claim(run.id, "zombie", Duration::from_millis(1))
@@ -349,7 +353,7 @@ async fn release_failure_and_dead_letters(url: String) {
     let store = open(&url);
     seed_items(&store, 100).await;
     let job = job("fail", Strategy::Range { partitions: 2 }, items());
-    let run = store.open_run("fail", "{}").await.unwrap();
+    let run = store.open_run("fail", "{}", None).await.unwrap();
     store.plan_run(run.id, &job).await.unwrap();
     let p = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
     let letter = DeadLetter {
@@ -469,7 +473,7 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
         .unwrap()
         .order_by_timestamp();
     let job = job("stamped", Strategy::Range { partitions: 4 }, source);
-    let run = store.open_run("stamped", "{}").await.unwrap();
+    let run = store.open_run("stamped", "{}", None).await.unwrap();
     if store.dialect() == tranche::store::Dialect::Sqlite {
         store
             .run(|c| c.batch("CREATE TABLE stamped (id INTEGER PRIMARY KEY, at TEXT)"))
@@ -507,8 +511,153 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
     assert_eq!(seen.len(), 1200);
 }
 
+async fn a_run_key_names_one_run_in_any_state(url: String) {
+    let store = open(&url);
+    seed_items(&store, 50).await;
+    let job = job("keyed", Strategy::Range { partitions: 1 }, items());
+    let first = store.open_run("keyed", "{}", Some("tick-1")).await.unwrap();
+    assert_eq!(first.run_key.as_deref(), Some("tick-1"));
+    // Same key: the same run, and an unkeyed start joins it while active.
+    assert_eq!(
+        store
+            .open_run("keyed", "{}", Some("tick-1"))
+            .await
+            .unwrap()
+            .id,
+        first.id
+    );
+    assert_eq!(
+        store.open_run("keyed", "{}", None).await.unwrap().id,
+        first.id
+    );
+    // Another key while it is active is refused, naming the active run.
+    match store.open_run("keyed", "{}", Some("tick-2")).await {
+        Err(StoreError::RunActive { run_id, key, .. }) => {
+            assert_eq!((run_id, key.as_str()), (first.id, "tick-2"))
+        }
+        other => panic!("expected RunActive, got {other:?}"),
+    }
+    store.plan_run(first.id, &job).await.unwrap();
+    let p = store.claim(first.id, "a", LEASE).await.unwrap().unwrap();
+    store.complete(p.id, "a", p.epoch).await.unwrap();
+    let done = store.finish_run_if_complete(first.id).await.unwrap();
+    assert_eq!(done.state, RunState::Done);
+    // After it ended, its key still names it: nothing starts again.
+    let again = store.open_run("keyed", "{}", Some("tick-1")).await.unwrap();
+    assert_eq!((again.id, again.state), (first.id, RunState::Done));
+    assert_eq!(
+        store
+            .run_by_key("keyed", "tick-1")
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some(first.id)
+    );
+    // A new key starts a new run now that none is active.
+    let second = store.open_run("keyed", "{}", Some("tick-2")).await.unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.state, RunState::Planning);
+}
+
+async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url: String) {
+    let store = open(&url);
+    seed_items(&store, 3000).await;
+    let job = job("steal", Strategy::Range { partitions: 2 }, items());
+    let run = store.open_run("steal", "{}", None).await.unwrap();
+    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let steal = tranche::store::Steal::for_page_size(100);
+    // Nothing claimed: nothing to steal (pending partitions are claimed).
+    assert!(store
+        .steal(&job, run.id, "thief", LEASE, steal)
+        .await
+        .unwrap()
+        .is_none());
+    let holder = store.claim(run.id, "holder", LEASE).await.unwrap().unwrap();
+    let first_page = store.fetch_page(&job, &holder, None, 100).await.unwrap();
+    let last = first_page.last().unwrap();
+    store
+        .checkpoint(Checkpoint {
+            partition_id: holder.id,
+            owner: "holder".into(),
+            epoch: holder.epoch,
+            cursor: Cursor::new(last.order, last.key),
+            rows: 100,
+            done: false,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
+    let before = walk(&store, &job, &store.partition(holder.id).await.unwrap(), 97).await;
+    let stolen = store
+        .steal(&job, run.id, "thief", LEASE, steal)
+        .await
+        .unwrap()
+        .expect("a range of ~1400 rows is worth splitting");
+    assert_eq!(stolen.split_from, Some(holder.id));
+    assert_eq!((stolen.owner.as_deref(), stolen.epoch), (Some("thief"), 1));
+    assert_eq!(stolen.state, PartitionState::Claimed);
+    assert_eq!(stolen.number as usize, plan.partitions.len());
+    // The holder keeps its epoch; its next checkpoint reports the cut.
+    let narrowed = store.partition(holder.id).await.unwrap();
+    assert_eq!(narrowed.epoch, holder.epoch);
+    let cut = stolen.range.unwrap().lower.unwrap();
+    assert_eq!(narrowed.range.unwrap().upper, Some(cut));
+    assert_eq!(stolen.range.unwrap().upper, holder.range.unwrap().upper);
+    let kept = walk(&store, &job, &narrowed, 97).await;
+    let taken = walk(&store, &job, &stolen, 97).await;
+    assert!(
+        kept.len() as u64 >= steal.margin,
+        "the holder keeps at least its read-ahead"
+    );
+    assert!(!taken.is_empty());
+    let rejoined: Vec<i64> = kept.iter().chain(&taken).map(|r| r.key).collect();
+    assert_eq!(
+        rejoined,
+        before.iter().map(|r| r.key).collect::<Vec<_>>(),
+        "the two halves are exactly the rest of the range, in order"
+    );
+    assert_eq!(
+        narrowed.rows_planned + stolen.rows_planned,
+        holder.rows_planned,
+        "planned rows are shared, not invented"
+    );
+    let next = &kept[..100];
+    let ack = store
+        .checkpoint(Checkpoint {
+            partition_id: holder.id,
+            owner: "holder".into(),
+            epoch: holder.epoch,
+            cursor: Cursor::new(next[99].order, next[99].key),
+            rows: 100,
+            done: false,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ack.upper, Some(cut));
+    assert_eq!(ack.rows_planned, narrowed.rows_planned);
+    // Below the threshold, nothing more is split.
+    let big = tranche::store::Steal {
+        margin: 100,
+        min_rows: 100_000,
+    };
+    assert!(store
+        .steal(&job, run.id, "thief", LEASE, big)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.run_record(run.id).await.unwrap().partitions as usize,
+        plan.partitions.len() + 1
+    );
+}
+
 on_both_backends!(
     #[actix::test]
+    a_run_key_names_one_run_in_any_state,
+    a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it,
     migrations_are_idempotent,
     range_plan_covers_every_row_once_and_is_reused,
     the_high_water_mark_excludes_later_rows,

@@ -65,6 +65,10 @@ pub struct RuntimeConfig {
     /// How often to look again when waiting for identification, for other
     /// instances' partitions or for the store (default 500 ms).
     pub poll_interval: Duration,
+    /// Whether an idle worker splits the largest remaining range of a busy
+    /// one when nothing is left to claim (default true; range partitions
+    /// only).
+    pub work_stealing: bool,
 }
 
 impl RuntimeConfig {
@@ -86,6 +90,7 @@ impl RuntimeConfig {
             },
             skip_limit: 100,
             poll_interval: Duration::from_millis(500),
+            work_stealing: true,
         }
     }
 

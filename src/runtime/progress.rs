@@ -62,6 +62,8 @@ pub struct RunProgress {
     pub rows_done: i64,
     /// Rows that were already checkpointed when this instance joined.
     pub rows_done_at_start: i64,
+    /// Rows this instance checkpointed.
+    pub rows_checkpointed: u64,
     /// Messages this instance delivered (confirmed by the sink).
     pub rows_published: u64,
     /// Messages the sink reported as already delivered or applied.
@@ -70,6 +72,10 @@ pub struct RunProgress {
     pub dead_letters: u64,
     /// Partitions this instance took over from an expired lease.
     pub takeovers: u64,
+    /// Partitions this instance made by splitting a busy worker's range.
+    pub steals: u64,
+    /// Partitions this instance abandoned because its lease was lost.
+    pub leases_lost: u64,
     /// Every partition of the run.
     pub partitions: Vec<PartitionProgress>,
     /// Time since the run started on this instance.
@@ -95,6 +101,8 @@ pub struct RunReport {
     pub rows_done: i64,
     /// Rows already checkpointed when this instance joined.
     pub rows_done_at_start: i64,
+    /// Rows this instance checkpointed.
+    pub rows_checkpointed: u64,
     /// Messages this instance delivered.
     pub rows_published: u64,
     /// Messages the sink reported as replays.
@@ -103,6 +111,10 @@ pub struct RunReport {
     pub dead_letters: u64,
     /// Partitions this instance took over.
     pub takeovers: u64,
+    /// Partitions this instance made by splitting a busy worker's range.
+    pub steals: u64,
+    /// Partitions this instance abandoned because its lease was lost.
+    pub leases_lost: u64,
     /// Per-partition results.
     pub partitions: Vec<PartitionProgress>,
     /// Time the run took on this instance.
@@ -120,10 +132,13 @@ impl RunReport {
             rows_identified: p.rows_identified,
             rows_done: p.rows_done,
             rows_done_at_start: p.rows_done_at_start,
+            rows_checkpointed: p.rows_checkpointed,
             rows_published: p.rows_published,
             rows_replayed: p.rows_replayed,
             dead_letters: p.dead_letters,
             takeovers: p.takeovers,
+            steals: p.steals,
+            leases_lost: p.leases_lost,
             partitions: p.partitions,
             elapsed: p.elapsed,
         }

@@ -22,7 +22,9 @@ use super::worker::{PartitionWorker, WorkerOutcome, WorkerSetup};
 use super::{ActiveRunGuard, RuntimeConfig};
 use crate::error::Error;
 use crate::job::Job;
-use crate::store::{PartitionRecord, PartitionState, PlanOutcome, RunState, Store, StoreError};
+use crate::store::{
+    PartitionRecord, PartitionState, PlanOutcome, RunState, Steal, Store, StoreError,
+};
 
 /// A worker ended; sent by the worker itself.
 pub(crate) struct WorkerExited {
@@ -161,12 +163,58 @@ impl RunSupervisor {
                             act.start_worker(p, None, ctx);
                             act.fill(ctx);
                         }
-                        Ok(None) if act.active.is_empty() => act.finish(ctx),
-                        Ok(None) => {}
+                        Ok(None) => act.steal(ctx),
                         Err(e) => act.store_trouble(e, ctx),
                     }
                 }),
         );
+    }
+
+    /// Nothing is left to claim but a worker is idle: split the largest
+    /// remaining range of the run (work stealing). When there is nothing
+    /// worth splitting either, either end (no partition held here) or look
+    /// again after a poll interval, since another instance's lease may
+    /// expire.
+    fn steal(&mut self, ctx: &mut Context<Self>) {
+        let Some(run_id) = self.run_id else { return };
+        if !self.config.work_stealing || self.shutting_down() {
+            self.idle(ctx);
+            return;
+        }
+        self.claiming = true;
+        let (store, job, owner) = (self.store.clone(), self.job.clone(), self.owner.clone());
+        let lease = self.config.lease.lease;
+        let steal = Steal::for_page_size(self.config.page_size);
+        ctx.spawn(
+            async move { store.steal(&job, run_id, &owner, lease, steal).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.claiming = false;
+                    match res {
+                        Ok(Some(p)) => {
+                            tracing::info!(
+                                partition = p.id,
+                                from = ?p.split_from,
+                                rows = p.rows_planned,
+                                "split a range held by a busy worker; took its second half"
+                            );
+                            act.progress.send_modify(|prog| prog.steals += 1);
+                            act.start_worker(p, None, ctx);
+                            act.fill(ctx);
+                        }
+                        Ok(None) => act.idle(ctx),
+                        Err(e) => act.store_trouble(e, ctx),
+                    }
+                }),
+        );
+    }
+
+    fn idle(&mut self, ctx: &mut Context<Self>) {
+        if self.active.is_empty() {
+            self.finish(ctx);
+        } else {
+            ctx.run_later(self.config.poll_interval, |act, ctx| act.fill(ctx));
+        }
     }
 
     /// A store call of the supervisor failed: retry later if it may pass,
@@ -195,10 +243,15 @@ impl RunSupervisor {
             if taken_over {
                 p.takeovers += 1;
             }
+            if !p.partitions.iter().any(|pp| pp.id == record.id) {
+                // Made by a split after this instance read the plan.
+                p.partitions.push(PartitionProgress::from(&record));
+            }
             if let Some(pp) = p.partitions.iter_mut().find(|pp| pp.id == record.id) {
                 pp.active = true;
                 pp.state = PartitionState::Claimed;
                 pp.rows_done = record.rows_done;
+                pp.rows_planned = record.rows_planned;
             }
         });
         let publisher = self.publisher.clone().expect("publisher started first");
@@ -350,6 +403,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                     epoch = msg.epoch,
                     "lease lost; partition abandoned to its new holder"
                 );
+                self.progress.send_modify(|p| p.leases_lost += 1);
                 self.set_partition(id, PartitionState::Claimed, None);
             }
             Err(e) => {
@@ -433,7 +487,9 @@ async fn identify(
         {
             Ok(true) => {
                 let planned = async {
-                    let run = store.open_run(&job.name, &job.params.to_string()).await?;
+                    let run = store
+                        .open_run(&job.name, &job.params.to_string(), job.run_key())
+                        .await?;
                     store.plan_run(run.id, job).await
                 }
                 .await;
@@ -449,8 +505,12 @@ async fn identify(
                 }
             }
             Ok(false) => {
-                if let Some(run) = store.active_run(&job.name).await? {
-                    if run.state == RunState::Running {
+                let run = match job.run_key() {
+                    Some(key) => store.run_by_key(&job.name, key).await?,
+                    None => store.active_run(&job.name).await?,
+                };
+                if let Some(run) = run {
+                    if run.state != RunState::Planning {
                         let partitions = store.partitions(run.id).await?;
                         return Ok(PlanOutcome {
                             run,

@@ -128,6 +128,8 @@ fn process_row(
 
 /// The worker's loop.
 async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
+    // A copy whose upper bound follows splits made by other workers.
+    let mut part = setup.partition.clone();
     let p = &setup.partition;
     let owner = setup.owner.as_str();
     let page_size = setup.config.page_size;
@@ -148,7 +150,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             None => {
                 setup
                     .store
-                    .fetch_page(&setup.job, p, cursor, page_size)
+                    .fetch_page(&setup.job, &part, cursor, page_size)
                     .await?
             }
         };
@@ -199,7 +201,9 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 .map_err(Error::from)
         };
         let delivery = if full {
-            let next = setup.store.fetch_page(&setup.job, p, Some(last), page_size);
+            let next = setup
+                .store
+                .fetch_page(&setup.job, &part, Some(last), page_size);
             let (delivery, next) = futures::join!(publish, next);
             prefetched = Some(next);
             delivery?
@@ -211,7 +215,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             return Err(lost(&setup));
         }
         let dead_count = dead.len() as u64;
-        setup
+        let ack = setup
             .store
             .checkpoint(Checkpoint {
                 partition_id: p.id,
@@ -225,14 +229,25 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             })
             .await?;
         cursor = Some(last);
+        if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {
+            // Another worker took the end of this range: stop at the cut,
+            // and drop from the prefetched page whatever lies beyond it.
+            tracing::info!(upper = ?ack.upper, rows_planned = ack.rows_planned, "range split; the rest was stolen");
+            range.upper = ack.upper;
+            if let (Some(upper), Some(Ok(next))) = (ack.upper, prefetched.as_mut()) {
+                next.retain(|r| Cursor::new(r.order, r.key) < upper);
+            }
+        }
         let n = rows.len() as i64;
         setup.progress.send_modify(|prog| {
             prog.rows_done += n;
+            prog.rows_checkpointed += n as u64;
             prog.rows_published += delivery.confirmed;
             prog.rows_replayed += delivery.duplicates;
             prog.dead_letters += dead_count;
             if let Some(pp) = prog.partitions.iter_mut().find(|pp| pp.id == p.id) {
                 pp.rows_done += n;
+                pp.rows_planned = ack.rows_planned;
             }
         });
         if !full {

@@ -27,8 +27,10 @@ pub use connection::{Bind, Connection, Db, Dialect, Sql};
 pub use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::run_migrations;
+pub(crate) use queries::active_run as active_run_of;
 pub use queries::{
-    Checkpoint, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord, RunState,
+    Checkpoint, CheckpointAck, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord,
+    RunState, Steal,
 };
 pub use source::UpdateSpec;
 
@@ -77,6 +79,19 @@ pub enum StoreError {
         /// Why it could not be used.
         reason: String,
     },
+    /// A run with a new key was asked for while another run of the job is
+    /// still active: runs of one job never overlap.
+    #[error(
+        "job {job} already has an active run ({run_id}); run key {key:?} must wait for it to end"
+    )]
+    RunActive {
+        /// Job.
+        job: String,
+        /// The active run.
+        run_id: i64,
+        /// The key that was refused.
+        key: String,
+    },
     /// The source asks for something this database cannot do.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -116,6 +131,7 @@ impl StoreError {
             | StoreError::LeaseLost { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Unsupported(_)
+            | StoreError::RunActive { .. }
             | StoreError::ExecutorGone => false,
         }
     }
@@ -210,10 +226,26 @@ impl Store {
             .await
     }
 
-    /// The job's active run (planning or running), or a new one.
-    pub async fn open_run(&self, job: &str, params: &str) -> Result<RunRecord, StoreError> {
+    /// The run an instance starting `job` belongs to. With `key`: the run
+    /// of that key in whatever state, created when new (and refused with
+    /// [`StoreError::RunActive`] while another run of the job is active).
+    /// Without: the job's active run (planning or running), or a new one.
+    pub async fn open_run(
+        &self,
+        job: &str,
+        params: &str,
+        key: Option<&str>,
+    ) -> Result<RunRecord, StoreError> {
         let (job, params) = (job.to_owned(), params.to_owned());
-        self.run(move |c| queries::open_run(c, &job, &params)).await
+        let key = key.map(str::to_owned);
+        self.run(move |c| queries::open_run(c, &job, &params, key.as_deref()))
+            .await
+    }
+
+    /// The job's run with this key, if there is one.
+    pub async fn run_by_key(&self, job: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let (job, key) = (job.to_owned(), key.to_owned());
+        self.run(move |c| queries::run_by_key(c, &job, &key)).await
     }
 
     /// The job's active run, if any.
@@ -277,9 +309,31 @@ impl Store {
     /// Fenced checkpoint: moves the partition's cursor, adds the page's rows
     /// to its count, records its dead letters, renews the lease and, on the
     /// last page, completes it. Fails with [`StoreError::LeaseLost`] when
-    /// `(owner, epoch)` no longer holds it, writing nothing.
-    pub async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+    /// `(owner, epoch)` no longer holds it, writing nothing. Answers with the
+    /// partition's bounds as they stand, which a split may have narrowed.
+    pub async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<CheckpointAck, StoreError> {
         self.run(move |c| queries::checkpoint(c, &checkpoint)).await
+    }
+
+    /// Work stealing: splits the largest remaining range of a claimed range
+    /// partition of the run (held by any instance, this one included) and
+    /// claims its second half for `owner`. The holder keeps its lease and
+    /// epoch; the split point lies at least `margin` rows past its stored
+    /// checkpoint, beyond anything it can have read, and the holder learns
+    /// its narrowed bound from its next checkpoint. Only remaining ranges
+    /// of at least `min_rows` are split. `None` when nothing qualifies.
+    pub async fn steal(
+        &self,
+        job: &Job,
+        run_id: i64,
+        owner: &str,
+        lease: Duration,
+        steal: Steal,
+    ) -> Result<Option<PartitionRecord>, StoreError> {
+        let (job, owner) = (job.clone(), owner.to_owned());
+        let ms = duration_ms(lease);
+        self.run(move |c| queries::steal(c, &job, run_id, &owner, ms, steal))
+            .await
     }
 
     /// Completes a partition without moving its cursor (its last page was

@@ -98,6 +98,8 @@ pub struct RunRecord {
     pub planned_ms: Option<i64>,
     /// Closed, epoch ms.
     pub finished_ms: Option<i64>,
+    /// The key instances joined it by, if it was started with one.
+    pub run_key: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -124,10 +126,12 @@ struct RunRow {
     planned_ms: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
     finished_ms: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    run_key: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, job_name, params, state, high_water_mark, rows_identified, \
-     rows_done, partitions, started_ms, planned_ms, finished_ms";
+     rows_done, partitions, started_ms, planned_ms, finished_ms, run_key";
 
 impl TryFrom<RunRow> for RunRecord {
     type Error = StoreError;
@@ -144,6 +148,7 @@ impl TryFrom<RunRow> for RunRecord {
             started_ms: r.started_ms,
             planned_ms: r.planned_ms,
             finished_ms: r.finished_ms,
+            run_key: r.run_key,
         })
     }
 }
@@ -187,6 +192,11 @@ pub struct PartitionRecord {
     pub taken_over: bool,
     /// Last error recorded.
     pub last_error: Option<String>,
+    /// When the latest claim happened, epoch ms (database clock).
+    pub claimed_ms: Option<i64>,
+    /// The partition whose remaining range this one was split from (work
+    /// stealing), if any.
+    pub split_from: Option<i64>,
 }
 
 #[derive(QueryableByName)]
@@ -239,12 +249,16 @@ struct PartitionRow {
     last_claim_takeover: i32,
     #[diesel(sql_type = Nullable<Text>)]
     last_error: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    claimed_ms: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    split_from: Option<i64>,
 }
 
 const PARTITION_COLUMNS: &str = "id, run_id, number, scope, lower_order, lower_key, \
      upper_order, upper_key, hwm_order, hwm_key, modulus, remainder, cursor_order, cursor_key, \
      rows_planned, rows_done, state, owner, epoch, lease_expires_ms, attempts, takeovers, \
-     last_claim_takeover, last_error";
+     last_claim_takeover, last_error, claimed_ms, split_from";
 
 fn cursor_of(order: Option<i64>, key: Option<i64>) -> Option<Cursor> {
     Some(Cursor::new(order?, key?))
@@ -280,6 +294,8 @@ impl TryFrom<PartitionRow> for PartitionRecord {
             takeovers: r.takeovers,
             taken_over: r.last_claim_takeover != 0,
             last_error: r.last_error,
+            claimed_ms: r.claimed_ms,
+            split_from: r.split_from,
         })
     }
 }
@@ -431,24 +447,56 @@ pub(crate) fn runs(
     rows.into_iter().map(RunRecord::try_from).collect()
 }
 
+pub(crate) fn run_by_key(
+    c: &mut Connection,
+    job: &str,
+    key: &str,
+) -> Result<Option<RunRecord>, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE job_name = ? AND run_key = ?"
+        ))
+        .bind(Bind::Text(job.into()))
+        .bind(Bind::Text(key.into())),
+    )?;
+    rows.into_iter().next().map(RunRecord::try_from).transpose()
+}
+
+/// The run an instance starting `job` belongs to: with a key, the run of
+/// that key in whatever state (created if new, refused while another run
+/// of the job is active); without one, the active run or a new one.
 pub(crate) fn open_run(
     c: &mut Connection,
     job: &str,
     params: &str,
+    key: Option<&str>,
 ) -> Result<RunRecord, StoreError> {
     ensure_job(c, job)?;
     c.write_transaction(|c| {
+        if let Some(key) = key {
+            if let Some(run) = run_by_key(c, job, key)? {
+                return Ok(run);
+            }
+        }
         if let Some(run) = active_run(c, job)? {
-            return Ok(run);
+            return match key {
+                None => Ok(run),
+                Some(key) => Err(StoreError::RunActive {
+                    job: job.to_owned(),
+                    run_id: run.id,
+                    key: key.to_owned(),
+                }),
+            };
         }
         let now = c.dialect().now_ms();
         let rows: Vec<One> = c.load(
             &Sql::new(format!(
-                "INSERT INTO tranche_runs (job_name, params, state, started_ms) \
-                 VALUES (?, ?, 'planning', {now}) RETURNING id AS v"
+                "INSERT INTO tranche_runs (job_name, params, state, started_ms, run_key) \
+                 VALUES (?, ?, 'planning', {now}, ?) RETURNING id AS v"
             ))
             .bind(Bind::Text(job.into()))
-            .bind(Bind::Text(params.into())),
+            .bind(Bind::Text(params.into()))
+            .bind(Bind::OptText(key.map(str::to_owned))),
         )?;
         let id = rows
             .first()
@@ -644,7 +692,7 @@ pub(crate) fn claim(
     };
     let sql = Sql::new(format!(
         "UPDATE tranche_partitions SET state = 'claimed', owner = ?, epoch = epoch + 1, \
-         lease_expires_ms = {now} + ?, updated_ms = {now}, \
+         lease_expires_ms = {now} + ?, updated_ms = {now}, claimed_ms = {now}, \
          takeovers = takeovers + CASE WHEN state = 'claimed' THEN 1 ELSE 0 END, \
          last_claim_takeover = CASE WHEN state = 'claimed' THEN 1 ELSE 0 END \
          WHERE id = (SELECT id FROM tranche_partitions WHERE run_id = ? \
@@ -689,7 +737,26 @@ pub struct Checkpoint {
     pub lease: std::time::Duration,
 }
 
-pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<(), StoreError> {
+/// What a checkpoint answers: the partition's bounds as they stand now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointAck {
+    /// The upper bound (exclusive); a split may have moved it down.
+    pub upper: Option<Cursor>,
+    /// Rows planned for the partition; a split reduces it.
+    pub rows_planned: i64,
+}
+
+#[derive(QueryableByName)]
+struct AckRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    upper_order: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    upper_key: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    rows_planned: i64,
+}
+
+pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<CheckpointAck, StoreError> {
     let Checkpoint {
         partition_id,
         ref owner,
@@ -705,7 +772,8 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<(), Stor
     let update = Sql::new(format!(
         "UPDATE tranche_partitions SET cursor_order = ?, cursor_key = ?, rows_done = rows_done + ?, \
          state = ?, lease_expires_ms = {now} + ?, updated_ms = {now} \
-         WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed'"
+         WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed' \
+         RETURNING upper_order, upper_key, rows_planned"
     ))
     .bind(Bind::Int(cursor.order))
     .bind(Bind::Int(cursor.key))
@@ -715,20 +783,23 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<(), Stor
     .bind(Bind::Int(partition_id))
     .bind(Bind::Text(owner.clone()))
     .bind(Bind::Int(epoch));
-    let lost = StoreError::LeaseLost {
-        partition_id,
-        epoch,
+    let ack = |rows: Vec<AckRow>| {
+        rows.into_iter()
+            .next()
+            .map(|r| CheckpointAck {
+                upper: cursor_of(r.upper_order, r.upper_key),
+                rows_planned: r.rows_planned,
+            })
+            .ok_or(StoreError::LeaseLost {
+                partition_id,
+                epoch,
+            })
     };
     if dead_letters.is_empty() {
-        return match c.execute(&update)? {
-            0 => Err(lost),
-            _ => Ok(()),
-        };
+        return ack(c.load(&update)?);
     }
     c.write_transaction(|c| {
-        if c.execute(&update)? == 0 {
-            return Err(lost);
-        }
+        let acked = ack(c.load(&update)?)?;
         for d in dead_letters {
             c.execute(
                 &Sql::new(format!(
@@ -741,7 +812,134 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<(), Stor
                 .bind(Bind::Text(d.reason.clone())),
             )?;
         }
-        Ok(())
+        Ok(acked)
+    })
+}
+
+/// When a split is worth making (see [`Store::steal`](super::Store::steal)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steal {
+    /// Rows past the holder's checkpoint that stay with the holder at least:
+    /// more than it can have read ahead (two pages: the one being published
+    /// and the one prefetched).
+    pub margin: u64,
+    /// The smallest remaining range (planned minus done) worth splitting.
+    pub min_rows: u64,
+}
+
+impl Steal {
+    /// The thresholds for a page size: the holder keeps at least two pages
+    /// past its checkpoint, and ranges under four pages are left alone.
+    pub fn for_page_size(page_size: usize) -> Self {
+        let page = page_size as u64;
+        Self {
+            margin: 2 * page,
+            min_rows: 4 * page,
+        }
+    }
+}
+
+pub(crate) fn steal(
+    c: &mut Connection,
+    job: &Job,
+    run_id: i64,
+    owner: &str,
+    lease_ms: i64,
+    steal: Steal,
+) -> Result<Option<PartitionRecord>, StoreError> {
+    let dialect = c.dialect();
+    let now = dialect.now_ms();
+    let lock = match dialect {
+        super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        super::Dialect::Sqlite => "",
+    };
+    c.write_transaction(|c| {
+        // The live range partition with the most work left; its row stays
+        // locked until the split commits, so its holder's checkpoint waits.
+        let rows: Vec<PartitionRow> = c.load(
+            &Sql::new(format!(
+                "SELECT {PARTITION_COLUMNS} FROM tranche_partitions WHERE run_id = ? \
+                 AND state = 'claimed' AND lease_expires_ms >= {now} AND modulus IS NULL \
+                 AND rows_planned - rows_done >= ? \
+                 ORDER BY rows_planned - rows_done DESC, number LIMIT 1 {lock}"
+            ))
+            .bind(Bind::Int(run_id))
+            .bind(Bind::Int(steal.min_rows as i64)),
+        )?;
+        let Some(victim) = rows
+            .into_iter()
+            .next()
+            .map(PartitionRecord::try_from)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let Some(range) = victim.range else {
+            return Ok(None);
+        };
+        let remaining = (victim.rows_planned - victim.rows_done).max(0) as u64;
+        // The holder keeps rows 1..keep past its checkpoint; the thief starts
+        // at row keep + 1.
+        let keep = (remaining / 2).max(steal.margin);
+        let Some(cut) = source::nth_row(
+            c,
+            &job.source,
+            &victim,
+            victim.cursor,
+            usize::try_from(keep + 1).unwrap_or(usize::MAX),
+        )?
+        else {
+            // Fewer rows left than planned: nothing worth taking.
+            return Ok(None);
+        };
+        let given = remaining - keep;
+        c.execute(
+            &Sql::new(format!(
+                "UPDATE tranche_partitions SET upper_order = ?, upper_key = ?, \
+                 rows_planned = rows_planned - ?, updated_ms = {now} WHERE id = ?"
+            ))
+            .bind(Bind::Int(cut.order))
+            .bind(Bind::Int(cut.key))
+            .bind(Bind::Int(given as i64))
+            .bind(Bind::Int(victim.id)),
+        )?;
+        let upper = range.upper;
+        let next: Vec<One> = c.load(
+            &Sql::new(
+                "SELECT CAST(COALESCE(MAX(number), -1) + 1 AS BIGINT) AS v \
+                 FROM tranche_partitions WHERE run_id = ?",
+            )
+            .bind(Bind::Int(run_id)),
+        )?;
+        let number = next.first().map_or(0, |r| r.v);
+        let inserted: Vec<PartitionRow> = c.load(
+            &Sql::new(format!(
+                "INSERT INTO tranche_partitions (run_id, number, strategy, scope, lower_order, \
+                 lower_key, upper_order, upper_key, hwm_order, hwm_key, rows_planned, state, \
+                 owner, epoch, lease_expires_ms, claimed_ms, split_from, updated_ms) \
+                 SELECT run_id, ?, strategy, scope, ?, ?, ?, ?, hwm_order, hwm_key, ?, 'claimed', \
+                 ?, 1, {now} + ?, {now}, id, {now} FROM tranche_partitions WHERE id = ? \
+                 RETURNING {PARTITION_COLUMNS}"
+            ))
+            .bind(Bind::Int(number))
+            .bind(Bind::Int(cut.order))
+            .bind(Bind::Int(cut.key))
+            .bind(Bind::OptInt(upper.map(|u| u.order)))
+            .bind(Bind::OptInt(upper.map(|u| u.key)))
+            .bind(Bind::Int(given as i64))
+            .bind(Bind::Text(owner.into()))
+            .bind(Bind::Int(lease_ms))
+            .bind(Bind::Int(victim.id)),
+        )?;
+        c.execute(
+            &Sql::new("UPDATE tranche_runs SET partitions = partitions + 1 WHERE id = ?")
+                .bind(Bind::Int(run_id)),
+        )?;
+        inserted
+            .into_iter()
+            .next()
+            .map(PartitionRecord::try_from)
+            .transpose()
     })
 }
 

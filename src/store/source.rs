@@ -236,13 +236,44 @@ pub(crate) fn fetch_page(
     after: Option<Cursor>,
     limit: usize,
 ) -> Result<Vec<SourceRow>, StoreError> {
+    page(c, source, partition, after, limit, true)
+}
+
+/// The `n`th row (from 1) of a partition after `after` (or from its lower
+/// bound), read as a page of keys alone: where a split cuts.
+pub(crate) fn nth_row(
+    c: &mut Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    after: Option<Cursor>,
+    n: usize,
+) -> Result<Option<Cursor>, StoreError> {
+    let rows = page(c, source, partition, after, n, false)?;
+    Ok((rows.len() == n)
+        .then(|| rows.last().map(|r| Cursor::new(r.order, r.key)))
+        .flatten())
+}
+
+/// A keyset page; without `columns`, only `(order, key)` are read.
+fn page(
+    c: &mut Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    after: Option<Cursor>,
+    limit: usize,
+    columns: bool,
+) -> Result<Vec<SourceRow>, StoreError> {
     let ks = Keyset::of(c, source)?;
     let (o, k, param) = (&ks.o, &ks.k, ks.param);
-    let extra: Vec<String> = source.columns.iter().map(Ident::quoted).collect();
+    let extra = if columns {
+        let names: Vec<String> = source.columns.iter().map(Ident::quoted).collect();
+        c.dialect().json_text_array(&names)
+    } else {
+        "CAST(NULL AS TEXT)".to_owned()
+    };
     let select = format!(
-        "SELECT {} AS ord, CAST({k} AS BIGINT) AS k, {} AS extra ",
-        ks.o_int,
-        c.dialect().json_text_array(&extra)
+        "SELECT {} AS ord, CAST({k} AS BIGINT) AS k, {extra} AS extra ",
+        ks.o_int
     );
     let base = from_where(source, &partition.scope);
     // Conditions every branch shares: the partition's end and its slice.

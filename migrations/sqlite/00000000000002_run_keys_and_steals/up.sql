@@ -1,0 +1,9 @@
+-- Run keys: instances started with the same key join the same run whatever
+-- its state, so a late instance (or a second scheduler firing the same tick)
+-- never starts a second pass. claimed_ms records when the latest claim
+-- happened (database clock), for takeover timing; split_from records which
+-- partition a work-stealing split came from.
+ALTER TABLE tranche_runs ADD COLUMN run_key TEXT;
+CREATE UNIQUE INDEX tranche_runs_job_key ON tranche_runs (job_name, run_key);
+ALTER TABLE tranche_partitions ADD COLUMN claimed_ms BIGINT;
+ALTER TABLE tranche_partitions ADD COLUMN split_from BIGINT;
