@@ -247,8 +247,15 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
         store.claim(run.id, "c", LEASE).await.unwrap().is_none(),
         "nothing left"
     );
-    let held = store.renew_leases("a", LEASE).await.unwrap();
+    let held = store.renew_leases("a", &[(a.id, 1)], LEASE).await.unwrap();
     assert_eq!(held, vec![(a.id, 1)]);
+    // Only the pairs named are renewed: an instance restarted under the
+    // same id does not keep its predecessor's leases alive.
+    assert!(store
+        .renew_leases("a", &[(b.id, 1)], LEASE)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
@@ -317,7 +324,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
         Err(StoreError::LeaseLost { .. })
     ));
     assert!(store
-        .renew_leases("zombie", LEASE)
+        .renew_leases("zombie", &[(zombie.id, zombie.epoch)], LEASE)
         .await
         .unwrap()
         .is_empty());

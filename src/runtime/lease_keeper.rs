@@ -103,7 +103,7 @@ impl Actor for LeaseKeeper {
             let held = act.held.clone();
             ctx.spawn(
                 async move {
-                    match store.renew_leases(&owner, lease).await {
+                    match store.renew_leases(&owner, &before, lease).await {
                         Ok(still) => {
                             for id in held.reconcile(&before, &still) {
                                 tracing::warn!(partition = id, "lease lost; its worker stops");

@@ -235,7 +235,11 @@ impl RuntimeHandle {
                 .spawn(move || {
                     let system = System::new();
                     let opened = system.block_on(async {
-                        let store = Store::open(&config.database_url, &config.store)?;
+                        let mut options = config.store.clone();
+                        if options.application_name.is_none() {
+                            options.application_name = Some(format!("tranche {owner}"));
+                        }
+                        let store = Store::open(&config.database_url, &options)?;
                         LeaseKeeper::new(store.clone(), owner, config.lease, held).start();
                         Ok::<_, Error>((store, System::current(), Arbiter::current()))
                     });

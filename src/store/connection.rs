@@ -309,13 +309,28 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 
 /// PostgreSQL session settings: UTC, so a `timestamp` order column compares
 /// with tranche's cursors the same way on every instance, whatever the
-/// server's or role's default time zone.
+/// server's or role's default time zone. Also names the session after the
+/// instance (`application_name`), so an operator sees in
+/// `pg_stat_activity` which instance holds a connection.
 #[derive(Debug)]
-struct PgSession;
+struct PgSession {
+    application_name: Option<String>,
+}
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("SET TIME ZONE 'UTC'")
+        let mut sql = String::from("SET TIME ZONE 'UTC'");
+        if let Some(name) = &self.application_name {
+            // A literal, quotes doubled; PostgreSQL keeps the first 63 bytes.
+            let clean: String = name
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(63)
+                .collect::<String>()
+                .replace('\'', "''");
+            sql.push_str(&format!("; SET application_name = '{clean}'"));
+        }
+        conn.batch_execute(&sql)
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -330,7 +345,12 @@ pub(crate) enum Pool {
 impl Pool {
     /// Builds a pool of `size` connections to `url`, failing (with the URL
     /// redacted) when the database cannot be reached within `timeout`.
-    pub(crate) fn connect(url: &str, size: u32, timeout: Duration) -> Result<Self, StoreError> {
+    pub(crate) fn connect(
+        url: &str,
+        size: u32,
+        timeout: Duration,
+        application_name: Option<String>,
+    ) -> Result<Self, StoreError> {
         let connect_err = |e: diesel::r2d2::PoolError| StoreError::Connect {
             url: redact_url(url),
             reason: e.to_string(),
@@ -341,7 +361,7 @@ impl Pool {
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
-                    .connection_customizer(Box::new(PgSession))
+                    .connection_customizer(Box::new(PgSession { application_name }))
                     .build(ConnectionManager::new(url))
                     .map_err(connect_err)?,
             ),

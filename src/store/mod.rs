@@ -147,6 +147,9 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
     /// Apply the embedded migrations when opening (default true).
     pub migrate: bool,
+    /// PostgreSQL `application_name` of every pooled session (the runtime
+    /// sets `tranche <instance id>` unless one is given here).
+    pub application_name: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -155,6 +158,7 @@ impl Default for StoreOptions {
             threads: 4,
             connect_timeout: Duration::from_secs(10),
             migrate: true,
+            application_name: None,
         }
     }
 }
@@ -177,7 +181,12 @@ impl Store {
             run_migrations(url)?;
         }
         let threads = options.threads.max(1);
-        let pool = Pool::connect(url, threads as u32 + 1, options.connect_timeout)?;
+        let pool = Pool::connect(
+            url,
+            threads as u32 + 1,
+            options.connect_timeout,
+            options.application_name.clone(),
+        )?;
         let dialect = pool.dialect();
         let executor = SyncArbiter::start(threads, move || DbExecutor::new(pool.clone()));
         Ok(Self { executor, dialect })
@@ -349,16 +358,23 @@ impl Store {
             .await
     }
 
-    /// Extends the leases of every partition `owner` holds; returns the
-    /// `(partition, epoch)` pairs still held.
+    /// Extends the leases of the `(partition, epoch)` pairs `owner` holds;
+    /// returns the pairs still held. Only the pairs given are renewed, so an
+    /// instance restarted under the same id never keeps alive the leases of
+    /// its dead predecessor (they expire and are taken over).
     pub async fn renew_leases(
         &self,
         owner: &str,
+        held: &[(i64, i64)],
         lease: Duration,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
         let owner = owner.to_owned();
+        let held = held.to_vec();
         let ms = duration_ms(lease);
-        self.run(move |c| queries::renew_leases(c, &owner, ms))
+        self.run(move |c| queries::renew_leases(c, &owner, &held, ms))
             .await
     }
 

@@ -854,6 +854,14 @@ pub(crate) fn steal(
         super::Dialect::Sqlite => "",
     };
     c.write_transaction(|c| {
+        // Steals of one run take turns on the run's row, so two never pick
+        // the same new partition number (SQLite's write lock already does).
+        if dialect == super::Dialect::Postgres {
+            c.load::<One>(
+                &Sql::new("SELECT id AS v FROM tranche_runs WHERE id = ? FOR UPDATE")
+                    .bind(Bind::Int(run_id)),
+            )?;
+        }
         // The live range partition with the most work left; its row stays
         // locked until the split commits, so its holder's checkpoint waits.
         let rows: Vec<PartitionRow> = c.load(
@@ -971,18 +979,25 @@ pub(crate) fn complete(
 pub(crate) fn renew_leases(
     c: &mut Connection,
     owner: &str,
+    held: &[(i64, i64)],
     lease_ms: i64,
 ) -> Result<Vec<(i64, i64)>, StoreError> {
     let now = c.dialect().now_ms();
-    let rows: Vec<Held> = c.load(
-        &Sql::new(format!(
+    let mut out = Vec::with_capacity(held.len());
+    // Ids bound in chunks; the epoch is checked on the way back.
+    for chunk in held.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut sql = Sql::new(format!(
             "UPDATE tranche_partitions SET lease_expires_ms = {now} + ? \
-             WHERE owner = ? AND state = 'claimed' RETURNING id, epoch"
+             WHERE owner = ? AND state = 'claimed' AND id IN ({marks}) RETURNING id, epoch"
         ))
         .bind(Bind::Int(lease_ms))
-        .bind(Bind::Text(owner.into())),
-    )?;
-    Ok(rows.into_iter().map(|h| (h.id, h.epoch)).collect())
+        .bind(Bind::Text(owner.into()));
+        sql.push("", chunk.iter().map(|&(id, _)| Bind::Int(id)));
+        let rows: Vec<Held> = c.load(&sql)?;
+        out.extend(rows.into_iter().map(|h| (h.id, h.epoch)));
+    }
+    Ok(out)
 }
 
 pub(crate) fn release(
