@@ -33,7 +33,10 @@
 //!
 //! [sink]
 //! kind = "jsonl"                  # or kind = "update": table, key_column, version_column
-//! path = "out.jsonl"
+//! path = "out-{instance}.jsonl"   # {instance}: this instance's id
+//!
+//! [schedule]                      # for `tranche schedule`; one of:
+//! every = "1h"                    # cron = "30 2 * * *"  or  at = "2026-12-01T02:00:00Z"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -45,7 +48,7 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 use crate::ident::Ident;
 use crate::job::{Condition, Job, Op, Scope, Source, SourceRow, Strategy, Value};
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{RuntimeConfig, Schedule};
 use crate::sink::{JsonLinesSink, Message, Sink, UpdateSink};
 use crate::store::{Store, UpdateSpec};
 
@@ -66,6 +69,43 @@ pub struct JobFile {
     pub runtime: RuntimeSection,
     /// Where messages go.
     pub sink: SinkSection,
+    /// When it runs, for `tranche schedule` (absent: `tranche run` only).
+    pub schedule: Option<ScheduleSection>,
+}
+
+/// `[schedule]`: exactly one of `every`, `cron` and `at`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// A fixed interval such as `"15m"`, `"2h"` or `"1d"`, ticking on
+    /// multiples of itself since the UNIX epoch.
+    pub every: Option<String>,
+    /// A cron expression in UTC: five fields, or six with seconds first.
+    pub cron: Option<String>,
+    /// One run at an RFC 3339 instant (`"2026-12-01T02:00:00Z"`).
+    pub at: Option<String>,
+}
+
+impl ScheduleSection {
+    /// The schedule, validated; errors name `schedule.every`, `.cron` or `.at`.
+    pub fn schedule(&self) -> Result<Schedule, ConfigError> {
+        match (&self.every, &self.cron, &self.at) {
+            (Some(every), None, None) => Schedule::every(Schedule::parse_interval(every)?),
+            (None, Some(cron), None) => Schedule::cron(cron),
+            (None, None, Some(at)) => chrono::DateTime::parse_from_rfc3339(at)
+                .map(|t| Schedule::at(t.with_timezone(&chrono::Utc).into()))
+                .map_err(|e| {
+                    ConfigError::new(
+                        "schedule.at",
+                        format!("{at:?} is not an RFC 3339 time: {e}"),
+                    )
+                }),
+            _ => Err(ConfigError::new(
+                "schedule",
+                "give exactly one of `every`, `cron` and `at`",
+            )),
+        }
+    }
 }
 
 /// `[job]`.
@@ -329,6 +369,9 @@ impl JobFile {
         if let Some(key) = &self.job.run_key {
             crate::job::validate_run_key(key)?;
         }
+        if let Some(schedule) = &self.schedule {
+            schedule.schedule()?;
+        }
         self.strategy.validate()?;
         self.runtime_config()?;
         self.source()?;
@@ -500,5 +543,31 @@ path = "out.jsonl"
         );
         let op = bad("op = \"eq\"", "op = \"like\"").unwrap_err();
         assert!(op.reason.contains("like"), "{op}");
+        let schedule = |body: &str| bad("[sink]", &format!("[schedule]\n{body}\n[sink]"));
+        assert_eq!(
+            schedule("every = \"1h\"\ncron = \"* * * * *\"")
+                .unwrap_err()
+                .field,
+            "schedule"
+        );
+        assert_eq!(
+            schedule("every = \"soon\"").unwrap_err().field,
+            "schedule.every"
+        );
+        assert_eq!(
+            schedule("cron = \"99 * * * *\"").unwrap_err().field,
+            "schedule.cron"
+        );
+        assert_eq!(
+            schedule("at = \"tomorrow\"").unwrap_err().field,
+            "schedule.at"
+        );
+        assert!(schedule("at = \"2026-12-01T02:00:00Z\"").is_ok());
+        assert_eq!(
+            bad("name = \"resend\"", "name = \"resend\"\nrun_key = \"\"")
+                .unwrap_err()
+                .field,
+            "job.run_key"
+        );
     }
 }

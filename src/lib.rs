@@ -88,7 +88,8 @@ pub use job::{
 };
 pub use keyset::{Cursor, KeyRange};
 pub use runtime::{
-    lane_of, PartitionProgress, RunHandle, RunProgress, RunReport, RuntimeConfig, RuntimeHandle,
+    lane_of, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport, RuntimeConfig,
+    RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,
 };
 pub use sink::{Delivery, JsonLinesSink, MemorySink, Message, Sink, SinkError, UpdateSink};
 pub use store::lease::LeaseConfig;

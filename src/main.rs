@@ -1,5 +1,6 @@
 //! The `tranche` binary: the S0 demo on an embedded SQLite file (or
-//! PostgreSQL), and `migrate`. Thin by design: parse arguments, set up
+//! PostgreSQL), configured jobs (`run`, `schedule`, `history`) and
+//! `migrate`. Thin by design: parse arguments, set up
 //! logging, call the library.
 
 use std::path::PathBuf;
@@ -31,8 +32,14 @@ struct Cli {
 enum Command {
     /// Run the S0 subscription migration end to end with live progress.
     Demo(DemoArgs),
-    /// Run (or join the active run of) a job described by a TOML file.
+    /// Run (or join the active run of) a job described by a TOML file, once,
+    /// now.
     Run(RunArgs),
+    /// Run a job file on its `[schedule]` (interval, cron or one instant)
+    /// until Ctrl-C, or until a one-time schedule has run.
+    Schedule(RunArgs),
+    /// List a job's runs, newest first.
+    History(HistoryArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
         /// Database URL: postgres://... or sqlite://path (or a bare path).
@@ -104,6 +111,25 @@ struct InstanceArgs {
 }
 
 #[derive(Parser)]
+struct HistoryArgs {
+    /// A job file, for its database and job name.
+    #[arg(long, required_unless_present_all = ["db", "job"])]
+    config: Option<PathBuf>,
+    /// Database URL (overrides the file's).
+    #[arg(long, env = "TRANCHE_DATABASE_URL")]
+    db: Option<String>,
+    /// Job name (overrides the file's).
+    #[arg(long)]
+    job: Option<String>,
+    /// Runs to list.
+    #[arg(long, default_value_t = 20)]
+    limit: i64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Parser)]
 struct RunArgs {
     /// The job file (see the README for every field).
     #[arg(long)]
@@ -161,6 +187,11 @@ async fn main() -> anyhow::Result<()> {
             let code = run_main(args).await?;
             std::process::exit(code);
         }
+        Command::Schedule(args) => {
+            let code = schedule_main(args).await?;
+            std::process::exit(code);
+        }
+        Command::History(args) => history_main(args).await,
     }
 }
 
@@ -362,7 +393,8 @@ struct RunSummary {
     interrupted: bool,
 }
 
-async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
+/// The job file with the environment and flags applied, validated.
+fn load_job_file(args: &RunArgs) -> anyhow::Result<tranche::config::JobFile> {
     let mut file = tranche::config::JobFile::from_path(&args.config)?;
     file.apply_env(|k| std::env::var(k).ok())?;
     file.apply_overrides(&tranche::config::Overrides {
@@ -377,6 +409,14 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
         work_stealing: args.instance.no_work_stealing.then_some(false),
     });
     file.validate()?;
+    Ok(file)
+}
+
+/// Starts a runtime for a job file and builds its job.
+async fn start_job(
+    file: &tranche::config::JobFile,
+    what: &str,
+) -> anyhow::Result<(RuntimeHandle, tranche::Job)> {
     let config = file.runtime_config()?;
     let shown_db = redact_url(&config.database_url);
     let runtime = RuntimeHandle::start(config)
@@ -384,10 +424,16 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("starting tranche on {shown_db}"))?;
     let job = file.job(runtime.store(), runtime.instance_id())?;
     println!(
-        "tranche run: job {} on {shown_db} as {}",
+        "tranche {what}: job {} on {shown_db} as {}",
         file.job.name,
         runtime.instance_id()
     );
+    Ok((runtime, job))
+}
+
+async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
+    let file = load_job_file(&args)?;
+    let (runtime, job) = start_job(&file, "run").await?;
     let multi = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
     } else {
@@ -440,6 +486,136 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         1
     })
+}
+
+async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
+    let file = load_job_file(&args)?;
+    let Some(section) = &file.schedule else {
+        bail!(
+            "invalid configuration: schedule: {} has no [schedule] section \
+             (every, cron or at); use `tranche run` for a run now",
+            args.config.display()
+        );
+    };
+    let schedule = section.schedule()?;
+    let (runtime, job) = start_job(&file, "schedule").await?;
+    let handle = runtime.schedule(job, schedule)?;
+    let mut status = handle.subscribe();
+    let mut seen = tranche::ScheduleStatus::default();
+    let mut failed = false;
+    let mut interrupted = false;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if now.next_tick != seen.next_tick {
+            if let Some(t) = now.next_tick {
+                println!("  next tick: {}", tranche::tick_key(t));
+            }
+        }
+        if now.skipped > seen.skipped {
+            println!("  tick skipped: the previous run is still active");
+        }
+        if let Some(r) = now
+            .last_report
+            .as_ref()
+            .filter(|r| seen.last_report.as_ref().map(|s| s.run_id) != Some(r.run_id))
+        {
+            failed |= r.state != tranche::store::RunState::Done && !r.interrupted;
+            println!(
+                "  run {} ended {:?}: {} of {} rows done, {} published here in {:.2} s",
+                r.run_id,
+                r.state,
+                r.rows_done,
+                r.rows_identified,
+                r.rows_published,
+                r.elapsed.as_secs_f64()
+            );
+        }
+        if let Some(e) = now
+            .last_error
+            .as_ref()
+            .filter(|e| seen.last_error.as_ref() != Some(e))
+        {
+            failed = true;
+            println!("  error: {e}");
+        }
+        seen = now;
+        if seen.finished {
+            break;
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                println!("  interrupted: finishing pages and checkpointing…");
+                handle.cancel();
+                let rt = runtime.clone();
+                tokio::spawn(async move { rt.shutdown().await });
+            }
+        }
+    }
+    runtime.shutdown().await;
+    Ok(if interrupted {
+        130
+    } else if failed {
+        1
+    } else {
+        0
+    })
+}
+
+async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
+    let file = args
+        .config
+        .as_deref()
+        .map(tranche::config::JobFile::from_path)
+        .transpose()?;
+    let db = args
+        .db
+        .or_else(|| file.as_ref().map(|f| f.database_url.clone()))
+        .context("--db or --config is required")?;
+    let job = args
+        .job
+        .or_else(|| file.as_ref().map(|f| f.job.name.clone()))
+        .context("--job or --config is required")?;
+    if args.limit < 1 {
+        bail!("invalid configuration: --limit: must be at least 1");
+    }
+    let mut config = RuntimeConfig::new(db.clone());
+    config.store.threads = 1;
+    let runtime = RuntimeHandle::start(config)
+        .await
+        .with_context(|| format!("opening {}", redact_url(&db)))?;
+    let runs = runtime.store().runs(&job, args.limit).await;
+    runtime.shutdown().await;
+    let runs = runs?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<8}  {:>10}  {:>10}  {:>5}  {:>9}  key",
+        "run", "state", "identified", "done", "parts", "seconds"
+    );
+    for r in &runs {
+        let seconds = r
+            .finished_ms
+            .map(|f| format!("{:.1}", (f - r.started_ms) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>6}  {:<8}  {:>10}  {:>10}  {:>5}  {:>9}  {}",
+            r.id,
+            format!("{:?}", r.state).to_lowercase(),
+            r.rows_identified,
+            r.rows_done,
+            r.partitions,
+            seconds,
+            r.run_key.as_deref().unwrap_or("-")
+        );
+    }
+    if runs.is_empty() {
+        println!("  no runs of {job} yet");
+    }
+    Ok(())
 }
 
 async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> anyhow::Result<()> {

@@ -191,3 +191,120 @@ fn a_bad_job_file_fails_before_anything_is_touched_and_names_the_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("runtime.concurrency"));
     assert!(!db_path.exists(), "nothing was created");
 }
+
+#[test]
+fn a_one_time_schedule_runs_once_and_the_history_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let mut c = SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();
+    c.batch_execute(&format!("{ORDERS}{}", insert_orders()))
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let config = job_file(
+        dir.path(),
+        &format!("sqlite://{}", db_path.display()),
+        "kind = \"range\"\npartitions = 3",
+        &format!("kind = \"jsonl\"\npath = \"{}\"", out.display()),
+    );
+    // No [schedule] yet: `schedule` refuses, naming the section.
+    let refused = common::run_tranche(&["schedule", "--config", &config, "--quiet"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("schedule"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[schedule]\nat = \"2000-01-01T00:00:00Z\"\n");
+    std::fs::write(&config, text).unwrap();
+    let lines = || std::fs::read_to_string(&out).unwrap().lines().count();
+    for round in 0..2 {
+        let run = common::run_tranche(&["schedule", "--config", &config, "--quiet"]);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains("run 1 ended Done"), "{stdout}");
+        // The second time the tick's key names the finished run: nothing
+        // is delivered again.
+        assert_eq!(lines(), 2250, "round {round}");
+    }
+    let history = common::run_tranche(&["history", "--config", &config, "--json"]);
+    assert!(history.status.success());
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["run_key"], "tick-2000-01-01T00:00:00.000Z");
+    assert_eq!(runs[0]["state"], "done");
+    assert_eq!(runs[0]["rows_done"], 2250);
+    let table = common::run_tranche(&["history", "--config", &config]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("tick-2000-01-01T00:00:00.000Z") && table.contains("done"),
+        "{table}"
+    );
+}
+
+#[test]
+fn modulo_workers_take_n_from_the_file_and_any_number_of_instances_share_them() {
+    let Some(db) = common::pg_database("modulo_instances") else {
+        return;
+    };
+    let mut c = PgConnection::establish(&db.url).unwrap();
+    c.batch_execute(&format!("{ORDERS}{}", insert_orders()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_file(
+        dir.path(),
+        &db.url,
+        "kind = \"modulo\"\nmodulus = 6",
+        "kind = \"update\"\ntable = \"orders\"\nkey_column = \"id\"\nversion_column = \"version\"",
+    );
+    let spawn = |id: &str| {
+        let summary = dir.path().join(format!("{id}.json"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+            .args(["run", "--config", &config, "--quiet", "--run-key", "once"])
+            .args([
+                "--instance-id",
+                id,
+                "--summary-json",
+                summary.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, summary)
+    };
+    let instances = [spawn("m1"), spawn("m2"), spawn("m3")];
+    let mut checkpointed = 0;
+    for (child, summary) in instances {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(summary).unwrap()).unwrap();
+        assert_eq!(s["state"], "done", "{s}");
+        assert_eq!(s["run_key"], "once");
+        checkpointed += s["rows_checkpointed"].as_i64().unwrap();
+    }
+    assert_eq!(
+        checkpointed, 2250,
+        "the six remainders were divided among the instances"
+    );
+    let mut count = |sql: &str| diesel::sql_query(sql).load::<Count>(&mut c).unwrap()[0].n;
+    assert_eq!(count("SELECT COUNT(*) AS n FROM tranche_runs"), 1);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM tranche_partitions WHERE state = 'done'"),
+        6
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM orders WHERE version = 2"),
+        2250
+    );
+}

@@ -3,17 +3,21 @@
 //! `#[tokio::main]` service, an actix-web app, a test).
 //!
 //! ```text
-//! RuntimeHandle ──▶ RunSupervisor (per run) ──▶ PartitionWorker × concurrency
-//!                        │                            │ send().await
-//!                        │                            ▼
-//!                        ├──────────────────────▶ Publisher ──▶ Sink
-//!                        └─ LeaseKeeper (per instance: renews leases)
+//! RuntimeHandle ─┬─ schedule() ─▶ Scheduler (per schedule) ─┐ a run per tick
+//!                └─ start_run() (a one-time run, now) ───────┤
+//!                                                            ▼
+//!            RunSupervisor (per run) ──▶ PartitionWorker × concurrency
+//!                 │  claims, steals, restarts        │ send().await
+//!                 │                                  ▼
+//!                 ├────────────────────────────▶ Publisher ──▶ Sink
+//!                 └─ LeaseKeeper (per instance: renews leases)
 //! Store ──▶ DbExecutor (SyncArbiter threads, diesel, r2d2)
 //! ```
 
 mod lease_keeper;
 mod progress;
 mod publisher;
+mod scheduler;
 mod supervisor;
 mod worker;
 
@@ -26,6 +30,7 @@ use tokio::sync::{oneshot, watch, Notify};
 
 pub use progress::{PartitionProgress, RunProgress, RunReport};
 pub use publisher::lane_of;
+pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
 
 use crate::backoff::Backoff;
 use crate::error::{ConfigError, Error};
@@ -326,6 +331,22 @@ impl RuntimeHandle {
     /// Runs the job (or joins its active run) to its end.
     pub async fn run(&self, job: Job) -> Result<RunReport, Error> {
         self.start_run(job)?.wait().await
+    }
+
+    /// Runs the job on a schedule (see [`Schedule`]) until the schedule
+    /// ends, is cancelled or the runtime shuts down. Each tick's run is keyed
+    /// by the tick, so instances with the same schedule share each run; a
+    /// tick that finds an earlier run still active is skipped.
+    pub fn schedule(&self, job: Job, schedule: Schedule) -> Result<ScheduleHandle, Error> {
+        if self.is_shutting_down() {
+            return Err(Error::Shutdown);
+        }
+        scheduler::Scheduler::start(self.clone(), job, schedule)
+    }
+
+    /// Whether [`RuntimeHandle::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
     }
 
     /// Graceful shutdown: every worker finishes its page, checkpoints and

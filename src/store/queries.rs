@@ -489,23 +489,29 @@ pub(crate) fn open_run(
             };
         }
         let now = c.dialect().now_ms();
+        // Identification runs under the job lease, so racing inserts are
+        // not expected; if one happens anyway, the key's run is joined.
         let rows: Vec<One> = c.load(
             &Sql::new(format!(
                 "INSERT INTO tranche_runs (job_name, params, state, started_ms, run_key) \
-                 VALUES (?, ?, 'planning', {now}, ?) RETURNING id AS v"
+                 VALUES (?, ?, 'planning', {now}, ?) \
+                 ON CONFLICT (job_name, run_key) DO NOTHING RETURNING id AS v"
             ))
             .bind(Bind::Text(job.into()))
             .bind(Bind::Text(params.into()))
             .bind(Bind::OptText(key.map(str::to_owned))),
         )?;
-        let id = rows
-            .first()
-            .map(|r| r.v)
-            .ok_or_else(|| StoreError::Corrupt {
+        match (rows.first(), key) {
+            (Some(row), _) => run_record(c, row.v),
+            (None, Some(key)) => run_by_key(c, job, key)?.ok_or_else(|| StoreError::Corrupt {
+                what: "run",
+                reason: format!("run key {key:?} conflicted but no run has it"),
+            }),
+            (None, None) => Err(StoreError::Corrupt {
                 what: "run",
                 reason: "insert returned no id".into(),
-            })?;
-        run_record(c, id)
+            }),
+        }
     })
 }
 
