@@ -13,6 +13,9 @@
 //!        │                                         │ attempts exhausted / fatal
 //!        │                                         ▼
 //!        │                                       failed
+//!
+//!   steal: ──▶ a new partition, born claimed (epoch 1) by an idle instance,
+//!              holding the second half of a claimed partition's remaining range
 //! ```
 //!
 //! Invariants, all decided by the database and its clock:
@@ -33,14 +36,36 @@
 //!   repeats at most the page in flight (plus the publisher's window), never
 //!   loses one.
 //! * **Liveness.** The lease keeper renews every held lease each heartbeat
-//!   (`heartbeat < lease`); a checkpoint renews it too. A holder that dies
-//!   stops renewing, its lease passes, and any instance claims the partition
-//!   and resumes from its checkpoint.
+//!   (`heartbeat < lease`); a checkpoint renews it too. Renewal names the
+//!   `(partition, epoch)` pairs this process holds, not just its owner id,
+//!   so a process restarted under the same id never keeps its dead
+//!   predecessor's leases alive. A holder that dies stops renewing, its
+//!   lease passes, and any instance claims the partition and resumes from
+//!   its checkpoint.
+//! * **Splits (work stealing).** An instance with an idle worker and nothing
+//!   to claim splits the claimed range partition with the most rows left:
+//!   in one transaction (the run's row and the victim's row locked on
+//!   PostgreSQL, `BEGIN IMMEDIATE` on SQLite) it cuts the victim's remaining
+//!   range at a row at least two pages past the victim's stored checkpoint,
+//!   lowers the victim's upper bound to the cut and inserts the rest as a
+//!   new partition claimed by itself. The victim keeps its owner, epoch and
+//!   lease; everything it can have read ahead (the page it is publishing and
+//!   the one it prefetched) lies below the cut, and its next checkpoint
+//!   returns the new bound, from which it reads no further. The two halves
+//!   are half-open and adjacent, so every row stays in exactly one
+//!   partition.
 //!
 //! Lease arithmetic: a partition of a dead holder is claimable `lease` after
-//! its last renewal, so it is taken over within `lease + poll interval` of
-//! the crash; a live holder is safe as long as one of the
-//! `lease / heartbeat` renewals in each lease period gets through.
+//! its last renewal, so an instance with a free worker takes it over within
+//! `lease + poll interval` of the crash (an instance whose workers are all
+//! busy takes it when one frees); a live holder is safe as long as one of
+//! the `lease / heartbeat` renewals in each lease period gets through.
+//!
+//! Runs: an instance joins the job's active run, or, when started with a
+//! run key, the run of that key in whatever state (so a late instance, or a
+//! second scheduler firing the same tick, never starts a second pass). A new
+//! key is refused while another run of the job is active: runs of one job
+//! never overlap.
 
 use std::time::Duration;
 
