@@ -23,6 +23,8 @@ use std::sync::Mutex;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -119,14 +121,9 @@ impl Instance {
         child.wait().expect("reap");
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill(1)")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
+    fn signal(&self, sig: Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), sig).expect("send signal");
     }
 
     fn finish(&mut self) -> (Output, serde_json::Value) {
@@ -153,9 +150,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -457,7 +452,7 @@ fn a_paused_instance_loses_its_leases_and_its_late_checkpoints_are_rejected() {
     let mut c = PgConnection::establish(&db.url).unwrap();
     let mut zombie = cluster.start("zombie", 4, true);
     wait_holding(&mut c, &cluster, "zombie", 4);
-    zombie.signal("-STOP");
+    zombie.signal(Signal::SIGSTOP);
     let mut heir = cluster.start("heir", 4, false);
     let held: Vec<i64> = parts(&mut c)
         .into_iter()
@@ -479,7 +474,7 @@ fn a_paused_instance_loses_its_leases_and_its_late_checkpoints_are_rejected() {
         taken >= 1,
         "the heir took over the paused instance's partitions"
     );
-    zombie.signal("-CONT");
+    zombie.signal(Signal::SIGCONT);
     let (_, zs) = zombie.finish();
     let (_, hs) = heir.finish();
     assert!(
