@@ -571,13 +571,13 @@ fn an_instance_whose_connections_are_terminated_recovers() {
     );
 }
 
-/// Twenty SIGKILLs at random instances, spread over one run of 1,000,000
-/// subscriptions (about half of them eligible), each killed instance
-/// restarted at once under the same id.
+/// Twenty SIGKILLs at random instances, spread over one run of at least
+/// 1,000,000 rows (1,930,000 subscriptions seeded, about 52% of them
+/// eligible), each killed instance restarted at once under the same id.
 #[test]
 fn soak_twenty_random_kills_across_three_instances() {
     let _one = lock();
-    let Some((db, cluster, _dir)) = cluster("soak", 1_000_000, 8) else {
+    let Some((db, cluster, _dir)) = cluster("soak", 1_930_000, 8) else {
         return;
     };
     let mut c = PgConnection::establish(&db.url).unwrap();
@@ -594,6 +594,7 @@ fn soak_twenty_random_kills_across_three_instances() {
         ) == 1
     });
     let eligible = count(&mut c, "SELECT rows_identified AS n FROM tranche_runs") as u64;
+    assert!(eligible >= 1_000_000, "a run of a million rows: {eligible}");
     let step = eligible / 25;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut kills = 0u64;
@@ -614,7 +615,12 @@ fn soak_twenty_random_kills_across_three_instances() {
         let id = ids[(rng % 3) as usize];
         let inst = instances.get_mut(id).unwrap();
         if inst.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-            break; // the run ended before all the kills
+            let (out, summary) = inst.finish();
+            panic!(
+                "{id} ended before kill {} of 20: {summary}\n{}",
+                kills + 1,
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         inst.kill();
         wait_gone(&mut c, id);

@@ -661,8 +661,29 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
     );
 }
 
+/// Two planners of one run at the same moment (say one whose job lease
+/// expired during a long identification): the run is planned once.
+async fn concurrent_planners_plan_once(url: String) {
+    let store = open(&url);
+    seed_items(&store, 20_000).await;
+    let job = job("twice", Strategy::Range { partitions: 6 }, items());
+    let run = store.open_run("twice", "{}", None).await.unwrap();
+    let (a, b) = futures::join!(store.plan_run(run.id, &job), store.plan_run(run.id, &job));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        [a.reused, b.reused].iter().filter(|r| !**r).count(),
+        1,
+        "exactly one planner planned"
+    );
+    let ids =
+        |p: &tranche::store::PlanOutcome| p.partitions.iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(store.partitions(run.id).await.unwrap().len(), 6);
+}
+
 on_both_backends!(
     #[actix::test]
+    concurrent_planners_plan_once,
     a_run_key_names_one_run_in_any_state,
     a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it,
     migrations_are_idempotent,

@@ -491,13 +491,35 @@ async fn identify(
             .await
         {
             Ok(true) => {
-                let planned = async {
+                let plan = async {
                     let run = store
                         .open_run(&job.name, &job.params.to_string(), job.run_key())
                         .await?;
                     store.plan_run(run.id, job).await
-                }
-                .await;
+                };
+                // Identification can outlast the lease on a big table: keep
+                // renewing it, so the others keep waiting instead of
+                // planning in parallel (which the run's row lock would make
+                // harmless, but wasteful).
+                let renew = async {
+                    loop {
+                        tokio::time::sleep(config.lease.heartbeat).await;
+                        match store
+                            .acquire_job_lease(&job.name, owner, config.lease.lease)
+                            .await
+                        {
+                            Ok(true) => {}
+                            Ok(false) => tracing::warn!("identification lease lost while planning"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not renew the identification lease")
+                            }
+                        }
+                    }
+                };
+                let planned = tokio::select! {
+                    planned = plan => planned,
+                    never = renew => never,
+                };
                 if let Err(e) = store.release_job_lease(&job.name, owner).await {
                     tracing::warn!(error = %e, "could not release the identification lease; it will expire");
                 }

@@ -559,6 +559,16 @@ pub(crate) fn plan_run(
     job: &Job,
 ) -> Result<PlanOutcome, StoreError> {
     c.write_transaction(|c| {
+        // Planners of one run take turns on its row (SQLite's write lock
+        // already serialises them), so a second planner, say one whose job
+        // lease expired during a long identification, finds the plan made
+        // and reuses it instead of planning again.
+        if c.dialect() == super::Dialect::Postgres {
+            c.load::<One>(
+                &Sql::new("SELECT id AS v FROM tranche_runs WHERE id = ? FOR UPDATE")
+                    .bind(Bind::Int(run_id)),
+            )?;
+        }
         let run = run_record(c, run_id)?;
         if run.state != RunState::Planning {
             let parts = partitions(c, run_id)?;
