@@ -443,7 +443,10 @@ async fn the_job_lease_admits_one_identifier(url: String) {
         store.acquire_job_lease("j", "a", LEASE).await.unwrap(),
         "re-entrant"
     );
+    assert!(store.renew_job_lease("j", "a", LEASE).await.unwrap());
     store.release_job_lease("j", "a").await.unwrap();
+    // A renewal arriving after the release does not take the lease back.
+    assert!(!store.renew_job_lease("j", "a", LEASE).await.unwrap());
     assert!(store.acquire_job_lease("j", "b", LEASE).await.unwrap());
 }
 

@@ -505,7 +505,7 @@ async fn identify(
                     loop {
                         tokio::time::sleep(config.lease.heartbeat).await;
                         match store
-                            .acquire_job_lease(&job.name, owner, config.lease.lease)
+                            .renew_job_lease(&job.name, owner, config.lease.lease)
                             .await
                         {
                             Ok(true) => {}

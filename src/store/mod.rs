@@ -228,6 +228,20 @@ impl Store {
             .await
     }
 
+    /// Extends the identification lease while `owner` still holds it;
+    /// false when it does not (released, or expired and taken).
+    pub async fn renew_job_lease(
+        &self,
+        job: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (job, owner) = (job.to_owned(), owner.to_owned());
+        let ms = duration_ms(lease);
+        self.run(move |c| queries::renew_job_lease(c, &job, &owner, ms))
+            .await
+    }
+
     /// Gives the identification lease back.
     pub async fn release_job_lease(&self, job: &str, owner: &str) -> Result<(), StoreError> {
         let (job, owner) = (job.to_owned(), owner.to_owned());

@@ -389,6 +389,26 @@ pub(crate) fn acquire_job_lease(
     Ok(n == 1)
 }
 
+/// Extends the job lease only while `owner` still holds it: a renewal that
+/// arrives after the release changes nothing.
+pub(crate) fn renew_job_lease(
+    c: &mut Connection,
+    job: &str,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    let now = c.dialect().now_ms();
+    let n = c.execute(
+        &Sql::new(format!(
+            "UPDATE tranche_jobs SET lease_expires_ms = {now} + ? WHERE name = ? AND lease_owner = ?"
+        ))
+        .bind(Bind::Int(lease_ms))
+        .bind(Bind::Text(job.into()))
+        .bind(Bind::Text(owner.into())),
+    )?;
+    Ok(n == 1)
+}
+
 pub(crate) fn release_job_lease(
     c: &mut Connection,
     job: &str,
