@@ -32,7 +32,7 @@
 //! heartbeat_ms = 10000
 //!
 //! [sink]
-//! kind = "jsonl"                  # or kind = "update": table, key_column, version_column
+//! kind = "jsonl"                  # or "outbox" (table), or "update" (table, key_column, version_column)
 //! path = "out-{instance}.jsonl"   # {instance}: this instance's id
 //!
 //! [schedule]                      # for `tranche schedule`; one of:
@@ -49,7 +49,7 @@ use crate::error::ConfigError;
 use crate::ident::Ident;
 use crate::job::{Condition, Job, Op, Scope, Source, SourceRow, Strategy, Value};
 use crate::runtime::{RuntimeConfig, Schedule};
-use crate::sink::{JsonLinesSink, Message, Sink, UpdateSink};
+use crate::sink::{JsonLinesSink, Message, OutboxSink, Sink, UpdateSink};
 use crate::store::{Store, UpdateSpec};
 
 /// A job and its runtime settings, as written in a job file.
@@ -197,6 +197,12 @@ pub enum SinkSection {
     Jsonl {
         /// File path.
         path: PathBuf,
+    },
+    /// Write each message to an outbox table in the same database, once
+    /// per message id.
+    Outbox {
+        /// The table (default `tranche_outbox`, created by tranche).
+        table: Option<String>,
     },
     /// Advance a version column in place (idempotent).
     Update {
@@ -390,6 +396,9 @@ impl JobFile {
                 return Err(ConfigError::new("sink.path", "must not be empty"));
             }
         }
+        if let SinkSection::Outbox { table: Some(table) } = &self.sink {
+            Ident::parse("sink.table", table)?;
+        }
         Ok(())
     }
 
@@ -403,6 +412,13 @@ impl JobFile {
                 Arc::new(JsonLinesSink::open(&path).map_err(|e| {
                     ConfigError::new("sink.path", format!("{}: {e}", path.display()))
                 })?)
+            }
+            SinkSection::Outbox { table } => {
+                let sink = OutboxSink::new(store.clone(), &self.job.name);
+                Arc::new(match table {
+                    Some(table) => sink.with_table(table)?,
+                    None => sink,
+                })
             }
             SinkSection::Update {
                 table,
@@ -563,6 +579,20 @@ path = "out.jsonl"
             "schedule.at"
         );
         assert!(schedule("at = \"2026-12-01T02:00:00Z\"").is_ok());
+        assert!(bad(
+            "kind = \"jsonl\"\npath = \"out.jsonl\"",
+            "kind = \"outbox\""
+        )
+        .is_ok());
+        assert_eq!(
+            bad(
+                "kind = \"jsonl\"\npath = \"out.jsonl\"",
+                "kind = \"outbox\"\ntable = \"a b\""
+            )
+            .unwrap_err()
+            .field,
+            "sink.table"
+        );
         assert_eq!(
             bad("name = \"resend\"", "name = \"resend\"\nrun_key = \"\"")
                 .unwrap_err()

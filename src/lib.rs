@@ -91,6 +91,8 @@ pub use runtime::{
     lane_of, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport, RuntimeConfig,
     RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,
 };
-pub use sink::{Delivery, JsonLinesSink, MemorySink, Message, Sink, SinkError, UpdateSink};
+pub use sink::{
+    Delivery, JsonLinesSink, MemorySink, Message, OutboxSink, Sink, SinkError, UpdateSink,
+};
 pub use store::lease::LeaseConfig;
 pub use store::{run_migrations, DeadLetter, Store, StoreError, StoreOptions};

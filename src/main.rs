@@ -13,8 +13,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tranche::demo::{self, Verification};
 use tranche::{
-    redact_url, JsonLinesSink, PartitionProgress, RunReport, RuntimeConfig, RuntimeHandle, Sink,
-    Store, StoreOptions, UpdateSink,
+    redact_url, JsonLinesSink, OutboxSink, PartitionProgress, RunReport, RuntimeConfig,
+    RuntimeHandle, Sink, Store, StoreOptions, UpdateSink,
 };
 
 #[derive(Parser)]
@@ -68,7 +68,8 @@ struct DemoArgs {
     /// Drop the demo data and its runs first, then seed again.
     #[arg(long)]
     fresh: bool,
-    /// Where messages go: `update` (apply in-process) or `jsonl:PATH`.
+    /// Where messages go: `update` (apply in-process), `outbox` (rows of
+    /// `tranche_outbox`) or `jsonl:PATH`.
     #[arg(long, default_value = "update")]
     sink: String,
     /// Write a JSON summary of the run here.
@@ -223,14 +224,18 @@ struct Summary {
 
 enum DemoSink {
     Update,
+    Outbox,
     Jsonl(PathBuf),
 }
 
 fn parse_sink(s: &str) -> anyhow::Result<DemoSink> {
     match s.split_once(':') {
         None if s == "update" => Ok(DemoSink::Update),
+        None if s == "outbox" => Ok(DemoSink::Outbox),
         Some(("jsonl", path)) if !path.is_empty() => Ok(DemoSink::Jsonl(PathBuf::from(path))),
-        _ => bail!("invalid configuration: --sink: {s:?} is neither `update` nor `jsonl:PATH`"),
+        _ => {
+            bail!("invalid configuration: --sink: {s:?} is not `update`, `outbox` or `jsonl:PATH`")
+        }
     }
 }
 
@@ -275,6 +280,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
 
     let sink: Arc<dyn Sink> = match &sink_kind {
         DemoSink::Update => Arc::new(UpdateSink::new(store.clone(), demo::update_spec())),
+        DemoSink::Outbox => Arc::new(OutboxSink::new(store.clone(), demo::JOB_NAME)),
         DemoSink::Jsonl(pattern) => {
             let path = demo::instance_path(pattern, runtime.instance_id());
             Arc::new(
@@ -298,6 +304,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     } else {
         Some(match &sink_kind {
             DemoSink::Update => store.run(demo::verify_updates).await?,
+            DemoSink::Outbox => store.run(demo::verify_outbox).await?,
             DemoSink::Jsonl(pattern) => {
                 // Every instance's file: the verification covers the run.
                 let eligible = store.run(demo::eligible).await?;

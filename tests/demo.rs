@@ -138,3 +138,53 @@ fn credentials_never_reach_the_output() {
     assert!(!all.contains("hunter2"), "{all}");
     assert!(all.contains("app:***@127.0.0.1:1"), "{all}");
 }
+
+fn demo_fills_the_outbox(db: &str, dir: &Path) {
+    let json = dir.join("outbox.json");
+    let out = common::run_tranche(&[
+        "demo",
+        "--db",
+        db,
+        "--rows",
+        "20000",
+        "--partitions",
+        "4",
+        "--page-size",
+        "300",
+        "--fresh",
+        "--quiet",
+        "--sink",
+        "outbox",
+        "--summary-json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&json);
+    let identified = s["rows_identified"].as_i64().unwrap();
+    assert!(identified > 5000, "{s}");
+    assert_eq!(s["verified"], true, "{s}");
+    assert_eq!(s["verification"]["delivered"].as_i64(), Some(identified));
+    assert_eq!(s["rows_published"].as_i64(), Some(identified));
+    assert_eq!(s["rows_replayed"].as_i64(), Some(0));
+}
+
+#[test]
+fn the_demo_fills_the_outbox_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    demo_fills_the_outbox(&db, dir.path());
+}
+
+#[test]
+fn the_demo_fills_the_outbox_on_postgres() {
+    let Some(db) = common::pg_database("demo_outbox") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    demo_fills_the_outbox(&db.url, dir.path());
+}

@@ -109,7 +109,7 @@ async fn migrations_are_idempotent(url: String) {
     let first = tranche::run_migrations(&url).unwrap();
     assert_eq!(
         first.len(),
-        2,
+        3,
         "every migration applied on a fresh database"
     );
     assert!(tranche::run_migrations(&url).unwrap().is_empty());
@@ -684,8 +684,50 @@ async fn concurrent_planners_plan_once(url: String) {
     assert_eq!(store.partitions(run.id).await.unwrap().len(), 6);
 }
 
+async fn the_outbox_holds_each_message_once(url: String) {
+    use tranche::{Message, OutboxSink, Sink};
+    let store = open(&url);
+    let sink = OutboxSink::new(store.clone(), "relay");
+    // Bytes that are not UTF-8 survive the round trip.
+    let batch: Vec<Message> = (1..=450)
+        .map(|k| Message::new("relay", k, 3, vec![0xff, 0x00, k as u8]))
+        .collect();
+    let first = sink.deliver(&batch).await.unwrap();
+    assert_eq!((first.confirmed, first.duplicates), (450, 0));
+    // A replay of part of it, with new messages: only the new are written.
+    let replay: Vec<Message> = (401..=500)
+        .map(|k| Message::new("relay", k, 3, vec![0xff, 0x00, k as u8]))
+        .collect();
+    let second = sink.deliver(&replay).await.unwrap();
+    assert_eq!((second.confirmed, second.duplicates), (100, 50));
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        message_id: String,
+        #[diesel(sql_type = diesel::sql_types::Binary)]
+        payload: Vec<u8>,
+    }
+    let rows: Vec<Row> = store
+        .run(|c| {
+            c.load(&Sql::new(
+                "SELECT message_id, payload FROM tranche_outbox WHERE job_name = 'relay' ORDER BY row_key",
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 500);
+    assert_eq!(rows[6].message_id, "relay:7:3");
+    assert_eq!(rows[6].payload, vec![0xff, 0x00, 7]);
+    let bad = OutboxSink::new(store.clone(), "relay")
+        .with_table("outbox; drop")
+        .err()
+        .unwrap();
+    assert_eq!(bad.field, "sink.table");
+}
+
 on_both_backends!(
     #[actix::test]
+    the_outbox_holds_each_message_once,
     concurrent_planners_plan_once,
     a_run_key_names_one_run_in_any_state,
     a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it,

@@ -2,12 +2,14 @@
 //! when the whole batch is confirmed; nothing is checkpointed before that.
 //!
 //! Implement [`Sink`] for your own destination; the crate ships an
-//! in-process update step ([`UpdateSink`], the embedded default), a JSON-lines
-//! file ([`JsonLinesSink`]) and an in-memory sink for tests
+//! in-process update step ([`UpdateSink`], the embedded default), a
+//! transactional outbox table in the same database ([`OutboxSink`]), a
+//! JSON-lines file ([`JsonLinesSink`]) and an in-memory sink for tests
 //! ([`MemorySink`]).
 
 mod jsonl;
 mod memory;
+mod outbox;
 mod update;
 
 use async_trait::async_trait;
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
+pub use outbox::OutboxSink;
 pub use update::UpdateSink;
 
 /// One message: a row turned into something to deliver.

@@ -85,6 +85,8 @@ pub enum Bind {
     Text(String),
     /// A nullable TEXT.
     OptText(Option<String>),
+    /// Bytes (PostgreSQL `BYTEA`, SQLite `BLOB`).
+    Bytes(Vec<u8>),
 }
 
 /// SQL text with `?` placeholders and the values bound to them, in order.
@@ -149,6 +151,7 @@ macro_rules! bind_all {
                 Bind::OptInt(v) => q.bind::<Nullable<BigInt>, _>(*v),
                 Bind::Text(v) => q.bind::<Text, _>(v.clone()),
                 Bind::OptText(v) => q.bind::<Nullable<Text>, _>(v.clone()),
+                Bind::Bytes(v) => q.bind::<diesel::sql_types::Binary, _>(v.clone()),
             };
         }
         q

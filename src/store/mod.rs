@@ -438,6 +438,20 @@ impl Store {
         self.run(move |c| queries::runs(c, &job, limit)).await
     }
 
+    /// Writes a batch to an outbox table (see
+    /// [`OutboxSink`](crate::OutboxSink)) in one transaction; returns
+    /// `(written, already there)`.
+    pub async fn write_outbox(
+        &self,
+        table: crate::Ident,
+        job: &str,
+        batch: Vec<crate::sink::Message>,
+    ) -> Result<(u64, u64), StoreError> {
+        let job = job.to_owned();
+        self.run(move |c| queries::write_outbox(c, &table, &job, &batch))
+            .await
+    }
+
     /// Applies a batch of version updates idempotently (see [`UpdateSpec`]);
     /// returns `(rows changed, messages that changed nothing)`.
     pub async fn apply_updates(

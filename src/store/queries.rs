@@ -1122,3 +1122,42 @@ pub(crate) fn dead_letters(c: &mut Connection, run_id: i64) -> Result<Vec<DeadLe
         })
         .collect())
 }
+
+/// Rows per outbox insert statement (6 binds each).
+const OUTBOX_CHUNK: usize = 200;
+
+/// Writes messages to an outbox table in one transaction, once each:
+/// a message id already there is skipped. Returns `(written, duplicates)`.
+pub(crate) fn write_outbox(
+    c: &mut Connection,
+    table: &crate::Ident,
+    job: &str,
+    batch: &[crate::sink::Message],
+) -> Result<(u64, u64), StoreError> {
+    let now = c.dialect().now_ms();
+    let written = c.write_transaction(|c| {
+        let mut written = 0u64;
+        for chunk in batch.chunks(OUTBOX_CHUNK) {
+            let mut sql = Sql::new(format!(
+                "INSERT INTO {} (message_id, job_name, row_key, version, payload, created_ms) VALUES ",
+                table.quoted()
+            ));
+            for (i, m) in chunk.iter().enumerate() {
+                sql.push(
+                    &format!("{}(?, ?, ?, ?, ?, {now})", if i == 0 { "" } else { ", " }),
+                    [
+                        Bind::Text(m.id.clone()),
+                        Bind::Text(job.to_owned()),
+                        Bind::Int(m.key),
+                        Bind::Int(m.version),
+                        Bind::Bytes(m.payload.clone()),
+                    ],
+                );
+            }
+            sql.push(" ON CONFLICT (message_id) DO NOTHING", []);
+            written += c.execute(&sql)? as u64;
+        }
+        Ok::<_, StoreError>(written)
+    })?;
+    Ok((written, batch.len() as u64 - written))
+}
