@@ -198,6 +198,23 @@ pub enum SinkSection {
         /// File path.
         path: PathBuf,
     },
+    /// Publish each message to RabbitMQ (cargo feature `amqp`), persistent
+    /// and confirmed; see [`AmqpSink`](crate::sink::AmqpSink).
+    #[cfg(feature = "amqp")]
+    Amqp {
+        /// `amqp://user:pass@host:5672/vhost`.
+        url: String,
+        /// Exchange (a durable direct exchange when declared).
+        exchange: String,
+        /// Routing key of every message.
+        routing_key: String,
+        /// Durable queue to declare and bind, if any.
+        queue: Option<String>,
+        /// Declare the topology (default true) or only check it exists.
+        declare: Option<bool>,
+        /// Unconfirmed messages in flight, at most (default 1024).
+        window: Option<usize>,
+    },
     /// Write each message to an outbox table in the same database, once
     /// per message id.
     Outbox {
@@ -369,6 +386,28 @@ impl JobFile {
         Ok(source)
     }
 
+    /// The `[sink] kind = "amqp"` settings, if that is the sink.
+    #[cfg(feature = "amqp")]
+    fn amqp_config(&self) -> Result<crate::sink::AmqpConfig, ConfigError> {
+        let SinkSection::Amqp {
+            url,
+            exchange,
+            routing_key,
+            queue,
+            declare,
+            window,
+        } = &self.sink
+        else {
+            return Err(ConfigError::new("sink.kind", "is not amqp"));
+        };
+        let mut c = crate::sink::AmqpConfig::new(url, exchange, routing_key);
+        c.queue = queue.clone();
+        c.declare = declare.unwrap_or(true);
+        c.window = window.unwrap_or(c.window);
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Validates everything that can be checked without a database.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::job::validate_job_name(&self.job.name)?;
@@ -399,6 +438,10 @@ impl JobFile {
         if let SinkSection::Outbox { table: Some(table) } = &self.sink {
             Ident::parse("sink.table", table)?;
         }
+        #[cfg(feature = "amqp")]
+        if let SinkSection::Amqp { .. } = &self.sink {
+            self.amqp_config()?.validate()?;
+        }
         Ok(())
     }
 
@@ -413,6 +456,8 @@ impl JobFile {
                     ConfigError::new("sink.path", format!("{}: {e}", path.display()))
                 })?)
             }
+            #[cfg(feature = "amqp")]
+            SinkSection::Amqp { .. } => Arc::new(crate::sink::AmqpSink::new(self.amqp_config()?)?),
             SinkSection::Outbox { table } => {
                 let sink = OutboxSink::new(store.clone(), &self.job.name);
                 Arc::new(match table {
@@ -579,6 +624,21 @@ path = "out.jsonl"
             "schedule.at"
         );
         assert!(schedule("at = \"2026-12-01T02:00:00Z\"").is_ok());
+        #[cfg(feature = "amqp")]
+        {
+            let amqp = |url: &str| {
+                bad(
+                    "kind = \"jsonl\"\npath = \"out.jsonl\"",
+                    &format!(
+                        "kind = \"amqp\"\nurl = \"{url}\"\nexchange = \"x\"\nrouting_key = \"k\""
+                    ),
+                )
+            };
+            assert!(amqp("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+            let e = amqp("http://guest:secret@host/").unwrap_err();
+            assert_eq!(e.field, "sink.url");
+            assert!(!e.reason.contains("secret"), "{e}");
+        }
         assert!(bad(
             "kind = \"jsonl\"\npath = \"out.jsonl\"",
             "kind = \"outbox\""

@@ -91,6 +91,8 @@ pub use runtime::{
     lane_of, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport, RuntimeConfig,
     RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,
 };
+#[cfg(feature = "amqp")]
+pub use sink::{AmqpConfig, AmqpSink};
 pub use sink::{
     Delivery, JsonLinesSink, MemorySink, Message, OutboxSink, Sink, SinkError, UpdateSink,
 };

@@ -7,6 +7,8 @@
 //! JSON-lines file ([`JsonLinesSink`]) and an in-memory sink for tests
 //! ([`MemorySink`]).
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod jsonl;
 mod memory;
 mod outbox;
@@ -15,6 +17,8 @@ mod update;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpConfig, AmqpSink};
 pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
 pub use outbox::OutboxSink;

@@ -138,3 +138,36 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The test RabbitMQ (`TRANCHE_TEST_AMQP`, default
+/// `amqp://guest:guest@127.0.0.1:5672/%2f`); `None` (after printing why) when
+/// it is unreachable and services are not required.
+pub fn amqp_url() -> Option<String> {
+    let url = std::env::var("TRANCHE_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let host = url
+        .split('@')
+        .next_back()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5672")
+        .to_owned();
+    match std::net::TcpStream::connect(&host) {
+        Ok(_) => Some(url),
+        Err(e) => {
+            if services_required() {
+                panic!("RabbitMQ is required (TRANCHE_REQUIRE_SERVICES=1) but unreachable at {host}: {e}");
+            }
+            eprintln!("SKIPPED: RabbitMQ unreachable at {host} ({e})");
+            None
+        }
+    }
+}
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}

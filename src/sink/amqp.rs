@@ -1,0 +1,433 @@
+//! The RabbitMQ sink (cargo feature `amqp`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use super::{Delivery, Message, Sink, SinkError};
+use crate::error::{redact_url, ConfigError};
+
+/// Where and how the RabbitMQ sink publishes.
+#[derive(Clone, Debug)]
+pub struct AmqpConfig {
+    /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
+    pub url: String,
+    /// Exchange to publish to (a durable direct exchange when declared);
+    /// empty for the default exchange, which routes by queue name.
+    pub exchange: String,
+    /// Routing key of every message.
+    pub routing_key: String,
+    /// Durable queue bound to the exchange with the routing key, if any.
+    pub queue: Option<String>,
+    /// Declare the exchange, queue and binding (default true); when false
+    /// they are only checked to exist (passive declarations).
+    pub declare: bool,
+    /// Messages published and not yet confirmed, at most (default 1024):
+    /// confirmations are pipelined within this window.
+    pub window: usize,
+    /// How long a lost connection is retried within one delivery before it
+    /// fails as retryable (default 60 s).
+    pub reconnect_for: Duration,
+    /// Rounds of republishing negatively acknowledged messages before the
+    /// delivery fails as retryable (default 5).
+    pub nack_attempts: u32,
+}
+
+impl AmqpConfig {
+    /// Publishes to `exchange` with `routing_key` on the broker at `url`,
+    /// with the defaults above.
+    pub fn new(url: &str, exchange: &str, routing_key: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            queue: None,
+            declare: true,
+            window: 1024,
+            reconnect_for: Duration::from_secs(60),
+            nack_attempts: 5,
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return Err(ConfigError::new(
+                "sink.url",
+                format!(
+                    "{} must start with amqp:// or amqps://",
+                    redact_url(&self.url)
+                ),
+            ));
+        }
+        let short = |field: &str, v: &str| {
+            if v.len() > 255 {
+                Err(ConfigError::new(field, "must be at most 255 bytes"))
+            } else {
+                Ok(())
+            }
+        };
+        short("sink.exchange", &self.exchange)?;
+        short("sink.routing_key", &self.routing_key)?;
+        if let Some(q) = &self.queue {
+            if q.is_empty() {
+                return Err(ConfigError::new("sink.queue", "must not be empty"));
+            }
+            short("sink.queue", q)?;
+        }
+        if self.exchange.is_empty() && self.queue.is_some() {
+            return Err(ConfigError::new(
+                "sink.queue",
+                "cannot be bound to the default exchange; name an exchange, or set \
+                 routing_key to the queue's name",
+            ));
+        }
+        if self.window == 0 {
+            return Err(ConfigError::new("sink.window", "must be at least 1"));
+        }
+        if self.nack_attempts == 0 {
+            return Err(ConfigError::new("sink.nack_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes each message to RabbitMQ: persistent (delivery mode 2), with
+/// its deterministic id as the AMQP `message-id`, `mandatory` so that an
+/// unroutable message comes back, on a channel in confirm mode.
+///
+/// A delivery returns only once the broker confirmed every message of the
+/// batch; confirmations are pipelined within [`AmqpConfig::window`].
+/// Negatively acknowledged messages are published again (up to
+/// [`AmqpConfig::nack_attempts`] rounds). A returned (unroutable) message is
+/// a fatal error naming the exchange and routing key. A lost connection is
+/// reopened (for up to [`AmqpConfig::reconnect_for`]) and every message of
+/// the batch not yet confirmed is published again, so nothing is
+/// checkpointed before the broker has it, and replays carry the same id for
+/// consumers to de-duplicate.
+pub struct AmqpSink {
+    config: AmqpConfig,
+    link: Mutex<Option<Link>>,
+}
+
+struct Link {
+    // Kept so the connection lives as long as its channel.
+    _connection: Connection,
+    channel: Channel,
+}
+
+/// How one round of publishing ended.
+enum Round {
+    /// Everything confirmed.
+    Confirmed,
+    /// These messages were negatively acknowledged.
+    Nacked(Vec<usize>),
+}
+
+/// One round failed on the connection or channel; these were not confirmed.
+struct Broken {
+    unconfirmed: Vec<usize>,
+    error: lapin::Error,
+}
+
+impl AmqpSink {
+    /// A sink for `config` (validated); it connects on first delivery.
+    pub fn new(config: AmqpConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            link: Mutex::new(None),
+        })
+    }
+
+    /// Connects now and declares (or checks) the topology, so that a bad
+    /// URL or a missing exchange fails before a run starts.
+    pub async fn connect(&self) -> Result<(), SinkError> {
+        self.channel().await.map(|_| ()).map_err(|e| self.error(e))
+    }
+
+    /// A failure while connecting: fatal when retrying cannot help (refused
+    /// credentials, a missing exchange or queue when only checking, a
+    /// declaration that contradicts an existing one), retryable otherwise
+    /// (the broker unreachable, restarting, closing connections).
+    fn error(&self, e: lapin::Error) -> SinkError {
+        use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+        let reason = format!("{} ({})", e, redact_url(&self.config.url));
+        let permanent = match e.kind() {
+            lapin::ErrorKind::ProtocolError(p) => matches!(
+                p.kind(),
+                AMQPErrorKind::Soft(
+                    AMQPSoftError::ACCESSREFUSED
+                        | AMQPSoftError::NOTFOUND
+                        | AMQPSoftError::PRECONDITIONFAILED
+                )
+            ),
+            lapin::ErrorKind::AuthProviderError(_)
+            | lapin::ErrorKind::InvalidProtocolVersion(_)
+            | lapin::ErrorKind::NoDefaultRuntime => true,
+            _ => false,
+        };
+        if !permanent {
+            SinkError::Retryable {
+                sink: "amqp".into(),
+                reason,
+            }
+        } else {
+            SinkError::Fatal {
+                sink: "amqp".into(),
+                reason,
+            }
+        }
+    }
+
+    /// The live channel, connecting (and declaring) when there is none.
+    async fn channel(&self) -> Result<Channel, lapin::Error> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref() {
+            if l.channel.status().connected() {
+                return Ok(l.channel.clone());
+            }
+        }
+        *link = None;
+        let connection =
+            Connection::connect(&self.config.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.topology(&channel).await?;
+        *link = Some(Link {
+            _connection: connection,
+            channel: channel.clone(),
+        });
+        Ok(channel)
+    }
+
+    async fn topology(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let c = &self.config;
+        let passive = !c.declare;
+        if !c.exchange.is_empty() {
+            channel
+                .exchange_declare(
+                    c.exchange.as_str().into(),
+                    lapin::ExchangeKind::Direct,
+                    ExchangeDeclareOptions {
+                        passive,
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        if let Some(queue) = &c.queue {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive,
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            if c.declare {
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        c.exchange.as_str().into(),
+                        c.routing_key.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the link after a failure, so the next call reconnects.
+    async fn drop_link(&self) {
+        *self.link.lock().await = None;
+    }
+
+    /// Publishes `which` messages of `batch`, pipelining confirmations.
+    async fn round(
+        &self,
+        channel: &Channel,
+        batch: &[Message],
+        which: &[usize],
+    ) -> Result<Result<Round, SinkError>, Broken> {
+        let c = &self.config;
+        let mut confirmed = vec![false; batch.len()];
+        let unconfirmed = |confirmed: &[bool]| -> Vec<usize> {
+            which.iter().copied().filter(|&i| !confirmed[i]).collect()
+        };
+        let mut in_flight: VecDeque<(usize, lapin::PublisherConfirm)> = VecDeque::new();
+        let mut nacked = Vec::new();
+        let mut returned: Option<String> = None;
+        let mut queue = which.iter().copied();
+        loop {
+            // Keep the window full, then wait for the oldest confirmation.
+            while in_flight.len() < c.window {
+                let Some(i) = queue.next() else { break };
+                let m = &batch[i];
+                let properties = BasicProperties::default()
+                    .with_message_id(m.id.as_str().into())
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into());
+                match channel
+                    .basic_publish(
+                        c.exchange.as_str().into(),
+                        c.routing_key.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &m.payload,
+                        properties,
+                    )
+                    .await
+                {
+                    Ok(confirm) => in_flight.push_back((i, confirm)),
+                    Err(error) => {
+                        return Err(Broken {
+                            unconfirmed: unconfirmed(&confirmed),
+                            error,
+                        })
+                    }
+                }
+            }
+            let Some((i, confirm)) = in_flight.pop_front() else {
+                break;
+            };
+            match confirm.await {
+                Ok(Confirmation::Ack(None)) => confirmed[i] = true,
+                Ok(Confirmation::Ack(Some(r))) => {
+                    confirmed[i] = true;
+                    returned.get_or_insert_with(|| {
+                        format!(
+                            "message {} was returned unroutable ({} {}): no queue is bound to \
+                             exchange {:?} with routing key {:?}",
+                            batch[i].id, r.reply_code, r.reply_text, c.exchange, c.routing_key
+                        )
+                    });
+                }
+                Ok(Confirmation::Nack(_)) => nacked.push(i),
+                Ok(Confirmation::NotRequested) => {
+                    return Ok(Err(SinkError::Fatal {
+                        sink: "amqp".into(),
+                        reason: "the channel is not in confirm mode".into(),
+                    }))
+                }
+                Err(error) => {
+                    return Err(Broken {
+                        unconfirmed: unconfirmed(&confirmed),
+                        error,
+                    })
+                }
+            }
+        }
+        if let Some(reason) = returned {
+            return Ok(Err(SinkError::Fatal {
+                sink: "amqp".into(),
+                reason,
+            }));
+        }
+        Ok(Ok(if nacked.is_empty() {
+            Round::Confirmed
+        } else {
+            Round::Nacked(nacked)
+        }))
+    }
+}
+
+#[async_trait]
+impl Sink for AmqpSink {
+    fn name(&self) -> &str {
+        "amqp"
+    }
+
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        let deadline = Instant::now() + self.config.reconnect_for;
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut nack_rounds = 0u32;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let channel = match self.channel().await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    let err = self.error(e);
+                    if !err.is_retryable() || Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    tracing::warn!(error = %err, "RabbitMQ unreachable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            match self.round(&channel, batch, &pending).await {
+                Ok(Ok(Round::Confirmed)) => {
+                    return Ok(Delivery {
+                        confirmed: batch.len() as u64,
+                        duplicates: 0,
+                    })
+                }
+                Ok(Ok(Round::Nacked(nacked))) => {
+                    nack_rounds += 1;
+                    if nack_rounds >= self.config.nack_attempts {
+                        return Err(SinkError::Retryable {
+                            sink: "amqp".into(),
+                            reason: format!(
+                                "the broker negatively acknowledged {} messages {} times \
+                                 (first: {})",
+                                nacked.len(),
+                                nack_rounds,
+                                batch[nacked[0]].id
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        messages = nacked.len(),
+                        round = nack_rounds,
+                        "negative acknowledgements; publishing them again"
+                    );
+                    pending = nacked;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Ok(Err(fatal)) => return Err(fatal),
+                Err(broken) => {
+                    // The link broke under us (the broker closed it, went
+                    // away or restarted): retry within the deadline.
+                    let err = SinkError::Retryable {
+                        sink: "amqp".into(),
+                        reason: format!("{} ({})", broken.error, redact_url(&self.config.url)),
+                    };
+                    self.drop_link().await;
+                    if Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    tracing::warn!(
+                        error = %err,
+                        unconfirmed = broken.unconfirmed.len(),
+                        "RabbitMQ connection lost; reconnecting to publish the unconfirmed again"
+                    );
+                    pending = broken.unconfirmed;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
