@@ -215,6 +215,22 @@ pub enum SinkSection {
         /// Unconfirmed messages in flight, at most (default 1024).
         window: Option<usize>,
     },
+    /// Publish each message to a NATS JetStream subject (cargo feature
+    /// `nats`); see [`NatsSink`](crate::sink::NatsSink).
+    #[cfg(feature = "nats")]
+    Nats {
+        /// `nats://host:4222`.
+        url: String,
+        /// Stream storing the subject (created when missing unless
+        /// `declare = false`).
+        stream: String,
+        /// Subject of every message.
+        subject: String,
+        /// Create the stream when missing (default true).
+        declare: Option<bool>,
+        /// Acknowledgements awaited at once, at most (default 1024).
+        window: Option<usize>,
+    },
     /// Write each message to an outbox table in the same database, once
     /// per message id.
     Outbox {
@@ -408,6 +424,34 @@ impl JobFile {
         Ok(c)
     }
 
+    /// The `[sink] kind = "nats"` settings, if that is the sink. A replay
+    /// can come a lease (plus a page) after the first publish, which the
+    /// stream's duplicate window is checked against.
+    #[cfg(feature = "nats")]
+    fn nats_config(&self) -> Result<crate::sink::NatsConfig, ConfigError> {
+        let SinkSection::Nats {
+            url,
+            stream,
+            subject,
+            declare,
+            window,
+        } = &self.sink
+        else {
+            return Err(ConfigError::new("sink.kind", "is not nats"));
+        };
+        let mut c = crate::sink::NatsConfig::new(url, stream, subject);
+        c.declare = declare.unwrap_or(true);
+        c.window = window.unwrap_or(c.window);
+        let lease = self.runtime.lease_ms.map_or(
+            crate::store::lease::LeaseConfig::default().lease,
+            Duration::from_millis,
+        );
+        c.replay_within = lease + Duration::from_secs(30);
+        c.duplicate_window = c.duplicate_window.max(c.replay_within * 2);
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Validates everything that can be checked without a database.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::job::validate_job_name(&self.job.name)?;
@@ -442,6 +486,10 @@ impl JobFile {
         if let SinkSection::Amqp { .. } = &self.sink {
             self.amqp_config()?.validate()?;
         }
+        #[cfg(feature = "nats")]
+        if let SinkSection::Nats { .. } = &self.sink {
+            self.nats_config()?.validate()?;
+        }
         Ok(())
     }
 
@@ -458,6 +506,8 @@ impl JobFile {
             }
             #[cfg(feature = "amqp")]
             SinkSection::Amqp { .. } => Arc::new(crate::sink::AmqpSink::new(self.amqp_config()?)?),
+            #[cfg(feature = "nats")]
+            SinkSection::Nats { .. } => Arc::new(crate::sink::NatsSink::new(self.nats_config()?)?),
             SinkSection::Outbox { table } => {
                 let sink = OutboxSink::new(store.clone(), &self.job.name);
                 Arc::new(match table {

@@ -96,5 +96,7 @@ pub use sink::{AmqpConfig, AmqpSink};
 pub use sink::{
     Delivery, JsonLinesSink, MemorySink, Message, OutboxSink, Sink, SinkError, UpdateSink,
 };
+#[cfg(feature = "nats")]
+pub use sink::{NatsConfig, NatsSink};
 pub use store::lease::LeaseConfig;
 pub use store::{run_migrations, DeadLetter, Store, StoreError, StoreOptions};

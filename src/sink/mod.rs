@@ -11,6 +11,8 @@
 mod amqp;
 mod jsonl;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 mod outbox;
 mod update;
 
@@ -21,6 +23,8 @@ use serde::{Deserialize, Serialize};
 pub use amqp::{AmqpConfig, AmqpSink};
 pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
+#[cfg(feature = "nats")]
+pub use nats::{NatsConfig, NatsSink};
 pub use outbox::OutboxSink;
 pub use update::UpdateSink;
 

@@ -1,0 +1,291 @@
+//! The NATS JetStream sink (cargo feature `nats`).
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::{Delivery, Message, Sink, SinkError};
+use crate::error::{redact_url, ConfigError};
+
+/// Where and how the JetStream sink publishes.
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// Server URL, `nats://host:4222`.
+    pub url: String,
+    /// Stream that stores the subject.
+    pub stream: String,
+    /// Subject every message is published to.
+    pub subject: String,
+    /// Create the stream (file storage, the subject, `duplicate_window`)
+    /// when it does not exist (default true); when false it must exist.
+    pub declare: bool,
+    /// The duplicate window of a stream this sink creates (default 2 min).
+    pub duplicate_window: Duration,
+    /// How long after a first publish a replay may come: the lease plus a
+    /// page's time. A stream whose duplicate window is shorter gets a
+    /// warning, since replays outside it are stored twice (default 60 s).
+    pub replay_within: Duration,
+    /// Publishes awaiting their acknowledgement, at most (default 1024).
+    pub window: usize,
+    /// How long one publish waits for its acknowledgement before it is
+    /// published again (default 5 s).
+    pub ack_timeout: Duration,
+    /// How long lost acknowledgements and an unreachable server are retried
+    /// within one delivery before it fails as retryable (default 60 s).
+    pub reconnect_for: Duration,
+}
+
+impl NatsConfig {
+    /// Publishes to `subject`, stored by `stream`, on the server at `url`.
+    pub fn new(url: &str, stream: &str, subject: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            stream: stream.to_owned(),
+            subject: subject.to_owned(),
+            declare: true,
+            duplicate_window: Duration::from_secs(120),
+            replay_within: Duration::from_secs(60),
+            window: 1024,
+            ack_timeout: Duration::from_secs(5),
+            reconnect_for: Duration::from_secs(60),
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
+            return Err(ConfigError::new(
+                "sink.url",
+                format!(
+                    "{} must start with nats:// or tls://",
+                    redact_url(&self.url)
+                ),
+            ));
+        }
+        let name_ok = !self.stream.is_empty()
+            && self
+                .stream
+                .chars()
+                .all(|c| !c.is_whitespace() && !matches!(c, '.' | '*' | '>'));
+        if !name_ok {
+            return Err(ConfigError::new(
+                "sink.stream",
+                format!(
+                    "{:?} must be non-empty without spaces, '.', '*' or '>'",
+                    self.stream
+                ),
+            ));
+        }
+        if self.subject.is_empty() || self.subject.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "sink.subject",
+                "must be non-empty without spaces",
+            ));
+        }
+        if self.window == 0 {
+            return Err(ConfigError::new("sink.window", "must be at least 1"));
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(ConfigError::new("sink.ack_timeout", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes each message to a JetStream subject with its deterministic id
+/// as `Nats-Msg-Id`, so the server drops a replay that comes within the
+/// stream's duplicate window (and says so: such messages are counted as
+/// duplicates).
+///
+/// A delivery returns only once every message of the batch was
+/// acknowledged by the stream; acknowledgements are awaited in a pipelined
+/// window. A publish or acknowledgement that fails (a lost connection, a
+/// timeout) is published again with the same id until
+/// [`NatsConfig::reconnect_for`] passes; the client reconnects by itself.
+pub struct NatsSink {
+    config: NatsConfig,
+    context: Mutex<Option<jetstream::Context>>,
+}
+
+impl NatsSink {
+    /// A sink for `config` (validated); it connects on first delivery.
+    pub fn new(config: NatsConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            context: Mutex::new(None),
+        })
+    }
+
+    /// Connects now and creates (or checks) the stream; returns the
+    /// warnings found (also logged), such as a duplicate window shorter
+    /// than [`NatsConfig::replay_within`].
+    pub async fn connect(&self) -> Result<Vec<String>, SinkError> {
+        let mut slot = self.context.lock().await;
+        let (context, warnings) = self.open().await?;
+        *slot = Some(context);
+        Ok(warnings)
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> SinkError {
+        let (sink, reason) = (
+            "nats".to_owned(),
+            format!("{what}: {e} ({})", redact_url(&self.config.url)),
+        );
+        if retryable {
+            SinkError::Retryable { sink, reason }
+        } else {
+            SinkError::Fatal { sink, reason }
+        }
+    }
+
+    async fn open(&self) -> Result<(jetstream::Context, Vec<String>), SinkError> {
+        let c = &self.config;
+        let client = async_nats::connect(&c.url)
+            .await
+            .map_err(|e| self.fail("connect", e, true))?;
+        let js = jetstream::new(client);
+        let mut stream = if c.declare {
+            js.get_or_create_stream(stream::Config {
+                name: c.stream.clone(),
+                subjects: vec![c.subject.clone()],
+                storage: stream::StorageType::File,
+                duplicate_window: c.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.fail(&format!("stream {}", c.stream), e, false))?
+        } else {
+            js.get_stream(&c.stream)
+                .await
+                .map_err(|e| self.fail(&format!("stream {}", c.stream), e, false))?
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| self.fail(&format!("stream {}", c.stream), e, true))?;
+        let mut warnings = Vec::new();
+        if info.config.duplicate_window < c.replay_within {
+            let w = format!(
+                "stream {} keeps message ids for {:?}, less than the {:?} within which a \
+                 replay can come: replays after it are stored twice",
+                c.stream, info.config.duplicate_window, c.replay_within
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+        Ok((js, warnings))
+    }
+
+    async fn context(&self) -> Result<jetstream::Context, SinkError> {
+        let mut slot = self.context.lock().await;
+        if let Some(js) = slot.as_ref() {
+            return Ok(js.clone());
+        }
+        let (js, _) = self.open().await?;
+        *slot = Some(js.clone());
+        Ok(js)
+    }
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        "nats"
+    }
+
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        let deadline = Instant::now() + self.config.reconnect_for;
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut duplicates = 0u64;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let js = match self.context().await {
+                Ok(js) => js,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "NATS unreachable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut acked = vec![false; batch.len()];
+            // Each publish waits for its acknowledgement until its own
+            // deadline, so after a lost connection the whole window times
+            // out together rather than one timeout after another.
+            let mut in_flight: VecDeque<(usize, Instant, PublishAckFuture)> = VecDeque::new();
+            let mut failure: Option<String> = None;
+            let mut next = pending.iter().copied();
+            loop {
+                while failure.is_none() && in_flight.len() < self.config.window {
+                    let Some(i) = next.next() else { break };
+                    let m = &batch[i];
+                    let mut headers = HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", m.id.as_str());
+                    match js
+                        .publish_with_headers(
+                            self.config.subject.clone(),
+                            headers,
+                            bytes::Bytes::copy_from_slice(&m.payload),
+                        )
+                        .await
+                    {
+                        Ok(ack) => {
+                            in_flight.push_back((i, Instant::now() + self.config.ack_timeout, ack))
+                        }
+                        Err(e) => failure = Some(format!("publish: {e}")),
+                    }
+                }
+                let Some((i, due, ack)) = in_flight.pop_front() else {
+                    break;
+                };
+                let wait = due.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(wait, ack.into_future()).await {
+                    Ok(Ok(ack)) => {
+                        acked[i] = true;
+                        if ack.duplicate {
+                            duplicates += 1;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        failure.get_or_insert_with(|| format!("acknowledgement: {e}"));
+                    }
+                    Err(_) => {
+                        failure.get_or_insert_with(|| {
+                            format!("no acknowledgement within {:?}", self.config.ack_timeout)
+                        });
+                    }
+                }
+            }
+            let unacked: Vec<usize> = pending.iter().copied().filter(|&i| !acked[i]).collect();
+            if unacked.is_empty() {
+                return Ok(Delivery {
+                    confirmed: batch.len() as u64,
+                    duplicates,
+                });
+            }
+            let reason = failure.unwrap_or_else(|| "unacknowledged".into());
+            if Instant::now() >= deadline {
+                return Err(self.fail(
+                    &format!("{} messages not acknowledged", unacked.len()),
+                    reason,
+                    true,
+                ));
+            }
+            tracing::warn!(
+                unacknowledged = unacked.len(),
+                error = %reason,
+                "JetStream did not acknowledge; publishing again with the same ids"
+            );
+            pending = unacked;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}
