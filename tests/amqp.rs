@@ -20,10 +20,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
-use tranche::store::{Bind, Sql};
 use tranche::{
-    AmqpConfig, AmqpSink, Job, Message, RuntimeConfig, RuntimeHandle, Scope, Sink, SinkError,
-    Source, SourceRow, Strategy,
+    AmqpConfig, AmqpSink, Job, Message, Scope, Sink, SinkError, Source, SourceRow, Strategy,
 };
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -106,33 +104,6 @@ async fn delete(url: &str, exchange: &str, queue: &str) {
         .await;
 }
 
-async fn seeded_runtime(rows: i64) -> (tempfile::TempDir, RuntimeHandle) {
-    let (dir, url) = common::sqlite_database();
-    let mut config = RuntimeConfig::new(&url);
-    config.concurrency = CONCURRENCY;
-    config.page_size = PAGE;
-    let runtime = RuntimeHandle::start(config).await.unwrap();
-    runtime
-        .store()
-        .run(move |c| {
-            c.batch("CREATE TABLE events (id INTEGER PRIMARY KEY, at BIGINT NOT NULL)")?;
-            for chunk in (1..=rows).collect::<Vec<_>>().chunks(1000) {
-                let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
-                for (i, id) in chunk.iter().enumerate() {
-                    sql.push(
-                        if i == 0 { "(?, ?)" } else { ", (?, ?)" },
-                        [Bind::Int(*id), Bind::Int(id / 10)],
-                    );
-                }
-                c.execute(&sql)?;
-            }
-            c.batch("CREATE INDEX events_at ON events (at, id)")
-        })
-        .await
-        .unwrap();
-    (dir, runtime)
-}
-
 fn job(sink: Arc<dyn Sink>) -> Job {
     Job::builder("amqp-test")
         .source(Source::new("events", "id", "at").unwrap())
@@ -159,7 +130,7 @@ async fn a_run_of_200_000_rows_arrives_complete() {
         return;
     };
     let (exchange, queue) = (common::unique("tranche-x"), common::unique("tranche-q"));
-    let (_dir, runtime) = seeded_runtime(200_000).await;
+    let (_dir, runtime) = common::events_runtime(200_000, CONCURRENCY, PAGE).await;
     let sink = Arc::new(sink_for(&url, &exchange, &queue));
     sink.connect().await.unwrap();
     let started = Instant::now();
@@ -288,7 +259,7 @@ async fn the_broker_stopped_and_started_mid_run_loses_nothing() {
         return;
     };
     let (exchange, queue) = (common::unique("tranche-x"), common::unique("tranche-q"));
-    let (_dir, runtime) = seeded_runtime(200_000).await;
+    let (_dir, runtime) = common::events_runtime(200_000, CONCURRENCY, PAGE).await;
     let sink = Arc::new(sink_for(&url, &exchange, &queue));
     sink.connect().await.unwrap();
     let run = runtime.start_run(job(sink)).unwrap();

@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use tranche::store::{Bind, Sql};
-use tranche::{
-    Job, Message, NatsConfig, NatsSink, RuntimeConfig, RuntimeHandle, Scope, Sink, Source,
-    SourceRow, Strategy,
-};
+use tranche::{Job, Message, NatsConfig, NatsSink, Scope, Sink, Source, SourceRow, Strategy};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -42,33 +38,6 @@ fn nats_url() -> Option<String> {
             None
         }
     }
-}
-
-async fn seeded_runtime(rows: i64) -> (tempfile::TempDir, RuntimeHandle) {
-    let (dir, url) = common::sqlite_database();
-    let mut config = RuntimeConfig::new(&url);
-    config.concurrency = CONCURRENCY;
-    config.page_size = PAGE;
-    let runtime = RuntimeHandle::start(config).await.unwrap();
-    runtime
-        .store()
-        .run(move |c| {
-            c.batch("CREATE TABLE events (id INTEGER PRIMARY KEY, at BIGINT NOT NULL)")?;
-            for chunk in (1..=rows).collect::<Vec<_>>().chunks(1000) {
-                let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
-                for (i, id) in chunk.iter().enumerate() {
-                    sql.push(
-                        if i == 0 { "(?, ?)" } else { ", (?, ?)" },
-                        [Bind::Int(*id), Bind::Int(id / 10)],
-                    );
-                }
-                c.execute(&sql)?;
-            }
-            c.batch("CREATE INDEX events_at ON events (at, id)")
-        })
-        .await
-        .unwrap();
-    (dir, runtime)
 }
 
 fn job(sink: Arc<dyn Sink>) -> Job {
@@ -142,7 +111,7 @@ async fn a_run_of_200_000_rows_is_stored_once() {
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(url) = nats_url() else { return };
     let (stream_name, subject) = names();
-    let (_dir, runtime) = seeded_runtime(200_000).await;
+    let (_dir, runtime) = common::events_runtime(200_000, CONCURRENCY, PAGE).await;
     let sink = Arc::new(NatsSink::new(NatsConfig::new(&url, &stream_name, &subject)).unwrap());
     assert!(
         sink.connect().await.unwrap().is_empty(),
@@ -256,7 +225,7 @@ async fn the_server_killed_and_started_mid_run_loses_nothing() {
         panic!("the restart test drives /usr/sbin/nats-server on this machine");
     }
     let (stream_name, subject) = names();
-    let (_dir, runtime) = seeded_runtime(200_000).await;
+    let (_dir, runtime) = common::events_runtime(200_000, CONCURRENCY, PAGE).await;
     let sink = Arc::new(NatsSink::new(NatsConfig::new(&url, &stream_name, &subject)).unwrap());
     sink.connect().await.unwrap();
     let run = runtime.start_run(job(sink)).unwrap();

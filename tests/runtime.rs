@@ -10,37 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql};
+use tranche::store::{Checkpoint, PartitionState, RunState};
 use tranche::{
     Delivery, Error, Job, MemorySink, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle,
     Scope, Sink, SinkError, Source, SourceRow, Strategy,
 };
 
 const JOB: &str = "resend";
-
-async fn seed(runtime: &RuntimeHandle, rows: i64) {
-    runtime
-        .store()
-        .run(move |c| {
-            c.batch(
-                "CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL)",
-            )?;
-            for chunk in (1..=rows).collect::<Vec<_>>().chunks(500) {
-                let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
-                for (i, id) in chunk.iter().enumerate() {
-                    // Many ties: every 7 consecutive ids share one timestamp.
-                    sql.push(
-                        if i == 0 { "(?, ?)" } else { ", (?, ?)" },
-                        [Bind::Int(*id), Bind::Int(id / 7)],
-                    );
-                }
-                c.execute(&sql)?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("seed events");
-}
 
 fn config(url: &str) -> RuntimeConfig {
     let mut c = RuntimeConfig::new(url);
@@ -81,7 +57,7 @@ fn counts(messages: &[Message]) -> HashMap<i64, u32> {
 
 async fn delivers_every_row_once_with_deterministic_ids(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 5000).await;
+    common::seed_events(runtime.store(), 5000, 7).await;
     let sink = MemorySink::new();
     let report = runtime
         .run(job(Arc::new(sink.clone()), 5, None))
@@ -117,7 +93,7 @@ async fn delivers_every_row_once_with_deterministic_ids(url: String) {
 
 async fn a_failing_sink_is_retried_without_losing_rows(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 2000).await;
+    common::seed_events(runtime.store(), 2000, 7).await;
     let sink = MemorySink::new();
     sink.fail_next(3);
     let report = runtime
@@ -139,7 +115,7 @@ async fn poison_rows_go_to_dead_letters_within_the_skip_limit(url: String) {
     let mut cfg = config(&url);
     cfg.skip_limit = 1000;
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
-    seed(&runtime, 1000).await;
+    common::seed_events(runtime.store(), 1000, 7).await;
     let sink = MemorySink::new();
     let report = runtime
         .run(job(Arc::new(sink.clone()), 2, Some(50)))
@@ -159,7 +135,7 @@ async fn beyond_the_skip_limit_a_partition_fails_and_the_others_finish(url: Stri
     let mut cfg = config(&url);
     cfg.skip_limit = 2;
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
-    seed(&runtime, 1000).await;
+    common::seed_events(runtime.store(), 1000, 7).await;
     runtime
         .store()
         .run(|c| c.batch("UPDATE events SET at = -1 WHERE id IN (10, 20, 30)"))
@@ -217,7 +193,7 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
     let mut cfg = config(&url);
     cfg.page_size = 50;
     let runtime = RuntimeHandle::start(cfg.clone()).await.unwrap();
-    seed(&runtime, 6000).await;
+    common::seed_events(runtime.store(), 6000, 7).await;
     let first = SlowSink::default();
     let run = runtime
         .start_run(job(Arc::new(first.clone()), 4, None))
@@ -284,7 +260,7 @@ async fn a_partition_that_keeps_failing_is_failed_after_its_attempts(url: String
     let mut cfg = config(&url);
     cfg.max_attempts = 3;
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
-    seed(&runtime, 2000).await;
+    common::seed_events(runtime.store(), 2000, 7).await;
     let sink = RejectsLowKeys::default();
     let report = runtime
         .run(job(Arc::new(sink.clone()), 4, None))
@@ -324,7 +300,7 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
     cfg.lease.lease = Duration::from_secs(5);
     cfg.lease.heartbeat = Duration::from_millis(100);
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
-    seed(&runtime, 3000).await;
+    common::seed_events(runtime.store(), 3000, 7).await;
     let sink = SlowSink::default();
     let run = runtime
         .start_run(job(Arc::new(sink.clone()), 1, None))
@@ -404,7 +380,7 @@ async fn two_instances_share_one_run_without_overlap(url: String) {
     let a = RuntimeHandle::start(cfg.clone()).await.unwrap();
     cfg.instance_id = Some("instance-b".into());
     let b = RuntimeHandle::start(cfg).await.unwrap();
-    seed(&a, 8000).await;
+    common::seed_events(a.store(), 8000, 7).await;
     let (sink_a, sink_b) = (SlowSink::default(), SlowSink::default());
     let (ra, rb) = futures::join!(
         a.run(job(Arc::new(sink_a.clone()), 8, None)),
@@ -452,7 +428,7 @@ impl Sink for PanicsOnKey7 {
 
 async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 1000).await;
+    common::seed_events(runtime.store(), 1000, 7).await;
     // A panicking processor makes its row poison.
     let sink = MemorySink::new();
     let panicky = Job::builder(JOB)
@@ -516,7 +492,7 @@ async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
 /// arrives exactly once.
 async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 20_000).await;
+    common::seed_events(runtime.store(), 20_000, 7).await;
     let sink = MemorySink::new();
     let report = runtime
         .run(job(Arc::new(sink.clone()), 1, None))
@@ -556,7 +532,7 @@ on_both_backends!(
 async fn starts_inside_an_actix_system() {
     let (_dir, url) = common::sqlite_database();
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 300).await;
+    common::seed_events(runtime.store(), 300, 7).await;
     let sink = MemorySink::new();
     let report = runtime
         .run(job(Arc::new(sink.clone()), 2, None))
@@ -573,7 +549,7 @@ async fn starts_from_a_current_thread_tokio_host() {
     let handle = runtime.clone();
     // The handle is Send: drive it from a spawned task.
     let report = tokio::spawn(async move {
-        seed(&handle, 300).await;
+        common::seed_events(handle.store(), 300, 7).await;
         handle.run(job(Arc::new(MemorySink::new()), 3, None)).await
     })
     .await

@@ -205,6 +205,14 @@ fn parts(c: &mut PgConnection) -> Vec<Part> {
 }
 
 /// A one-number query; 0 while tranche's tables do not exist yet.
+/// The partitions `owner` holds now (claimed, whatever the lease).
+fn claimed_by(c: &mut PgConnection, owner: &str) -> Vec<Part> {
+    parts(c)
+        .into_iter()
+        .filter(|p| p.state == "claimed" && p.owner.as_deref() == Some(owner))
+        .collect()
+}
+
 fn count(c: &mut PgConnection, sql: &str) -> i64 {
     match diesel::sql_query(sql).load::<N>(c) {
         Ok(rows) => rows[0].n,
@@ -300,11 +308,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 /// partitions and some rows are in the files.
 fn wait_holding(c: &mut PgConnection, cluster: &Cluster, instance: &str, n: usize) {
     common::wait_until(&format!("{instance} to hold {n} partitions"), 120, || {
-        let held = parts(c)
-            .iter()
-            .filter(|p| p.state == "claimed" && p.owner.as_deref() == Some(instance))
-            .count();
-        held >= n && cluster.lines() >= 2 * PAGE
+        claimed_by(c, instance).len() >= n && cluster.lines() >= 2 * PAGE
     });
 }
 
@@ -390,11 +394,7 @@ fn a_killed_instance_s_partitions_are_taken_over_within_lease_and_poll() {
     victim.kill();
     let mut survivors = [cluster.start("s1", 3, false), cluster.start("s2", 3, false)];
     wait_gone(&mut c, "victim");
-    let held: Vec<i64> = parts(&mut c)
-        .into_iter()
-        .filter(|p| p.state == "claimed" && p.owner.as_deref() == Some("victim"))
-        .map(|p| p.id)
-        .collect();
+    let held: Vec<i64> = claimed_by(&mut c, "victim").iter().map(|p| p.id).collect();
     assert!(!held.is_empty(), "the victim died holding partitions");
     common::wait_until("every held partition to be taken over", 60, || {
         parts(&mut c)
@@ -454,11 +454,7 @@ fn a_paused_instance_loses_its_leases_and_its_late_checkpoints_are_rejected() {
     wait_holding(&mut c, &cluster, "zombie", 4);
     zombie.signal(Signal::SIGSTOP);
     let mut heir = cluster.start("heir", 4, false);
-    let held: Vec<i64> = parts(&mut c)
-        .into_iter()
-        .filter(|p| p.state == "claimed" && p.owner.as_deref() == Some("zombie"))
-        .map(|p| p.id)
-        .collect();
+    let held: Vec<i64> = claimed_by(&mut c, "zombie").iter().map(|p| p.id).collect();
     // A statement sent just before the pause may still complete a partition.
     common::wait_until("the heir to take over the paused partitions", 60, || {
         parts(&mut c)
@@ -624,12 +620,7 @@ fn soak_twenty_random_kills_across_three_instances() {
         }
         inst.kill();
         wait_gone(&mut c, id);
-        killed_holding.extend(
-            parts(&mut c)
-                .iter()
-                .filter(|p| p.state == "claimed" && p.owner.as_deref() == Some(id))
-                .map(|p| (p.id, p.epoch)),
-        );
+        killed_holding.extend(claimed_by(&mut c, id).iter().map(|p| (p.id, p.epoch)));
         kills += 1;
         eprintln!("soak: kill {kills} of {id} at {target} rows");
         *inst = cluster.start(id, 2, true);

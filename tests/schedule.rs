@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
-use tranche::store::{Bind, RunState, Sql};
+use tranche::store::RunState;
 use tranche::{
     Delivery, Job, MemorySink, Message, RuntimeConfig, RuntimeHandle, Schedule, ScheduleStatus,
     Scope, Sink, SinkError, Source, SourceRow, Strategy,
@@ -53,27 +53,6 @@ fn config(url: &str) -> RuntimeConfig {
     c
 }
 
-async fn seed(runtime: &RuntimeHandle, rows: i64) {
-    runtime
-        .store()
-        .run(move |c| {
-            c.batch(
-                "CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL)",
-            )?;
-            let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
-            for id in 1..=rows {
-                sql.push(
-                    if id == 1 { "(?, ?)" } else { ", (?, ?)" },
-                    [Bind::Int(id), Bind::Int(id / 10)],
-                );
-            }
-            c.execute(&sql)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-}
-
 fn job(sink: Arc<dyn Sink>) -> Job {
     Job::builder(JOB)
         .source(Source::new("events", "id", "at").unwrap())
@@ -104,7 +83,7 @@ async fn status_until(
 
 async fn a_tick_while_a_run_is_active_is_skipped(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 500).await;
+    common::seed_events(runtime.store(), 500, 10).await;
     let (gate, open) = watch::channel(false);
     let schedule = runtime
         .schedule(
@@ -149,7 +128,7 @@ async fn a_tick_while_a_run_is_active_is_skipped(url: String) {
 async fn two_instances_with_one_schedule_share_each_tick_s_run(url: String) {
     let a = RuntimeHandle::start(config(&url)).await.unwrap();
     let b = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&a, 2000).await;
+    common::seed_events(a.store(), 2000, 10).await;
     let (sink_a, sink_b) = (MemorySink::new(), MemorySink::new());
     let every = Schedule::every(Duration::from_secs(1)).unwrap();
     let sa = a
@@ -181,7 +160,7 @@ async fn two_instances_with_one_schedule_share_each_tick_s_run(url: String) {
 
 async fn a_one_time_schedule_runs_once_and_finishes(url: String) {
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    seed(&runtime, 300).await;
+    common::seed_events(runtime.store(), 300, 10).await;
     let sink = MemorySink::new();
     let at = std::time::SystemTime::now() + Duration::from_millis(300);
     let schedule = runtime

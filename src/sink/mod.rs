@@ -94,6 +94,17 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// A store failure of a sink that writes to the database: retryable
+    /// when the store says another attempt may pass.
+    pub(crate) fn from_store(sink: &str, e: crate::store::StoreError) -> Self {
+        let (sink, reason) = (sink.to_owned(), e.to_string());
+        if e.is_retryable() {
+            SinkError::Retryable { sink, reason }
+        } else {
+            SinkError::Fatal { sink, reason }
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, SinkError::Retryable { .. })

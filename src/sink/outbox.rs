@@ -49,14 +49,7 @@ impl Sink for OutboxSink {
             .store
             .write_outbox(self.table.clone(), &self.job, batch.to_vec())
             .await
-            .map_err(|e| {
-                let (sink, reason) = ("outbox".to_owned(), e.to_string());
-                if e.is_retryable() {
-                    SinkError::Retryable { sink, reason }
-                } else {
-                    SinkError::Fatal { sink, reason }
-                }
-            })?;
+            .map_err(|e| SinkError::from_store("outbox", e))?;
         Ok(Delivery {
             confirmed: batch.len() as u64,
             duplicates,

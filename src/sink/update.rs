@@ -33,14 +33,7 @@ impl Sink for UpdateSink {
             .store
             .apply_updates(self.spec.clone(), updates)
             .await
-            .map_err(|e| {
-                let (sink, reason) = ("update".to_owned(), e.to_string());
-                if e.is_retryable() {
-                    SinkError::Retryable { sink, reason }
-                } else {
-                    SinkError::Fatal { sink, reason }
-                }
-            })?;
+            .map_err(|e| SinkError::from_store("update", e))?;
         Ok(Delivery {
             confirmed: batch.len() as u64,
             duplicates: unchanged,

@@ -889,6 +889,23 @@ pub(crate) fn steal(
         super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         super::Dialect::Sqlite => "",
     };
+    let candidates = format!(
+        "FROM tranche_partitions WHERE run_id = ? \
+         AND state = 'claimed' AND lease_expires_ms >= {now} AND modulus IS NULL \
+         AND rows_planned - rows_done >= ?"
+    );
+    // Idle instances look every poll interval: a plain read first, so that
+    // most looks take no write lock (SQLite) and no row locks (PostgreSQL).
+    let any: Vec<One> = c.load(
+        &Sql::new(format!(
+            "SELECT CAST(1 AS BIGINT) AS v {candidates} LIMIT 1"
+        ))
+        .bind(Bind::Int(run_id))
+        .bind(Bind::Int(steal.min_rows as i64)),
+    )?;
+    if any.is_empty() {
+        return Ok(None);
+    }
     c.write_transaction(|c| {
         // Steals of one run take turns on the run's row, so two never pick
         // the same new partition number (SQLite's write lock already does).
@@ -902,9 +919,7 @@ pub(crate) fn steal(
         // locked until the split commits, so its holder's checkpoint waits.
         let rows: Vec<PartitionRow> = c.load(
             &Sql::new(format!(
-                "SELECT {PARTITION_COLUMNS} FROM tranche_partitions WHERE run_id = ? \
-                 AND state = 'claimed' AND lease_expires_ms >= {now} AND modulus IS NULL \
-                 AND rows_planned - rows_done >= ? \
+                "SELECT {PARTITION_COLUMNS} {candidates} \
                  ORDER BY rows_planned - rows_done DESC, number LIMIT 1 {lock}"
             ))
             .bind(Bind::Int(run_id))

@@ -171,3 +171,45 @@ pub fn unique(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// Creates (if missing) the tests' `events (id, at)` table with its keyset
+/// index and inserts ids `1..=rows`, each `ties` consecutive ids sharing
+/// one `at` (so ties are split across pages).
+pub async fn seed_events(store: &tranche::Store, rows: i64, ties: i64) {
+    use tranche::store::{Bind, Sql};
+    store
+        .run(move |c| {
+            c.batch(
+                "CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL); \
+                 CREATE INDEX IF NOT EXISTS events_at ON events (at, id)",
+            )?;
+            for chunk in (1..=rows).collect::<Vec<_>>().chunks(500) {
+                let mut sql = Sql::new("INSERT INTO events (id, at) VALUES ");
+                for (i, id) in chunk.iter().enumerate() {
+                    sql.push(
+                        if i == 0 { "(?, ?)" } else { ", (?, ?)" },
+                        [Bind::Int(*id), Bind::Int(id / ties)],
+                    );
+                }
+                c.execute(&sql)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("seed events");
+}
+
+/// A runtime on a fresh SQLite database holding `rows` events.
+pub async fn events_runtime(
+    rows: i64,
+    concurrency: usize,
+    page_size: usize,
+) -> (tempfile::TempDir, tranche::RuntimeHandle) {
+    let (dir, url) = sqlite_database();
+    let mut config = tranche::RuntimeConfig::new(&url);
+    config.concurrency = concurrency;
+    config.page_size = page_size;
+    let runtime = tranche::RuntimeHandle::start(config).await.unwrap();
+    seed_events(runtime.store(), rows, 10).await;
+    (dir, runtime)
+}
