@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -44,7 +44,7 @@ async fn test_channel(url: &str) -> (Connection, Channel) {
 /// Reads the queue until `expected` distinct message ids arrived (or no
 /// message came for 20 s); returns how many times each id arrived.
 async fn consume(url: &str, queue: &str, expected: usize) -> HashMap<String, u32> {
-    let (_conn, channel) = test_channel(url).await;
+    let (conn, channel) = test_channel(url).await;
     channel
         .basic_qos(2000, BasicQosOptions::default())
         .await
@@ -91,6 +91,13 @@ async fn consume(url: &str, queue: &str, expected: usize) -> HashMap<String, u32
             .to_owned();
         *seen.entry(id).or_default() += 1;
     }
+    // Close before returning: a consumer still open on its way out would
+    // take (and, without acks, lose) messages meant for the next one.
+    channel
+        .basic_cancel("counter".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    conn.close(200, "counted".into()).await.unwrap();
     seen
 }
 
