@@ -32,7 +32,8 @@
 //! heartbeat_ms = 10000
 //!
 //! [sink]
-//! kind = "jsonl"                  # or "outbox" (table), or "update" (table, key_column, version_column)
+//! kind = "jsonl"                  # or "outbox" (table), "update" (table, key_column, version_column),
+//!                                 # "amqp", "nats" or "kafka" (brokers, topic)
 //! path = "out-{instance}.jsonl"   # {instance}: this instance's id
 //!
 //! [schedule]                      # for `tranche schedule`; one of:
@@ -51,6 +52,18 @@ use crate::job::{Condition, Job, Op, Scope, Source, SourceRow, Strategy, Value};
 use crate::runtime::{RuntimeConfig, Schedule};
 use crate::sink::{JsonLinesSink, Message, OutboxSink, Sink, UpdateSink};
 use crate::store::{Store, UpdateSpec};
+
+/// A TOML parse error of `what`, with the line it points at.
+pub(crate) fn toml_error(what: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .map(|s| {
+            let line = text[..s.start].lines().count().max(1);
+            format!(" (line {line})")
+        })
+        .unwrap_or_default();
+    ConfigError::new(what, format!("{}{at}", e.message()))
+}
 
 /// A job and its runtime settings, as written in a job file.
 #[derive(Clone, Debug, Deserialize)]
@@ -231,6 +244,22 @@ pub enum SinkSection {
         /// Acknowledgements awaited at once, at most (default 1024).
         window: Option<usize>,
     },
+    /// Produce each message to a Kafka topic (cargo feature `kafka`) with
+    /// an idempotent producer; see [`KafkaSink`](crate::sink::KafkaSink).
+    #[cfg(feature = "kafka")]
+    Kafka {
+        /// `host:port[,host:port...]`.
+        brokers: String,
+        /// Topic of every message.
+        topic: String,
+        /// Create the topic when missing (default true).
+        declare: Option<bool>,
+        /// Partitions of a created topic (default 3).
+        partitions: Option<i32>,
+        /// Further librdkafka producer properties, such as
+        /// `{ "compression.type" = "lz4" }`.
+        properties: Option<std::collections::BTreeMap<String, String>>,
+    },
     /// Write each message to an outbox table in the same database, once
     /// per message id.
     Outbox {
@@ -282,17 +311,7 @@ impl JobFile {
     /// Parses TOML text. Unknown fields are errors, so a typo is not
     /// silently ignored.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let reason = e.message().to_owned();
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start].lines().count().max(1);
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ConfigError::new("job file", format!("{reason}{at}"))
-        })
+        toml::from_str(text).map_err(|e| toml_error("job file", text, &e))
     }
 
     /// Applies `TRANCHE_*` variables found by `lookup` (pass
@@ -424,6 +443,31 @@ impl JobFile {
         Ok(c)
     }
 
+    /// The `[sink] kind = "kafka"` settings, if that is the sink.
+    #[cfg(feature = "kafka")]
+    fn kafka_config(&self) -> Result<crate::sink::KafkaConfig, ConfigError> {
+        let SinkSection::Kafka {
+            brokers,
+            topic,
+            declare,
+            partitions,
+            properties,
+        } = &self.sink
+        else {
+            return Err(ConfigError::new("sink.kind", "is not kafka"));
+        };
+        let mut c = crate::sink::KafkaConfig::new(brokers, topic);
+        c.properties = properties
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        c.declare = declare.unwrap_or(true);
+        c.partitions = partitions.unwrap_or(c.partitions);
+        c.validate()?;
+        Ok(c)
+    }
+
     /// The `[sink] kind = "nats"` settings, if that is the sink. A replay
     /// can come a lease (plus a page) after the first publish, which the
     /// stream's duplicate window is checked against.
@@ -490,6 +534,10 @@ impl JobFile {
         if let SinkSection::Nats { .. } = &self.sink {
             self.nats_config()?.validate()?;
         }
+        #[cfg(feature = "kafka")]
+        if let SinkSection::Kafka { .. } = &self.sink {
+            self.kafka_config()?;
+        }
         Ok(())
     }
 
@@ -508,6 +556,10 @@ impl JobFile {
             SinkSection::Amqp { .. } => Arc::new(crate::sink::AmqpSink::new(self.amqp_config()?)?),
             #[cfg(feature = "nats")]
             SinkSection::Nats { .. } => Arc::new(crate::sink::NatsSink::new(self.nats_config()?)?),
+            #[cfg(feature = "kafka")]
+            SinkSection::Kafka { .. } => {
+                Arc::new(crate::sink::KafkaSink::new(self.kafka_config()?)?)
+            }
             SinkSection::Outbox { table } => {
                 let sink = OutboxSink::new(store.clone(), &self.job.name);
                 Arc::new(match table {

@@ -18,6 +18,8 @@
 //!         ├─ Publisher     per-key lanes → Sink                         runtime::publisher, sink
 //!         └─ LeaseKeeper   renews leases; lost leases stop workers      runtime::lease_keeper
 //!  Store → DbExecutor (SyncArbiter) — the only place diesel runs        store
+//!  Consumer: broker → batch → one transaction → ack (the update phase   consume
+//!            on the consuming side; RabbitMQ, JetStream, Kafka)
 //!  plan, keyset, backoff — pure logic, no I/O
 //! ```
 //!
@@ -69,6 +71,7 @@
 
 mod backoff;
 pub mod config;
+pub mod consume;
 pub mod demo;
 mod error;
 mod ident;
@@ -96,6 +99,8 @@ pub use sink::{AmqpConfig, AmqpSink};
 pub use sink::{
     Delivery, JsonLinesSink, MemorySink, Message, OutboxSink, Sink, SinkError, UpdateSink,
 };
+#[cfg(feature = "kafka")]
+pub use sink::{KafkaConfig, KafkaSink};
 #[cfg(feature = "nats")]
 pub use sink::{NatsConfig, NatsSink};
 pub use store::lease::LeaseConfig;

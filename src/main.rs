@@ -3,6 +3,9 @@
 //! `migrate`. Thin by design: parse arguments, set up
 //! logging, call the library.
 
+#[path = "cli/consume.rs"]
+mod consume_cmd;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +43,9 @@ enum Command {
     Schedule(RunArgs),
     /// List a job's runs, newest first.
     History(HistoryArgs),
+    /// Consume a broker (RabbitMQ queue or JetStream durable consumer) and
+    /// apply each message to the database, as a consumer file describes.
+    Consume(consume_cmd::ConsumeArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
         /// Database URL: postgres://... or sqlite://path (or a bare path).
@@ -69,9 +75,14 @@ struct DemoArgs {
     #[arg(long)]
     fresh: bool,
     /// Where messages go: `update` (apply in-process), `outbox` (rows of
-    /// `tranche_outbox`) or `jsonl:PATH`.
+    /// `tranche_outbox`), `jsonl:PATH`, or a broker, `amqp://...` (RabbitMQ)
+    /// or `nats://...` (JetStream), whose messages --consumers in-process
+    /// consumers apply to the database.
     #[arg(long, default_value = "update")]
     sink: String,
+    /// Consumers applying a broker's messages (with a broker --sink).
+    #[arg(long, default_value_t = 2)]
+    consumers: usize,
     /// Write a JSON summary of the run here.
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -193,6 +204,10 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::History(args) => history_main(args).await,
+        Command::Consume(args) => {
+            let code = consume_cmd::consume_main(args).await?;
+            std::process::exit(code);
+        }
     }
 }
 
@@ -220,12 +235,16 @@ struct Summary {
     interrupted: bool,
     verified: bool,
     verification: Option<Verification>,
+    /// The consumers' counters, with a broker sink.
+    consumed: Option<tranche::consume::ConsumeProgress>,
 }
 
 enum DemoSink {
     Update,
     Outbox,
     Jsonl(PathBuf),
+    /// `amqp://...` or `nats://...`: published, then applied by consumers.
+    Broker(String),
 }
 
 fn parse_sink(s: &str) -> anyhow::Result<DemoSink> {
@@ -233,9 +252,14 @@ fn parse_sink(s: &str) -> anyhow::Result<DemoSink> {
         None if s == "update" => Ok(DemoSink::Update),
         None if s == "outbox" => Ok(DemoSink::Outbox),
         Some(("jsonl", path)) if !path.is_empty() => Ok(DemoSink::Jsonl(PathBuf::from(path))),
-        _ => {
-            bail!("invalid configuration: --sink: {s:?} is not `update`, `outbox` or `jsonl:PATH`")
+        Some(("amqp" | "amqps" | "nats" | "tls" | "kafka", rest)) if rest.starts_with("//") => {
+            Ok(DemoSink::Broker(s.to_owned()))
         }
+        _ => bail!(
+            "invalid configuration: --sink: {:?} is not `update`, `outbox`, `jsonl:PATH`, \
+             `amqp://...`, `nats://...` or `kafka://host:port`",
+            redact_url(s)
+        ),
     }
 }
 
@@ -278,7 +302,14 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
 
     prepare_data(&store, &args, &multi).await?;
 
+    let mut consumers = None;
     let sink: Arc<dyn Sink> = match &sink_kind {
+        DemoSink::Broker(url) => {
+            let (sink, group) =
+                consume_cmd::demo_broker(url, &store, args.consumers.max(1), args.fresh).await?;
+            consumers = Some(group);
+            sink
+        }
         DemoSink::Update => Arc::new(UpdateSink::new(store.clone(), demo::update_spec())),
         DemoSink::Outbox => Arc::new(OutboxSink::new(store.clone(), demo::JOB_NAME)),
         DemoSink::Jsonl(pattern) => {
@@ -299,10 +330,21 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     let elapsed = started.elapsed();
     multi.clear().ok();
 
+    let mut consumed = None;
     let verification = if report.interrupted {
+        if let Some(group) = consumers {
+            group.stop().await?;
+        }
         None
     } else {
         Some(match &sink_kind {
+            DemoSink::Broker(_) => {
+                let group = consumers.take().expect("consumers started with the broker");
+                println!("  run done; waiting for the consumers to apply what is on the broker");
+                let (total, v) = consume_cmd::drain(group, &store, Duration::from_secs(10)).await?;
+                consumed = Some(total);
+                v
+            }
             DemoSink::Update => store.run(demo::verify_updates).await?,
             DemoSink::Outbox => store.run(demo::verify_outbox).await?,
             DemoSink::Jsonl(pattern) => {
@@ -318,7 +360,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
 
     let rows_per_s = report.rows_checkpointed as f64 / elapsed.as_secs_f64().max(1e-9);
     let rows_updated = match (&sink_kind, &verification) {
-        (DemoSink::Update, Some(v)) => v.delivered,
+        (DemoSink::Update | DemoSink::Broker(_), Some(v)) => v.delivered,
         _ => 0,
     };
     let rows_replayed = match (&sink_kind, &verification) {
@@ -326,6 +368,13 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
         _ => report.rows_replayed,
     };
     print_report(&report, elapsed, rows_per_s, verification.as_ref());
+    if let Some(c) = &consumed {
+        println!(
+            "  consumers: {} received, {} applied, {} stale (replays), {} dead letters, \
+             {} acknowledgements lost",
+            c.received, c.applied, c.stale, c.dead_lettered, c.acks_failed
+        );
+    }
     let verified = verification.as_ref().is_some_and(|v| v.verified);
     if let Some(path) = &args.summary_json {
         let summary = Summary {
@@ -350,6 +399,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             interrupted: report.interrupted,
             verified,
             verification,
+            consumed,
         };
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -23,23 +23,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const PAGE: usize = 1000;
 const CONCURRENCY: usize = 4;
 
-fn nats_url() -> Option<String> {
-    let url = std::env::var("TRANCHE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let host = url.trim_start_matches("nats://").to_owned();
-    match std::net::TcpStream::connect(&host) {
-        Ok(_) => Some(url),
-        Err(e) => {
-            if std::env::var("TRANCHE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true") {
-                panic!(
-                    "NATS is required (TRANCHE_REQUIRE_SERVICES=1) but unreachable at {host}: {e}"
-                );
-            }
-            eprintln!("SKIPPED: NATS unreachable at {host} ({e})");
-            None
-        }
-    }
-}
-
 fn job(sink: Arc<dyn Sink>) -> Job {
     Job::builder("nats-test")
         .source(Source::new("events", "id", "at").unwrap())
@@ -109,7 +92,9 @@ async fn drop_stream(url: &str, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_200_000_rows_is_stored_once() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(url) = nats_url() else { return };
+    let Some(url) = common::nats_url() else {
+        return;
+    };
     let (stream_name, subject) = names();
     let (_dir, runtime) = common::events_runtime(200_000, CONCURRENCY, PAGE).await;
     let sink = Arc::new(NatsSink::new(NatsConfig::new(&url, &stream_name, &subject)).unwrap());
@@ -138,7 +123,9 @@ async fn a_run_of_200_000_rows_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_are_reported_as_duplicates_by_the_server() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(url) = nats_url() else { return };
+    let Some(url) = common::nats_url() else {
+        return;
+    };
     let (stream_name, subject) = names();
     let sink = NatsSink::new(NatsConfig::new(&url, &stream_name, &subject)).unwrap();
     let batch: Vec<Message> = (1..=300)
@@ -157,7 +144,9 @@ async fn replays_are_reported_as_duplicates_by_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_window_shorter_than_a_replay_is_warned_about() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(url) = nats_url() else { return };
+    let Some(url) = common::nats_url() else {
+        return;
+    };
     let (stream_name, subject) = names();
     context(&url)
         .await
@@ -220,7 +209,9 @@ impl Drop for Restart {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_killed_and_started_mid_run_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(url) = nats_url() else { return };
+    let Some(url) = common::nats_url() else {
+        return;
+    };
     if !std::path::Path::new("/usr/sbin/nats-server").exists() {
         panic!("the restart test drives /usr/sbin/nats-server on this machine");
     }

@@ -118,6 +118,28 @@ pub struct AmqpSink {
     link: Mutex<Option<Link>>,
 }
 
+/// Whether a connect or declare failure is one retrying cannot fix: refused
+/// credentials, a missing exchange or queue when only checking, a
+/// declaration that contradicts an existing one. The broker unreachable,
+/// restarting or closing connections is worth retrying.
+pub(crate) fn is_permanent(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => matches!(
+            p.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+            )
+        ),
+        lapin::ErrorKind::AuthProviderError(_)
+        | lapin::ErrorKind::InvalidProtocolVersion(_)
+        | lapin::ErrorKind::NoDefaultRuntime => true,
+        _ => false,
+    }
+}
+
 struct Link {
     // Kept so the connection lives as long as its channel.
     _connection: Connection,
@@ -159,29 +181,14 @@ impl AmqpSink {
     /// declaration that contradicts an existing one), retryable otherwise
     /// (the broker unreachable, restarting, closing connections).
     fn error(&self, e: lapin::Error) -> SinkError {
-        use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
         let reason = format!("{} ({})", e, redact_url(&self.config.url));
-        let permanent = match e.kind() {
-            lapin::ErrorKind::ProtocolError(p) => matches!(
-                p.kind(),
-                AMQPErrorKind::Soft(
-                    AMQPSoftError::ACCESSREFUSED
-                        | AMQPSoftError::NOTFOUND
-                        | AMQPSoftError::PRECONDITIONFAILED
-                )
-            ),
-            lapin::ErrorKind::AuthProviderError(_)
-            | lapin::ErrorKind::InvalidProtocolVersion(_)
-            | lapin::ErrorKind::NoDefaultRuntime => true,
-            _ => false,
-        };
-        if !permanent {
-            SinkError::Retryable {
+        if is_permanent(&e) {
+            SinkError::Fatal {
                 sink: "amqp".into(),
                 reason,
             }
         } else {
-            SinkError::Fatal {
+            SinkError::Retryable {
                 sink: "amqp".into(),
                 reason,
             }

@@ -5,14 +5,19 @@
 //! in-process update step ([`UpdateSink`], the embedded default), a
 //! transactional outbox table in the same database ([`OutboxSink`]), a
 //! JSON-lines file ([`JsonLinesSink`]) and an in-memory sink for tests
-//! ([`MemorySink`]).
+//! ([`MemorySink`]); behind cargo features (on by default) the brokers:
+//! RabbitMQ (`AmqpSink`, feature `amqp`), NATS JetStream (`NatsSink`,
+//! feature `nats`) and Kafka (`KafkaSink`, feature `kafka`). Their consuming
+//! side is [`crate::consume`].
 
 #[cfg(feature = "amqp")]
-mod amqp;
+pub(crate) mod amqp;
 mod jsonl;
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka;
 mod memory;
 #[cfg(feature = "nats")]
-mod nats;
+pub(crate) mod nats;
 mod outbox;
 mod update;
 
@@ -22,6 +27,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpConfig, AmqpSink};
 pub use jsonl::JsonLinesSink;
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaConfig, KafkaSink};
 pub use memory::MemorySink;
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsSink};

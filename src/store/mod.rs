@@ -16,7 +16,7 @@ mod executor;
 pub mod lease;
 mod migrations;
 mod queries;
-mod source;
+pub(crate) mod source;
 
 use std::time::Duration;
 
@@ -120,6 +120,7 @@ impl StoreError {
                         let m = info.message().to_ascii_lowercase();
                         m.contains("locked")
                             || m.contains("busy")
+                            || m.contains("deadlock")
                             || m.contains("terminat")
                             || m.contains("connection")
                     }

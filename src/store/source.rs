@@ -366,27 +366,33 @@ pub(crate) fn apply_updates(
     spec: &UpdateSpec,
     updates: &[(i64, i64)],
 ) -> Result<(u64, u64), StoreError> {
+    c.write_transaction(|c| apply_updates_in(c, spec, updates))
+}
+
+/// [`apply_updates`] inside the caller's transaction.
+pub(crate) fn apply_updates_in(
+    c: &mut Connection,
+    spec: &UpdateSpec,
+    updates: &[(i64, i64)],
+) -> Result<(u64, u64), StoreError> {
     let mut by_version: Vec<(i64, i64)> = updates.iter().map(|&(k, v)| (v, k)).collect();
     by_version.sort_unstable();
-    let applied = c.write_transaction(|c| {
-        let mut applied = 0u64;
-        for group in by_version.chunk_by(|a, b| a.0 == b.0) {
-            let version = group[0].0;
-            for chunk in group.chunks(UPDATE_CHUNK) {
-                let marks = vec!["?"; chunk.len()].join(", ");
-                let mut sql = Sql::new(format!(
-                    "UPDATE {t} SET {v} = ? WHERE {v} < ? AND {k} IN ({marks})",
-                    t = spec.table.quoted(),
-                    v = spec.version_column.quoted(),
-                    k = spec.key_column.quoted(),
-                ))
-                .bind(Bind::Int(version))
-                .bind(Bind::Int(version));
-                sql.push("", chunk.iter().map(|&(_, k)| Bind::Int(k)));
-                applied += c.execute(&sql)? as u64;
-            }
+    let mut applied = 0u64;
+    for group in by_version.chunk_by(|a, b| a.0 == b.0) {
+        let version = group[0].0;
+        for chunk in group.chunks(UPDATE_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut sql = Sql::new(format!(
+                "UPDATE {t} SET {v} = ? WHERE {v} < ? AND {k} IN ({marks})",
+                t = spec.table.quoted(),
+                v = spec.version_column.quoted(),
+                k = spec.key_column.quoted(),
+            ))
+            .bind(Bind::Int(version))
+            .bind(Bind::Int(version));
+            sql.push("", chunk.iter().map(|&(_, k)| Bind::Int(k)));
+            applied += c.execute(&sql)? as u64;
         }
-        Ok::<_, StoreError>(applied)
-    })?;
+    }
     Ok((applied, updates.len() as u64 - applied))
 }

@@ -163,6 +163,44 @@ pub fn amqp_url() -> Option<String> {
     }
 }
 
+/// The test NATS server (`TRANCHE_TEST_NATS`, default
+/// `nats://127.0.0.1:4222`); `None` (after printing why) when it is
+/// unreachable and services are not required.
+pub fn nats_url() -> Option<String> {
+    let url = std::env::var("TRANCHE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let host = url.trim_start_matches("nats://").to_owned();
+    match std::net::TcpStream::connect(&host) {
+        Ok(_) => Some(url),
+        Err(e) => {
+            if services_required() {
+                panic!(
+                    "NATS is required (TRANCHE_REQUIRE_SERVICES=1) but unreachable at {host}: {e}"
+                );
+            }
+            eprintln!("SKIPPED: NATS unreachable at {host} ({e})");
+            None
+        }
+    }
+}
+
+/// The test Kafka-protocol broker (`TRANCHE_TEST_KAFKA`, default
+/// `127.0.0.1:9092`); `None` (after printing why) when it is unreachable and
+/// services are not required.
+pub fn kafka_brokers() -> Option<String> {
+    let brokers = std::env::var("TRANCHE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let first = brokers.split(',').next().unwrap_or_default().to_owned();
+    match std::net::TcpStream::connect(&first) {
+        Ok(_) => Some(brokers),
+        Err(e) => {
+            if services_required() {
+                panic!("Kafka is required (TRANCHE_REQUIRE_SERVICES=1) but unreachable at {first}: {e}");
+            }
+            eprintln!("SKIPPED: Kafka unreachable at {first} ({e})");
+            None
+        }
+    }
+}
+
 /// A name unique to this test process and call.
 pub fn unique(prefix: &str) -> String {
     format!(

@@ -1,0 +1,253 @@
+//! Consuming a RabbitMQ queue (cargo feature `amqp`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use super::{Inbound, InboundError, Incoming};
+use crate::error::{redact_url, ConfigError};
+
+/// Which queue a [`AmqpSource`] reads, and how much it holds unacknowledged.
+#[derive(Clone, Debug)]
+pub struct AmqpSourceConfig {
+    /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
+    pub url: String,
+    /// The queue to consume.
+    pub queue: String,
+    /// Declare the queue (durable) when it is missing (default false: it
+    /// must exist, as the sink or your topology declared it).
+    pub declare: bool,
+    /// Messages delivered and not yet acknowledged, at most (the channel's
+    /// QoS; default 2,000). Keep it at least the consumer's batch size.
+    pub prefetch: u16,
+}
+
+impl AmqpSourceConfig {
+    /// Consumes `queue` on the broker at `url`, with the defaults above.
+    pub fn new(url: &str, queue: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            queue: queue.to_owned(),
+            declare: false,
+            prefetch: 2000,
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return Err(ConfigError::new(
+                "from.url",
+                format!(
+                    "{} must start with amqp:// or amqps://",
+                    redact_url(&self.url)
+                ),
+            ));
+        }
+        if self.queue.is_empty() || self.queue.len() > 255 {
+            return Err(ConfigError::new("from.queue", "must be 1 to 255 bytes"));
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::new("from.prefetch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+struct Link {
+    _connection: Connection,
+    channel: Channel,
+    deliveries: lapin::Consumer,
+    generation: u64,
+}
+
+/// Reads a RabbitMQ queue with manual acknowledgements and a bounded
+/// prefetch. A batch is acknowledged with one `multiple` ack of its last
+/// delivery tag. A lost connection is reopened on the next batch; what was
+/// delivered on it and not acknowledged the broker delivers again.
+pub struct AmqpSource {
+    config: AmqpSourceConfig,
+    link: Option<Link>,
+    generation: u64,
+}
+
+/// Acknowledges one delivery: the connection it came on and its tag.
+#[derive(Clone, Copy, Debug)]
+pub struct AmqpAck {
+    generation: u64,
+    tag: u64,
+}
+
+impl AmqpSource {
+    /// A source for `config` (validated); it connects on the first batch.
+    pub fn new(config: AmqpSourceConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            link: None,
+            generation: 0,
+        })
+    }
+
+    fn error(&self, e: lapin::Error) -> InboundError {
+        InboundError {
+            source_name: "amqp".into(),
+            reason: format!(
+                "queue {:?}: {} ({})",
+                self.config.queue,
+                e,
+                redact_url(&self.config.url)
+            ),
+            retryable: !crate::sink::amqp::is_permanent(&e),
+        }
+    }
+
+    async fn link(&mut self) -> Result<&mut Link, InboundError> {
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|l| !l.channel.status().connected())
+        {
+            self.link = None;
+        }
+        if self.link.is_none() {
+            let link = self.open().await.map_err(|e| self.error(e))?;
+            self.link = Some(link);
+        }
+        Ok(self.link.as_mut().expect("just opened"))
+    }
+
+    async fn open(&mut self) -> Result<Link, lapin::Error> {
+        let c = &self.config;
+        let connection = Connection::connect(&c.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(c.prefetch, BasicQosOptions::default())
+            .await?;
+        channel
+            .queue_declare(
+                c.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: !c.declare,
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let deliveries = channel
+            .basic_consume(
+                c.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.generation += 1;
+        Ok(Link {
+            _connection: connection,
+            channel,
+            deliveries,
+            generation: self.generation,
+        })
+    }
+}
+
+#[async_trait]
+impl Inbound for AmqpSource {
+    type Ack = AmqpAck;
+
+    fn name(&self) -> &str {
+        "amqp"
+    }
+
+    /// Connects now, so a bad URL or a missing queue fails before anything
+    /// else starts.
+    async fn connect(&mut self) -> Result<(), InboundError> {
+        self.link().await.map(|_| ())
+    }
+
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Result<Vec<(Incoming, AmqpAck)>, InboundError> {
+        let link = self.link().await?;
+        let generation = link.generation;
+        let mut batch = Vec::new();
+        let take = |d: lapin::message::Delivery| {
+            (
+                Incoming {
+                    id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+                    payload: d.data,
+                },
+                AmqpAck {
+                    generation,
+                    tag: d.delivery_tag,
+                },
+            )
+        };
+        let reason = match link.deliveries.next().await {
+            Some(Ok(d)) => {
+                batch.push(take(d));
+                None
+            }
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("the broker ended the consumer".to_owned()),
+        };
+        if let Some(reason) = reason {
+            self.link = None;
+            return Err(InboundError {
+                source_name: "amqp".into(),
+                reason: format!(
+                    "queue {:?}: {reason} ({})",
+                    self.config.queue,
+                    redact_url(&self.config.url)
+                ),
+                retryable: true,
+            });
+        }
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, link.deliveries.next()).await {
+                Ok(Some(Ok(d))) => batch.push(take(d)),
+                // The link broke or the linger ran out: hand out what came;
+                // a broken link is noticed on the next batch.
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn ack(&mut self, acks: Vec<AmqpAck>) -> Result<(), InboundError> {
+        let Some(link) = self.link.as_ref() else {
+            return Err(InboundError {
+                source_name: "amqp".into(),
+                reason: "the connection these messages came on is gone".into(),
+                retryable: true,
+            });
+        };
+        // Tags belong to one channel: only those of the live one can be
+        // acknowledged; the broker delivers the others again.
+        let Some(last) = acks
+            .iter()
+            .filter(|a| a.generation == link.generation)
+            .map(|a| a.tag)
+            .max()
+        else {
+            return Ok(());
+        };
+        link.channel
+            .basic_ack(last, BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| {
+                let mut err = self.error(e);
+                err.retryable = true;
+                err
+            })
+    }
+}

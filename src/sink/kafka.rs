@@ -1,0 +1,289 @@
+//! The Kafka sink (cargo feature `kafka`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use super::{Delivery, Message, Sink, SinkError};
+use crate::error::ConfigError;
+
+/// Where and how the Kafka sink produces.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topic every message goes to.
+    pub topic: String,
+    /// Create the topic when it is missing (default true), with
+    /// `partitions` partitions; when false it must exist.
+    pub declare: bool,
+    /// Partitions of a topic this sink creates (default 3).
+    pub partitions: i32,
+    /// How long the producer keeps retrying one message before its delivery
+    /// fails as retryable (librdkafka's `message.timeout.ms`; default 60 s).
+    pub delivery_timeout: Duration,
+    /// Further librdkafka producer properties (`compression.type`,
+    /// `batch.num.messages`, security settings...), applied last; the
+    /// idempotence and acknowledgement settings above cannot be weakened.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Produces to `topic` through the brokers `brokers`, with the defaults
+    /// above.
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            declare: true,
+            partitions: 3,
+            delivery_timeout: Duration::from_secs(60),
+            properties: Vec::new(),
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_brokers("sink.brokers", &self.brokers)?;
+        check_topic_name("sink.topic", &self.topic)?;
+        if self.partitions < 1 {
+            return Err(ConfigError::new("sink.partitions", "must be at least 1"));
+        }
+        for (key, _) in &self.properties {
+            if matches!(
+                key.as_str(),
+                "enable.idempotence" | "acks" | "request.required.acks" | "bootstrap.servers"
+            ) {
+                return Err(ConfigError::new(
+                    "sink.properties",
+                    format!("{key} is set by the sink and cannot be overridden"),
+                ));
+            }
+        }
+        if self.delivery_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "sink.delivery_timeout",
+                "must be at least 1 s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port[,host:port...]`, without a scheme.
+pub(crate) fn check_brokers(field: &str, brokers: &str) -> Result<(), ConfigError> {
+    let brokers = brokers.strip_prefix("kafka://").unwrap_or(brokers);
+    let ok = !brokers.is_empty()
+        && brokers.split(',').all(|b| {
+            b.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{brokers:?} is not host:port[,host:port...]"),
+        ))
+    }
+}
+
+/// Kafka's topic name rule: 1 to 249 of letters, digits, '.', '_' and '-'.
+pub(crate) fn check_topic_name(field: &str, topic: &str) -> Result<(), ConfigError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{topic:?} must be 1 to 249 letters, digits, '.', '_' or '-'"),
+        ))
+    }
+}
+
+/// Runs `fetch` (a blocking metadata request about one topic) off the async
+/// threads: `Err((reason, retryable))` when the brokers cannot be asked
+/// (retryable) or the topic is missing or refused (not).
+pub(crate) async fn check_topic(
+    fetch: impl FnOnce() -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata> + Send + 'static,
+) -> Result<(), (String, bool)> {
+    let metadata = tokio::task::spawn_blocking(fetch)
+        .await
+        .map_err(|e| (e.to_string(), false))?
+        .map_err(|e| (e.to_string(), true))?;
+    match metadata.topics().first().and_then(|t| t.error()) {
+        None => Ok(()),
+        Some(e) => Err((format!("{:?}", RDKafkaErrorCode::from(e)), false)),
+    }
+}
+
+/// The bootstrap list librdkafka takes (a `kafka://` prefix dropped).
+pub(crate) fn bootstrap(brokers: &str) -> &str {
+    brokers.strip_prefix("kafka://").unwrap_or(brokers)
+}
+
+/// Produces each message to a Kafka topic with an idempotent producer
+/// (`enable.idempotence`, so `acks=all` and ordered, de-duplicated retries
+/// within a producer session). The row key is the message key, so one key's
+/// messages land on one partition, in order; the deterministic id travels
+/// in the `message-id` header for consumers to de-duplicate replays.
+///
+/// A delivery returns only once every message of the batch has its delivery
+/// report; they are produced together and awaited together. A failed report
+/// (the broker unreachable past `delivery_timeout`) fails the delivery as
+/// retryable, and the page is produced again with the same ids.
+pub struct KafkaSink {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    connected: tokio::sync::OnceCell<()>,
+}
+
+impl KafkaSink {
+    /// A sink for `config` (validated); the producer connects lazily.
+    pub fn new(config: KafkaConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut client = ClientConfig::new();
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        let producer = client
+            .set("bootstrap.servers", bootstrap(&config.brokers))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| ConfigError::new("sink.brokers", e.to_string()))?;
+        Ok(Self {
+            config,
+            producer,
+            connected: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display, retryable: bool) -> SinkError {
+        let (sink, reason) = (
+            "kafka".to_owned(),
+            format!("topic {}: {e} ({})", self.config.topic, self.config.brokers),
+        );
+        if retryable {
+            SinkError::Retryable { sink, reason }
+        } else {
+            SinkError::Fatal { sink, reason }
+        }
+    }
+
+    /// Connects now and creates (or checks) the topic, so that an
+    /// unreachable broker or a missing topic fails before a run starts
+    /// (otherwise the first delivery does this).
+    pub async fn connect(&self) -> Result<(), SinkError> {
+        self.connected
+            .get_or_try_init(|| self.topic())
+            .await
+            .map(|_| ())
+    }
+
+    async fn topic(&self) -> Result<(), SinkError> {
+        let c = &self.config;
+        if c.declare {
+            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap(&c.brokers))
+                .create()
+                .map_err(|e| self.fail(e, false))?;
+            let topic = NewTopic::new(&c.topic, c.partitions, TopicReplication::Fixed(1));
+            let results = admin
+                .create_topics(
+                    [&topic],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                )
+                .await
+                .map_err(|e| self.fail(e, true))?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => return Err(self.fail(code, false)),
+                }
+            }
+        }
+        let producer = self.producer.clone();
+        let topic = c.topic.clone();
+        check_topic(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|(reason, retryable)| self.fail(reason, retryable))
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        self.connect().await?;
+        let keys: Vec<String> = batch.iter().map(|m| m.key.to_string()).collect();
+        // join_all polls in order, so messages are queued in batch order.
+        let reports = futures::future::join_all(batch.iter().zip(&keys).map(|(m, key)| {
+            let record = FutureRecord::to(&self.config.topic)
+                .key(key.as_str())
+                .payload(&m.payload)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "message-id",
+                    value: Some(m.id.as_str()),
+                }));
+            self.producer
+                .send(record, Timeout::After(self.config.delivery_timeout))
+        }))
+        .await;
+        let mut failed = 0usize;
+        let mut first: Option<KafkaError> = None;
+        for report in reports {
+            if let Err((e, _)) = report {
+                failed += 1;
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => Ok(Delivery {
+                confirmed: batch.len() as u64,
+                duplicates: 0,
+            }),
+            Some(e) => {
+                let permanent = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownTopic
+                            | RDKafkaErrorCode::MessageSizeTooLarge
+                            | RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::InvalidTopic
+                    )
+                );
+                Err(self.fail(
+                    format!("{failed} of {} messages not delivered: {e}", batch.len()),
+                    !permanent,
+                ))
+            }
+        }
+    }
+}
