@@ -487,6 +487,35 @@ async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
     runtime.shutdown().await;
 }
 
+/// A sink that holds every delivery until the active run of [`JOB`] has
+/// more than one partition, that is until an idle worker has split a busy
+/// range (or 30 s have passed, when the test's assertion fails). Without it
+/// a fast machine may finish the lone partition before anyone steals.
+#[derive(Clone)]
+struct HoldsUntilSplit {
+    inner: MemorySink,
+    store: tranche::store::Store,
+}
+
+#[async_trait]
+impl Sink for HoldsUntilSplit {
+    fn name(&self) -> &str {
+        "holds-until-split"
+    }
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(run)) = self.store.active_run(JOB).await {
+                if self.store.partitions(run.id).await.map_or(0, |p| p.len()) > 1 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.inner.deliver(batch).await
+    }
+}
+
 /// One partition and three workers: the idle two split the busy one's
 /// range (and each other's) instead of waiting, and every row still
 /// arrives exactly once.
@@ -494,10 +523,11 @@ async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String)
     let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
     common::seed_events(runtime.store(), 20_000, 7).await;
     let sink = MemorySink::new();
-    let report = runtime
-        .run(job(Arc::new(sink.clone()), 1, None))
-        .await
-        .unwrap();
+    let held = HoldsUntilSplit {
+        inner: sink.clone(),
+        store: runtime.store().clone(),
+    };
+    let report = runtime.run(job(Arc::new(held), 1, None)).await.unwrap();
     assert_eq!(report.state, RunState::Done);
     assert!(report.steals >= 1, "idle workers split the lone partition");
     assert_eq!(report.partitions.len() as u64, 1 + report.steals);
