@@ -33,7 +33,7 @@
 //!
 //! [sink]
 //! kind = "jsonl"                  # or "outbox" (table), "update" (table, key_column, version_column),
-//!                                 # "amqp", "nats" or "kafka" (brokers, topic)
+//!                                 # "amqp", "nats", "kafka" (brokers, topic) or "null" (delay_ms)
 //! path = "out-{instance}.jsonl"   # {instance}: this instance's id
 //!
 //! [schedule]                      # for `tranche schedule`; one of:
@@ -265,6 +265,14 @@ pub enum SinkSection {
     Outbox {
         /// The table (default `tranche_outbox`, created by tranche).
         table: Option<String>,
+    },
+    /// Confirm and discard every message, optionally after a fixed delay
+    /// per delivery: for measuring the read side alone, or standing in for
+    /// a slow destination; see [`NullSink`](crate::sink::NullSink).
+    Null {
+        /// Milliseconds each delivery waits before it is confirmed
+        /// (default 0).
+        delay_ms: Option<u64>,
     },
     /// Advance a version column in place (idempotent).
     Update {
@@ -560,6 +568,9 @@ impl JobFile {
             SinkSection::Kafka { .. } => {
                 Arc::new(crate::sink::KafkaSink::new(self.kafka_config()?)?)
             }
+            SinkSection::Null { delay_ms } => Arc::new(crate::sink::NullSink::with_delay(
+                Duration::from_millis(delay_ms.unwrap_or(0)),
+            )),
             SinkSection::Outbox { table } => {
                 let sink = OutboxSink::new(store.clone(), &self.job.name);
                 Arc::new(match table {

@@ -70,6 +70,8 @@
 #![warn(missing_docs)]
 
 mod backoff;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod config;
 pub mod consume;
 pub mod demo;
@@ -91,13 +93,13 @@ pub use job::{
 };
 pub use keyset::{Cursor, KeyRange};
 pub use runtime::{
-    lane_of, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport, RuntimeConfig,
-    RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,
+    lane_of, peak_rss_bytes, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport,
+    RuntimeConfig, RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,
 };
 #[cfg(feature = "amqp")]
 pub use sink::{AmqpConfig, AmqpSink};
 pub use sink::{
-    Delivery, JsonLinesSink, MemorySink, Message, OutboxSink, Sink, SinkError, UpdateSink,
+    Delivery, JsonLinesSink, MemorySink, Message, NullSink, OutboxSink, Sink, SinkError, UpdateSink,
 };
 #[cfg(feature = "kafka")]
 pub use sink::{KafkaConfig, KafkaSink};

@@ -3,6 +3,9 @@
 //! `migrate`. Thin by design: parse arguments, set up
 //! logging, call the library.
 
+#[cfg(feature = "bench")]
+#[path = "cli/bench.rs"]
+mod bench_cmd;
 #[path = "cli/consume.rs"]
 mod consume_cmd;
 
@@ -46,6 +49,10 @@ enum Command {
     /// Consume a broker (RabbitMQ queue or JetStream durable consumer) and
     /// apply each message to the database, as a consumer file describes.
     Consume(consume_cmd::ConsumeArgs),
+    /// Measure tranche against the S1 baselines and the machine's limits
+    /// on one PostgreSQL table; writes bench.json, bench.md and bench.png.
+    #[cfg(feature = "bench")]
+    Bench(bench_cmd::BenchArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
         /// Database URL: postgres://... or sqlite://path (or a bare path).
@@ -208,6 +215,11 @@ async fn main() -> anyhow::Result<()> {
             let code = consume_cmd::consume_main(args).await?;
             std::process::exit(code);
         }
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => {
+            let code = bench_cmd::bench_main(args).await?;
+            std::process::exit(code);
+        }
     }
 }
 
@@ -235,6 +247,8 @@ struct Summary {
     interrupted: bool,
     verified: bool,
     verification: Option<Verification>,
+    /// Peak resident memory of this process, bytes (Linux).
+    peak_rss_bytes: Option<u64>,
     /// The consumers' counters, with a broker sink.
     consumed: Option<tranche::consume::ConsumeProgress>,
 }
@@ -399,6 +413,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             interrupted: report.interrupted,
             verified,
             verification,
+            peak_rss_bytes: tranche::peak_rss_bytes(),
             consumed,
         };
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
@@ -448,6 +463,8 @@ struct RunSummary {
     rows_per_s: f64,
     resumed: bool,
     interrupted: bool,
+    /// Peak resident memory of this process, bytes (Linux).
+    peak_rss_bytes: Option<u64>,
 }
 
 /// The job file with the environment and flags applied, validated.
@@ -532,6 +549,7 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
             rows_per_s,
             resumed: report.resumed,
             interrupted: report.interrupted,
+            peak_rss_bytes: tranche::peak_rss_bytes(),
         };
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use actix::{Actor, Arbiter, System};
 use tokio::sync::{oneshot, watch, Notify};
 
-pub use progress::{PartitionProgress, RunProgress, RunReport};
+pub use progress::{peak_rss_bytes, PartitionProgress, RunProgress, RunReport};
 pub use publisher::lane_of;
 pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
 

@@ -151,3 +151,13 @@ impl RunReport {
             .filter(|p| p.state == PartitionState::Failed)
     }
 }
+
+/// The peak resident set of this process so far (Linux: `VmHWM` of
+/// `/proc/self/status`), in bytes; `None` where that is not available.
+/// `tranche run --summary-json` reports it, and the bench reads it there.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

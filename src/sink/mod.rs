@@ -4,8 +4,8 @@
 //! Implement [`Sink`] for your own destination; the crate ships an
 //! in-process update step ([`UpdateSink`], the embedded default), a
 //! transactional outbox table in the same database ([`OutboxSink`]), a
-//! JSON-lines file ([`JsonLinesSink`]) and an in-memory sink for tests
-//! ([`MemorySink`]); behind cargo features (on by default) the brokers:
+//! JSON-lines file ([`JsonLinesSink`]), an in-memory sink for tests
+//! ([`MemorySink`]) and a discarding one for measurements ([`NullSink`]); behind cargo features (on by default) the brokers:
 //! RabbitMQ (`AmqpSink`, feature `amqp`), NATS JetStream (`NatsSink`,
 //! feature `nats`) and Kafka (`KafkaSink`, feature `kafka`). Their consuming
 //! side is [`crate::consume`].
@@ -18,6 +18,7 @@ pub(crate) mod kafka;
 mod memory;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
+mod null;
 mod outbox;
 mod update;
 
@@ -32,6 +33,7 @@ pub use kafka::{KafkaConfig, KafkaSink};
 pub use memory::MemorySink;
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsSink};
+pub use null::NullSink;
 pub use outbox::OutboxSink;
 pub use update::UpdateSink;
 

@@ -1,0 +1,832 @@
+//! The end-to-end bench behind `tranche bench`: tranche side by side with
+//! the systems it replaces and with the limits of the machine, on one
+//! PostgreSQL table and one message size.
+//!
+//! [`run`] seeds the table, then measures in turn:
+//!
+//! - **limits**: a keyset walk of the table alone, one page after another
+//!   on one connection, and `COPY ... TO STDOUT` of it; a bare client
+//!   publishing as many messages with pipelined confirmations to RabbitMQ
+//!   (persistent, publisher confirms) and to NATS JetStream (file storage,
+//!   acknowledgements);
+//! - **baselines** (scenario S1): one sequential worker confirming every
+//!   message before the next, and the quick fix of N modulo workers each
+//!   doing so; a baseline still running at its time budget is stopped and
+//!   its time projected from the rows it did;
+//! - **tranche** with the null sink, the in-process update step (SQLite and
+//!   PostgreSQL), RabbitMQ and JetStream, and with a sink whose every
+//!   confirmation takes a fixed delay, against the baselines on that sink;
+//! - **memory**: the peak resident set of a `tranche run` process walking
+//!   tables of each size to the null sink.
+//!
+//! The [`BenchReport`] holds every rate, the ratios of tranche to the
+//! others of its group and the targets; [`write`] saves it as JSON,
+//! Markdown and a PNG chart.
+
+mod chart;
+mod data;
+mod legacy;
+mod limits;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use report::{BenchReport, Kind, Measurement, MemoryMeasurement, Ratio, Target};
+
+use crate::runtime::{RuntimeConfig, RuntimeHandle};
+use crate::sink::{NullSink, Sink, UpdateSink};
+use crate::store::{RunState, UpdateSpec};
+use crate::Ident;
+
+/// Why a bench run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A setting is wrong or a measurement went wrong in a way that names
+    /// its cause.
+    #[error("{0}")]
+    Config(String),
+    /// A step failed.
+    #[error("{what}: {reason}")]
+    Step {
+        /// The step.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl BenchError {
+    pub(crate) fn step(what: &str, e: impl std::fmt::Display) -> Self {
+        Self::Step {
+            what: what.to_owned(),
+            reason: crate::redact_url(&e.to_string()),
+        }
+    }
+
+    pub(crate) fn connect(url: &str, e: impl std::fmt::Display) -> Self {
+        Self::step(&format!("connecting to {}", crate::redact_url(url)), e)
+    }
+}
+
+impl From<crate::ConfigError> for BenchError {
+    fn from(e: crate::ConfigError) -> Self {
+        Self::Config(e.to_string())
+    }
+}
+
+impl From<crate::StoreError> for BenchError {
+    fn from(e: crate::StoreError) -> Self {
+        Self::step("the store", e)
+    }
+}
+
+impl From<crate::Error> for BenchError {
+    fn from(e: crate::Error) -> Self {
+        Self::step("tranche", e)
+    }
+}
+
+/// What to measure, and how. [`BenchConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// A PostgreSQL URL; the bench drops and creates the database
+    /// `tranche_bench` beside the one it names and works there.
+    pub pg_url: String,
+    /// Rows in the table (default 1,000,000).
+    pub rows: u64,
+    /// Bytes of each message's payload, the body column (default 200).
+    pub payload_bytes: usize,
+    /// Rows per page, for tranche and the keyset walk (default 1000).
+    pub page_size: usize,
+    /// tranche's partitions worked at once (default 4).
+    pub concurrency: usize,
+    /// tranche's range partitions (default 8).
+    pub partitions: u32,
+    /// Workers of the S1 quick fix (default 5).
+    pub quick_fix_workers: u64,
+    /// How long a baseline may run before it is stopped and projected
+    /// (default 20 s).
+    pub baseline_budget: Duration,
+    /// Each confirmation's delay in the latency-bound rows (default 20 ms).
+    pub latency: Duration,
+    /// Row counts of the latency-bound rows (default 1,000 and 100,000).
+    pub latency_rows: Vec<u64>,
+    /// RabbitMQ, when measured (`amqp://...`).
+    pub amqp_url: Option<String>,
+    /// NATS JetStream, when measured (`nats://...`).
+    pub nats_url: Option<String>,
+    /// Unconfirmed messages in flight, for tranche's broker sinks and the
+    /// bare clients alike (default 1024).
+    pub window: usize,
+    /// Table sizes whose peak memory is measured (default 1,000,000 and
+    /// 10,000,000); empty for none.
+    pub memory_rows: Vec<u64>,
+    /// The `tranche` binary that the memory rows run (`tranche run` with
+    /// the null sink); without it they are skipped.
+    pub tranche_exe: Option<PathBuf>,
+    /// Where the SQLite database and the results go.
+    pub out_dir: PathBuf,
+}
+
+impl BenchConfig {
+    /// The defaults, on the PostgreSQL server of `pg_url`.
+    pub fn new(pg_url: &str) -> Self {
+        Self {
+            pg_url: pg_url.to_owned(),
+            rows: 1_000_000,
+            payload_bytes: 200,
+            page_size: 1000,
+            concurrency: 4,
+            partitions: 8,
+            quick_fix_workers: 5,
+            baseline_budget: Duration::from_secs(20),
+            latency: Duration::from_millis(20),
+            latency_rows: vec![1_000, 100_000],
+            amqp_url: None,
+            nats_url: None,
+            window: 1024,
+            memory_rows: vec![1_000_000, 10_000_000],
+            tranche_exe: None,
+            out_dir: PathBuf::from("target/tranche-bench"),
+        }
+    }
+
+    fn validate(&self) -> Result<(), BenchError> {
+        let bad = |field: &str, why: &str| Err(BenchError::Config(format!("{field}: {why}")));
+        if self.rows == 0 {
+            return bad("rows", "must be at least 1");
+        }
+        if self.payload_bytes == 0 {
+            return bad("payload_bytes", "must be at least 1");
+        }
+        if self.page_size == 0 || self.concurrency == 0 || self.partitions == 0 {
+            return bad("page_size, concurrency, partitions", "must be at least 1");
+        }
+        if self.quick_fix_workers == 0 {
+            return bad("quick_fix_workers", "must be at least 1");
+        }
+        if self.window == 0 {
+            return bad("window", "must be at least 1");
+        }
+        if let Some(r) = self.latency_rows.iter().find(|&&r| r == 0 || r > self.rows) {
+            return bad(
+                "latency_rows",
+                &format!("{r} is not within 1..={}", self.rows),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What [`run`] tells as it goes.
+pub trait Progress {
+    /// A step starts.
+    fn step(&mut self, what: &str);
+    /// A measurement is done.
+    fn measured(&mut self, m: &Measurement);
+}
+
+/// A [`Progress`] that prints each step and result on standard output.
+pub struct PrintProgress;
+
+impl Progress for PrintProgress {
+    fn step(&mut self, what: &str) {
+        println!("... {what}");
+    }
+    fn measured(&mut self, m: &Measurement) {
+        println!(
+            "    {} / {}: {} rows in {:.3} s{}, {:.0} rows/s",
+            m.group,
+            m.name,
+            m.rows,
+            m.seconds,
+            if m.projected {
+                format!(" (projected from {} rows)", m.measured_rows)
+            } else {
+                String::new()
+            },
+            m.rows_per_s
+        );
+    }
+}
+
+const READ: &str = "PostgreSQL read";
+const UPDATE: &str = "update step";
+const S1: &str = "S1 baseline (1 worker)";
+
+struct Bench<'a> {
+    config: &'a BenchConfig,
+    url: String,
+    stamp: i64,
+    report: BenchReport,
+    progress: &'a mut dyn Progress,
+}
+
+impl Bench<'_> {
+    fn push(&mut self, m: Measurement) {
+        self.progress.measured(&m);
+        self.report.measurements.push(m);
+    }
+
+    fn skip(&mut self, what: &str, why: impl std::fmt::Display) {
+        let why = crate::redact_url(&why.to_string());
+        println!("    skipped {what}: {why}");
+        self.report.skipped.push((what.to_owned(), why));
+    }
+
+    fn quick_fix(&self) -> String {
+        format!("S1 quick fix ({} workers)", self.config.quick_fix_workers)
+    }
+
+    /// A runtime on the database at `url`, with the bench's settings.
+    async fn runtime(&self, url: &str) -> Result<RuntimeHandle, BenchError> {
+        let c = self.config;
+        let mut rc = RuntimeConfig::new(url);
+        rc.concurrency = c.concurrency;
+        rc.page_size = c.page_size;
+        rc.store.threads = c.concurrency.clamp(2, 8);
+        Ok(RuntimeHandle::start(rc).await?)
+    }
+
+    /// One tranche run of a fresh job over the bench table (or its first
+    /// `upto` rows) into `sink`, on the database at `url`.
+    async fn tranche(
+        &mut self,
+        group: &str,
+        name: &str,
+        url: &str,
+        sink: Arc<dyn Sink>,
+        upto: Option<u64>,
+    ) -> Result<(), BenchError> {
+        let runtime = self.runtime(url).await?;
+        self.tranche_on(runtime, group, name, sink, upto).await
+    }
+
+    /// [`Self::tranche`] on a started runtime, which it shuts down.
+    async fn tranche_on(
+        &mut self,
+        runtime: RuntimeHandle,
+        group: &str,
+        name: &str,
+        sink: Arc<dyn Sink>,
+        upto: Option<u64>,
+    ) -> Result<(), BenchError> {
+        let c = self.config;
+        let job_name = format!(
+            "bench-{}",
+            name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-")
+        );
+        let job = data::job(&job_name, data::TABLE, sink, c.partitions, upto, self.stamp)?;
+        let started = Instant::now();
+        let report = runtime.run(job).await;
+        let seconds = started.elapsed().as_secs_f64();
+        runtime.shutdown().await;
+        let report = report?;
+        let want = upto.unwrap_or(c.rows);
+        if report.state != RunState::Done || report.rows_done != want as i64 {
+            return Err(BenchError::Config(format!(
+                "{group} / {name}: the run ended {:?} with {} of {want} rows",
+                report.state, report.rows_done
+            )));
+        }
+        self.push(Measurement::new(
+            group,
+            name,
+            Kind::Tranche,
+            want,
+            want,
+            seconds,
+        ));
+        Ok(())
+    }
+
+    /// The S1 baseline and its quick fix into `sink`, over `rows` rows.
+    async fn legacy(
+        &mut self,
+        group: &str,
+        sink: Arc<dyn Sink>,
+        rows: u64,
+    ) -> Result<(), BenchError> {
+        let c = self.config;
+        let plan = legacy::Plan {
+            url: self.url.clone(),
+            table: data::TABLE.to_owned(),
+            sink,
+            job: "bench-s1".into(),
+            page_size: c.page_size,
+            upto: (rows < c.rows).then_some(rows),
+        };
+        self.progress.step(&format!("{group}: S1 baseline"));
+        let one = legacy::run(&plan, 1, c.baseline_budget).await?;
+        self.push(Measurement::new(
+            group,
+            S1,
+            Kind::Baseline,
+            rows,
+            one.rows,
+            one.elapsed.as_secs_f64(),
+        ));
+        self.progress.step(&format!("{group}: S1 quick fix"));
+        let n = legacy::run(&plan, c.quick_fix_workers, c.baseline_budget).await?;
+        let name = self.quick_fix();
+        self.push(Measurement::new(
+            group,
+            &name,
+            Kind::Baseline,
+            rows,
+            n.rows,
+            n.elapsed.as_secs_f64(),
+        ));
+        Ok(())
+    }
+}
+
+/// Runs every measurement `config` asks for and returns the report (also
+/// when some were skipped: brokers that cannot be reached, no binary for
+/// the memory rows).
+pub async fn run(
+    config: &BenchConfig,
+    progress: &mut dyn Progress,
+) -> Result<BenchReport, BenchError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.out_dir)
+        .map_err(|e| BenchError::step(&format!("creating {}", config.out_dir.display()), e))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as i64);
+    progress.step("creating the database tranche_bench");
+    let url = tokio::task::block_in_place(|| data::bench_database(&config.pg_url))?;
+    let mut b = Bench {
+        config,
+        url: url.clone(),
+        stamp,
+        report: BenchReport::default(),
+        progress,
+    };
+    b.report.settings = settings(config);
+    let c = config;
+
+    b.progress.step(&format!(
+        "seeding {} rows of {} payload bytes",
+        c.rows, c.payload_bytes
+    ));
+    let seeded = Instant::now();
+    tokio::task::block_in_place(|| {
+        data::seed_postgres(&url, data::TABLE, c.rows, c.payload_bytes)
+    })?;
+    b.report.settings.insert(
+        "seeding".into(),
+        format!("{:.1} s", seeded.elapsed().as_secs_f64()),
+    );
+
+    // Reading alone, then tranche reading into the null sink.
+    b.progress.step("keyset walk");
+    let (rows, took) =
+        tokio::task::block_in_place(|| limits::keyset_walk(&url, data::TABLE, c.page_size))?;
+    b.push(Measurement::new(
+        READ,
+        "keyset walk, 1 connection",
+        Kind::Limit,
+        rows,
+        rows,
+        took.as_secs_f64(),
+    ));
+    b.progress.step("COPY TO STDOUT");
+    let (rows, took) = tokio::task::block_in_place(|| limits::copy_out(&url))?;
+    b.push(Measurement::new(
+        READ,
+        "COPY TO STDOUT",
+        Kind::Limit,
+        rows,
+        rows,
+        took.as_secs_f64(),
+    ));
+    b.progress.step("tranche, null sink");
+    b.tranche(
+        READ,
+        "tranche, null sink",
+        &url.clone(),
+        Arc::new(NullSink::new()),
+        None,
+    )
+    .await?;
+
+    // The brokers.
+    #[cfg(feature = "amqp")]
+    if let Some(amqp) = c.amqp_url.clone() {
+        if let Err(e) = amqp_rows(&mut b, &amqp).await {
+            b.skip("RabbitMQ", e);
+        }
+    }
+    #[cfg(feature = "nats")]
+    if let Some(nats) = c.nats_url.clone() {
+        if let Err(e) = nats_rows(&mut b, &nats).await {
+            b.skip("JetStream", e);
+        }
+    }
+
+    // A sink whose every confirmation takes the same time.
+    for &rows in &c.latency_rows {
+        let group = format!("latency {} ms, {rows} rows", c.latency.as_millis());
+        let sink: Arc<dyn Sink> = Arc::new(NullSink::with_delay(c.latency));
+        b.legacy(&group, Arc::clone(&sink), rows).await?;
+        b.progress.step(&format!("{group}: tranche"));
+        let upto = (rows < c.rows).then_some(rows);
+        b.tranche(&group, "tranche", &url.clone(), sink, upto)
+            .await?;
+    }
+
+    // The update step, last since it rewrites the table.
+    b.progress
+        .step("tranche, update step, SQLite (seeding first)");
+    let sqlite_path = c.out_dir.join("bench.db");
+    let _ = std::fs::remove_file(&sqlite_path);
+    let sqlite = format!("sqlite://{}", sqlite_path.display());
+    {
+        let runtime = b.runtime(&sqlite).await?;
+        let store = runtime.store().clone();
+        data::seed_sqlite(&store, c.rows, c.payload_bytes).await?;
+        let sink = Arc::new(UpdateSink::new(store, update_spec()?));
+        b.tranche_on(runtime, UPDATE, "tranche, update step, SQLite", sink, None)
+            .await?;
+    }
+    let _ = std::fs::remove_file(&sqlite_path);
+    b.progress.step("tranche, update step, PostgreSQL");
+    {
+        let runtime = b.runtime(&url).await?;
+        let sink = Arc::new(UpdateSink::new(runtime.store().clone(), update_spec()?));
+        b.tranche_on(
+            runtime,
+            UPDATE,
+            "tranche, update step, PostgreSQL",
+            sink,
+            None,
+        )
+        .await?;
+    }
+
+    // Peak memory of a separate tranche process per table size.
+    for &rows in &c.memory_rows {
+        let Some(exe) = c.tranche_exe.clone() else {
+            b.skip(&format!("memory at {rows} rows"), "no tranche binary given");
+            continue;
+        };
+        b.progress
+            .step(&format!("memory: tranche run over {rows} rows"));
+        match memory(c, &url, &exe, rows).await {
+            Ok(m) => {
+                println!(
+                    "    peak RSS {:.1} MiB",
+                    m.peak_rss_bytes as f64 / 1048576.0
+                );
+                b.report.memory.push(m)
+            }
+            Err(e) => b.skip(&format!("memory at {rows} rows"), e),
+        }
+    }
+
+    b.report.compute_ratios();
+    b.report.targets = targets(&b.report, c);
+    Ok(b.report)
+}
+
+fn update_spec() -> Result<UpdateSpec, BenchError> {
+    Ok(UpdateSpec {
+        table: Ident::parse("update.table", data::TABLE)?,
+        key_column: Ident::parse("update.key_column", "id")?,
+        version_column: Ident::parse("update.version_column", "version")?,
+    })
+}
+
+#[cfg(feature = "amqp")]
+async fn amqp_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
+    use crate::sink::{AmqpConfig, AmqpSink};
+    const GROUP: &str = "RabbitMQ";
+    let c = b.config;
+    let mut config = AmqpConfig::new(url, "tranche.bench", "bench");
+    config.queue = Some("tranche-bench".into());
+    config.window = c.window;
+    let purge = || purge_amqp(url, "tranche-bench");
+    let sink = AmqpSink::new(config)?;
+    sink.connect()
+        .await
+        .map_err(|e| BenchError::step("RabbitMQ", e))?;
+    purge().await?;
+    b.progress.step("RabbitMQ: bare client, pipelined confirms");
+    let (rows, took) = limits::raw_amqp(
+        url,
+        "tranche.bench",
+        "bench",
+        c.rows,
+        c.payload_bytes,
+        c.window,
+    )
+    .await?;
+    b.push(Measurement::new(
+        GROUP,
+        "bare client, pipelined",
+        Kind::Limit,
+        rows,
+        rows,
+        took.as_secs_f64(),
+    ));
+    purge().await?;
+    let sink: Arc<dyn Sink> = Arc::new(sink);
+    b.legacy(GROUP, Arc::clone(&sink), c.rows).await?;
+    purge().await?;
+    b.progress.step("RabbitMQ: tranche");
+    b.tranche(GROUP, "tranche", &b.url.clone(), sink, None)
+        .await?;
+    purge().await
+}
+
+#[cfg(feature = "amqp")]
+async fn purge_amqp(url: &str, queue: &str) -> Result<(), BenchError> {
+    use lapin::options::QueuePurgeOptions;
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|e| BenchError::step("connecting to RabbitMQ", e))?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| BenchError::step("opening a channel", e))?;
+    channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await
+        .map_err(|e| BenchError::step(&format!("purging {queue}"), e))?;
+    let _ = conn.close(200, "purged".into()).await;
+    Ok(())
+}
+
+#[cfg(feature = "nats")]
+async fn nats_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
+    use crate::sink::{NatsConfig, NatsSink};
+    const GROUP: &str = "JetStream";
+    let c = b.config;
+    let mut config = NatsConfig::new(url, "TRANCHE_BENCH", "tranche.bench");
+    config.window = c.window;
+    let sink = NatsSink::new(config)?;
+    sink.connect()
+        .await
+        .map_err(|e| BenchError::step("JetStream", e))?;
+    let purge = || purge_nats(url, "TRANCHE_BENCH");
+    purge().await?;
+    b.progress
+        .step("JetStream: bare client, pipelined acknowledgements");
+    let (rows, took) = limits::raw_nats(
+        url,
+        "tranche.bench",
+        c.rows,
+        c.payload_bytes,
+        c.window,
+        b.stamp,
+    )
+    .await?;
+    b.push(Measurement::new(
+        GROUP,
+        "bare client, pipelined",
+        Kind::Limit,
+        rows,
+        rows,
+        took.as_secs_f64(),
+    ));
+    purge().await?;
+    let sink: Arc<dyn Sink> = Arc::new(sink);
+    b.legacy(GROUP, Arc::clone(&sink), c.rows).await?;
+    purge().await?;
+    b.progress.step("JetStream: tranche");
+    b.tranche(GROUP, "tranche", &b.url.clone(), sink, None)
+        .await?;
+    purge().await
+}
+
+#[cfg(feature = "nats")]
+async fn purge_nats(url: &str, stream: &str) -> Result<(), BenchError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| BenchError::step("connecting to NATS", e))?;
+    let js = async_nats::jetstream::new(client);
+    let s = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| BenchError::step(&format!("stream {stream}"), e))?;
+    s.purge()
+        .await
+        .map_err(|e| BenchError::step(&format!("purging {stream}"), e))?;
+    Ok(())
+}
+
+/// Runs `tranche run` over a table of `rows` rows into the null sink and
+/// reads its peak resident set from its summary.
+async fn memory(
+    c: &BenchConfig,
+    url: &str,
+    exe: &Path,
+    rows: u64,
+) -> Result<MemoryMeasurement, BenchError> {
+    let table = if rows == c.rows {
+        data::TABLE.to_owned()
+    } else {
+        let table = format!("tranche_bench_rows_{rows}");
+        let (u, t) = (url.to_owned(), table.clone());
+        let payload = c.payload_bytes;
+        tokio::task::block_in_place(|| data::seed_postgres(&u, &t, rows, payload))?;
+        table
+    };
+    let job_file = c.out_dir.join(format!("memory-{rows}.toml"));
+    let summary = c.out_dir.join(format!("memory-{rows}.json"));
+    let text = format!(
+        "database_url = {url:?}\n\n[job]\nname = \"bench-memory-{rows}\"\n\n\
+         [source]\ntable = \"{table}\"\nkey_column = \"id\"\norder_column = \"at\"\ncolumns = [\"body\"]\n\n\
+         [strategy]\nkind = \"range\"\npartitions = {}\n\n\
+         [runtime]\nconcurrency = {}\npage_size = {}\n\n[sink]\nkind = \"null\"\n",
+        c.partitions, c.concurrency, c.page_size
+    );
+    std::fs::write(&job_file, text).map_err(|e| BenchError::step("writing the job file", e))?;
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| {
+        std::process::Command::new(exe)
+            .args(["run", "--quiet", "--config"])
+            .arg(&job_file)
+            .arg("--summary-json")
+            .arg(&summary)
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .map_err(|e| BenchError::step(&format!("starting {}", exe.display()), e));
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&job_file);
+    if table != data::TABLE {
+        let (u, t) = (url.to_owned(), table.clone());
+        let _ = tokio::task::block_in_place(|| data::drop_table(&u, &t));
+    }
+    let status = status?;
+    if !status.success() {
+        return Err(BenchError::Config(format!(
+            "tranche run exited with {status}"
+        )));
+    }
+    let text = std::fs::read_to_string(&summary)
+        .map_err(|e| BenchError::step("reading the run summary", e))?;
+    let _ = std::fs::remove_file(&summary);
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| BenchError::step("reading the run summary", e))?;
+    if json["rows_done"].as_u64() != Some(rows) {
+        return Err(BenchError::Config(format!(
+            "the memory run did {} of {rows} rows",
+            json["rows_done"]
+        )));
+    }
+    let peak = json["peak_rss_bytes"].as_u64().ok_or_else(|| {
+        BenchError::Config("the run summary has no peak_rss_bytes (not Linux?)".into())
+    })?;
+    Ok(MemoryMeasurement {
+        rows,
+        peak_rss_bytes: peak,
+        seconds,
+    })
+}
+
+/// The settings printed with the results.
+fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
+    let mut s = std::collections::BTreeMap::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    s.insert(
+        "machine".into(),
+        format!(
+            "{} {}, {cores} cores",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+    );
+    s.insert("table".into(), format!("{} rows, payload {} bytes, PostgreSQL (unlogged table, same server as tranche's state)", c.rows, c.payload_bytes));
+    s.insert(
+        "tranche".into(),
+        format!(
+            "concurrency {}, {} range partitions, page {} rows, checkpoint per page",
+            c.concurrency, c.partitions, c.page_size
+        ),
+    );
+    s.insert("RabbitMQ".into(), format!("{}: persistent messages (delivery mode 2), mandatory, publisher confirms, durable queue, window {}", c.amqp_url.as_deref().map_or("not measured".into(), crate::redact_url), c.window));
+    s.insert(
+        "JetStream".into(),
+        format!(
+            "{}: file storage, Nats-Msg-Id per message, acknowledgements awaited, window {}",
+            c.nats_url
+                .as_deref()
+                .map_or("not measured".into(), crate::redact_url),
+            c.window
+        ),
+    );
+    s.insert("baselines".into(), format!("S1: 1 worker, pages of {} rows, each message confirmed before the next; quick fix: {} workers, id % {} = k in SQL; stopped after {} s and projected", c.page_size, c.quick_fix_workers, c.quick_fix_workers, c.baseline_budget.as_secs()));
+    s.insert(
+        "latency-bound sink".into(),
+        format!(
+            "every delivery confirmed {} ms after it is made",
+            c.latency.as_millis()
+        ),
+    );
+    s
+}
+
+/// The issue's targets against what this run measured.
+fn targets(r: &BenchReport, c: &BenchConfig) -> Vec<Target> {
+    let mut out = Vec::new();
+    let rate = |g: &str, n: &str| r.find(g, n).map(|m| m.rows_per_s);
+    let mut ratio_target = |what: String, t: Option<f64>, o: Option<f64>, want: f64| {
+        let got = t.zip(o).map(|(t, o)| t / o.max(1e-9));
+        out.push(Target {
+            what,
+            wanted: format!("at least {want}x"),
+            measured: got.map_or("-".into(), |g| format!("{g:.2}x")),
+            met: got.map(|g| g >= want),
+        });
+    };
+    let qf = format!("S1 quick fix ({} workers)", c.quick_fix_workers);
+    let _ = &qf;
+    for (group, raw_share) in [("RabbitMQ", 0.8), ("JetStream", 0.7)] {
+        let t = rate(group, "tranche");
+        ratio_target(
+            format!("{group}: tranche / bare client"),
+            t,
+            rate(group, "bare client, pipelined"),
+            raw_share,
+        );
+        ratio_target(
+            format!("{group}: tranche / S1 baseline"),
+            t,
+            rate(group, S1),
+            100.0,
+        );
+    }
+    let null = rate(READ, "tranche, null sink");
+    ratio_target(
+        "null sink / keyset walk".into(),
+        null,
+        rate(READ, "keyset walk, 1 connection"),
+        1.0,
+    );
+    let mut out = out;
+    if let Some(&rows) = c.latency_rows.iter().min() {
+        let group = format!("latency {} ms, {rows} rows", c.latency.as_millis());
+        let t = r.find(&group, "tranche").map(|m| m.seconds);
+        out.push(Target {
+            what: format!("latency-bound sink, {rows} rows: tranche"),
+            wanted: "under 0.5 s".into(),
+            measured: t.map_or("-".into(), |s| format!("{s:.3} s")),
+            met: t.map(|s| s < 0.5),
+        });
+        let s1 = r.find(&group, S1).map(|m| m.seconds);
+        out.push(Target {
+            what: format!("latency-bound sink, {rows} rows: S1 baseline"),
+            wanted: format!("about {:.0} s", rows as f64 * c.latency.as_secs_f64()),
+            measured: s1.map_or("-".into(), |s| format!("{s:.1} s")),
+            met: None,
+        });
+    }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let small = r.memory.iter().min_by_key(|m| m.rows);
+    let large = r.memory.iter().max_by_key(|m| m.rows);
+    out.push(Target {
+        what: format!("peak memory at {} rows", small.map_or(0, |m| m.rows)),
+        wanted: "below 64 MiB".into(),
+        measured: small.map_or("-".into(), |m| format!("{:.1} MiB", mib(m.peak_rss_bytes))),
+        met: small.map(|m| mib(m.peak_rss_bytes) < 64.0),
+    });
+    if let (Some(s), Some(l)) = (small, large) {
+        if l.rows > s.rows {
+            let growth = l.peak_rss_bytes as f64 / s.peak_rss_bytes.max(1) as f64 - 1.0;
+            out.push(Target {
+                what: format!("peak memory at {} rows against {} rows", l.rows, s.rows),
+                wanted: "within 10%".into(),
+                measured: format!("{:+.1}%", growth * 100.0),
+                met: Some(growth <= 0.10),
+            });
+        }
+    }
+    out
+}
+
+/// Writes `report` into `dir` as `bench.json`, `bench.md` and `bench.png`,
+/// returning their paths.
+pub fn write(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
+    let io = |p: &Path, e: std::io::Error| BenchError::step(&format!("writing {}", p.display()), e);
+    let json = dir.join("bench.json");
+    let text =
+        serde_json::to_string_pretty(report).map_err(|e| BenchError::step("serialising", e))?;
+    std::fs::write(&json, text).map_err(|e| io(&json, e))?;
+    let md = dir.join("bench.md");
+    std::fs::write(&md, report.to_markdown()).map_err(|e| io(&md, e))?;
+    let png = dir.join("bench.png");
+    let title = format!(
+        "tranche bench: {}",
+        report
+            .settings
+            .get("table")
+            .map_or("", |s| s.split(',').next().unwrap_or(""))
+    );
+    chart::draw(report, &title, &png)?;
+    Ok(vec![json, md, png])
+}

@@ -1,0 +1,117 @@
+//! `tranche bench`: the end-to-end bench of [`tranche::bench`], from the
+//! command line, writing its table as JSON, Markdown and a PNG chart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tranche::bench::{self, BenchConfig, PrintProgress};
+
+#[derive(clap::Parser)]
+pub struct BenchArgs {
+    /// PostgreSQL server (admin URL): the bench drops and creates the
+    /// database `tranche_bench` beside the one named here.
+    #[arg(
+        long,
+        env = "TRANCHE_BENCH_PG",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pg: String,
+    /// Rows in the table.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Bytes of each message's payload.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Rows per page (tranche and the keyset walk).
+    #[arg(long, default_value_t = 1000)]
+    page_size: usize,
+    /// tranche's partitions worked at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// tranche's range partitions.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Workers of the S1 quick fix.
+    #[arg(long, default_value_t = 5)]
+    quick_fix_workers: u64,
+    /// Seconds a baseline may run before it is stopped and projected.
+    #[arg(long, default_value_t = 20)]
+    baseline_budget_s: u64,
+    /// Each confirmation's delay in the latency-bound rows, ms.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// Row counts for the latency-bound sink.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+    latency_rows: Vec<u64>,
+    /// RabbitMQ to measure.
+    #[arg(
+        long,
+        env = "TRANCHE_BENCH_AMQP",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp: String,
+    /// Leave RabbitMQ out.
+    #[arg(long)]
+    no_amqp: bool,
+    /// NATS JetStream to measure.
+    #[arg(
+        long,
+        env = "TRANCHE_BENCH_NATS",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats: String,
+    /// Leave JetStream out.
+    #[arg(long)]
+    no_nats: bool,
+    /// Unconfirmed messages in flight (tranche's broker sinks and the bare
+    /// clients).
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Table sizes whose peak memory is measured; `none` for none.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    memory_rows: Vec<String>,
+    /// Where the results (bench.json, bench.md, bench.png) go.
+    #[arg(long, default_value = "target/tranche-bench")]
+    out: PathBuf,
+}
+
+pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
+    let mut config = BenchConfig::new(&args.pg);
+    config.rows = args.rows;
+    config.payload_bytes = args.payload_bytes;
+    config.page_size = args.page_size;
+    config.concurrency = args.concurrency;
+    config.partitions = args.partitions;
+    config.quick_fix_workers = args.quick_fix_workers;
+    config.baseline_budget = Duration::from_secs(args.baseline_budget_s);
+    config.latency = Duration::from_millis(args.latency_ms);
+    config.latency_rows = args.latency_rows;
+    config.amqp_url = (!args.no_amqp).then_some(args.amqp);
+    config.nats_url = (!args.no_nats).then_some(args.nats);
+    config.window = args.window;
+    config.memory_rows = args
+        .memory_rows
+        .iter()
+        .filter(|r| r.as_str() != "none" && !r.is_empty())
+        .map(|r| {
+            r.parse()
+                .map_err(|_| anyhow::anyhow!("--memory-rows: {r:?} is not a row count"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    config.tranche_exe = std::env::current_exe().ok();
+    config.out_dir = args.out;
+    if cfg!(debug_assertions) {
+        eprintln!("tranche bench: this is a debug build; measure with --release");
+    }
+    let report = bench::run(&config, &mut PrintProgress).await?;
+    println!();
+    print!("{}", report.to_text());
+    println!("\nsettings:");
+    for (k, v) in &report.settings {
+        println!("  {k}: {v}");
+    }
+    for path in bench::write(&report, &config.out_dir)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(0)
+}
