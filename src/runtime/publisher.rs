@@ -7,6 +7,14 @@
 //! so messages of one key keep their order end to end, while the lanes run
 //! concurrently. The answer to a batch comes only when every lane confirmed
 //! its part.
+//!
+//! A lane does not make a sink wait for one sub-batch at a time: when
+//! several are queued behind a delivery, the next delivery takes them all
+//! (up to [`COALESCE_MAX`] messages), in their order. A sink whose every
+//! confirmation takes a fixed time (S1's broker, about 20 ms) then confirms
+//! as many workers' pages per round trip as are waiting, instead of one.
+//! If such a combined delivery fails, each of its batches is delivered again
+//! on its own, so a failure is answered to the batch that caused it.
 
 use std::sync::Arc;
 
@@ -22,6 +30,9 @@ use crate::sink::{Delivery, Message, Sink, SinkError};
 pub fn lane_of(key: i64, lanes: usize) -> usize {
     key.rem_euclid(lanes.max(1) as i64) as usize
 }
+
+/// Messages a lane gathers from its queue into one delivery, at most.
+pub const COALESCE_MAX: usize = 10_000;
 
 /// Deliver this batch; answered when the sink confirmed all of it.
 pub(crate) struct Publish(pub Vec<Message>);
@@ -65,26 +76,80 @@ impl Actor for Publisher {
             let sink = Arc::clone(&self.sink);
             actix::spawn(
                 async move {
-                    while let Some(batch) = rx.recv().await {
-                        // A panicking sink fails the batch instead of the lane.
-                        let result = std::panic::AssertUnwindSafe(sink.deliver(&batch.messages))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|panic| {
-                                Err(SinkError::Fatal {
-                                    sink: sink.name().to_owned(),
-                                    reason: format!(
-                                        "sink panicked: {}",
-                                        crate::error::panic_message(&*panic)
-                                    ),
-                                })
-                            });
-                        let _ = batch.confirmed.send(result);
+                    while let Some(first) = rx.recv().await {
+                        let mut batches = vec![first];
+                        let mut total = batches[0].messages.len();
+                        while total < COALESCE_MAX {
+                            match rx.try_recv() {
+                                Ok(more) => {
+                                    total += more.messages.len();
+                                    batches.push(more);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        deliver_lane(sink.as_ref(), batches).await;
                     }
                 }
                 .instrument(tracing::debug_span!("lane", lane)),
             );
             self.lanes.push(tx);
+        }
+    }
+}
+
+/// One sink delivery, a panic turned into a fatal error.
+async fn deliver_once(sink: &dyn Sink, messages: &[Message]) -> Result<Delivery, SinkError> {
+    std::panic::AssertUnwindSafe(sink.deliver(messages))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(SinkError::Fatal {
+                sink: sink.name().to_owned(),
+                reason: format!("sink panicked: {}", crate::error::panic_message(&*panic)),
+            })
+        })
+}
+
+/// Delivers a lane's queued batches: together when there are several, and
+/// if that fails, each again on its own, so every batch gets its own answer.
+async fn deliver_lane(sink: &dyn Sink, batches: Vec<LaneBatch>) {
+    if let [_] = batches.as_slice() {
+        let batch = batches.into_iter().next().expect("one batch");
+        let result = deliver_once(sink, &batch.messages).await;
+        let _ = batch.confirmed.send(result);
+        return;
+    }
+    let mut all = Vec::with_capacity(batches.iter().map(|b| b.messages.len()).sum());
+    let mut answers = Vec::with_capacity(batches.len());
+    for batch in batches {
+        answers.push((batch.messages.len(), batch.confirmed));
+        all.extend(batch.messages);
+    }
+    match deliver_once(sink, &all).await {
+        Ok(delivery) => {
+            // Duplicates cannot be told apart per batch; the first carries
+            // them, so the run's total stays right.
+            let mut duplicates = delivery.duplicates;
+            for (len, confirmed) in answers {
+                let _ = confirmed.send(Ok(Delivery {
+                    confirmed: len as u64,
+                    duplicates: std::mem::take(&mut duplicates),
+                }));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(
+                error = %e,
+                batches = answers.len(),
+                "a combined delivery failed; delivering its batches one by one"
+            );
+            let mut start = 0;
+            for (len, confirmed) in answers {
+                let result = deliver_once(sink, &all[start..start + len]).await;
+                start += len;
+                let _ = confirmed.send(result);
+            }
         }
     }
 }
@@ -213,5 +278,92 @@ mod order_tests {
                 m.key
             );
         }
+    }
+
+    /// Each delivery takes 20 ms, like S1's broker; fails fatally when it
+    /// holds key 7; counts deliveries.
+    #[derive(Default)]
+    struct Slow {
+        deliveries: std::sync::atomic::AtomicUsize,
+        confirmed: Mutex<Vec<Message>>,
+    }
+
+    #[async_trait]
+    impl Sink for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+            self.deliveries
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if batch.iter().any(|m| m.key == 7) {
+                return Err(SinkError::Fatal {
+                    sink: "slow".into(),
+                    reason: "key 7 refused".into(),
+                });
+            }
+            self.confirmed.lock().unwrap().extend_from_slice(batch);
+            Ok(Delivery {
+                confirmed: batch.len() as u64,
+                duplicates: 0,
+            })
+        }
+    }
+
+    /// Sends batches `from..to` of ten keys each at once; their answers.
+    async fn send_at_once(
+        publisher: &actix::Addr<Publisher>,
+        batches: std::ops::Range<i64>,
+    ) -> Vec<(i64, Result<Delivery, SinkError>)> {
+        let sends: Vec<_> = batches
+            .map(|b| {
+                let publisher = publisher.clone();
+                actix::spawn(async move {
+                    let batch = (0..10)
+                        .map(|i| Message::new("slow", b * 10 + i, 1, Vec::new()))
+                        .collect();
+                    (b, publisher.send(Publish(batch)).await.unwrap())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for send in sends {
+            out.push(send.await.unwrap());
+        }
+        out
+    }
+
+    #[actix::test]
+    async fn queued_batches_share_one_slow_delivery() {
+        let sink = Arc::new(Slow::default());
+        // One lane, so every batch queues behind the one being delivered.
+        let publisher = Publisher::new(sink.clone(), 1, 64).start();
+        for (b, result) in send_at_once(&publisher, 1..21).await {
+            assert_eq!(result.unwrap().confirmed, 10, "batch {b}");
+        }
+        let confirmed = sink.confirmed.lock().unwrap().clone();
+        let keys: std::collections::BTreeSet<i64> = confirmed.iter().map(|m| m.key).collect();
+        assert_eq!((confirmed.len(), keys), (200, (10..210).collect()));
+        // One by one would be 20 deliveries of 20 ms each.
+        let deliveries = sink.deliveries.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(deliveries < 20, "{deliveries} deliveries for 20 batches");
+    }
+
+    #[actix::test]
+    async fn a_failed_combined_delivery_fails_only_the_batch_that_caused_it() {
+        let sink = Arc::new(Slow::default());
+        let publisher = Publisher::new(sink.clone(), 1, 64).start();
+        // Batch 0 holds key 7, which the sink refuses.
+        for (b, result) in send_at_once(&publisher, 0..10).await {
+            match result {
+                Err(e) if b == 0 => assert!(e.to_string().contains("key 7 refused")),
+                Ok(d) if b > 0 => assert_eq!(d.confirmed, 10),
+                other => panic!("batch {b}: {other:?}"),
+            }
+        }
+        let confirmed = sink.confirmed.lock().unwrap().clone();
+        let keys: std::collections::BTreeSet<i64> = confirmed.iter().map(|m| m.key).collect();
+        assert_eq!(keys, (10..100).collect());
     }
 }
