@@ -24,16 +24,16 @@ diesel::table! {
     }
 }
 
-/// Drops and creates the database `tranche_bench` next to the one `admin`
-/// names, and returns its URL.
-pub(crate) fn bench_database(admin: &str) -> Result<String, BenchError> {
+/// Drops and creates the database `name` next to the one `admin` names,
+/// and returns its URL. `name` is validated by the caller.
+pub(crate) fn bench_database(admin: &str, name: &str) -> Result<String, BenchError> {
     let mut conn = PgConnection::establish(admin).map_err(|e| BenchError::connect(admin, e))?;
     for sql in [
-        "DROP DATABASE IF EXISTS tranche_bench WITH (FORCE)",
-        "CREATE DATABASE tranche_bench",
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
     ] {
-        conn.batch_execute(sql)
-            .map_err(|e| BenchError::step("creating the database tranche_bench", e))?;
+        conn.batch_execute(&sql)
+            .map_err(|e| BenchError::step(&format!("creating the database {name}"), e))?;
     }
     let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
     let (base, _) = path
@@ -41,8 +41,8 @@ pub(crate) fn bench_database(admin: &str) -> Result<String, BenchError> {
         .filter(|(b, _)| b.contains("//"))
         .ok_or_else(|| BenchError::Config("pg: the URL names no database".into()))?;
     Ok(match query {
-        "" => format!("{base}/tranche_bench"),
-        q => format!("{base}/tranche_bench?{q}"),
+        "" => format!("{base}/{name}"),
+        q => format!("{base}/{name}?{q}"),
     })
 }
 

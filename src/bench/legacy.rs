@@ -32,6 +32,9 @@ pub(crate) struct Plan {
     pub(crate) sink: Arc<dyn Sink>,
     /// The job name in message ids.
     pub(crate) job: String,
+    /// The version in message ids (the bench run's stamp, so that ids of
+    /// one bench run are never those of an earlier one).
+    pub(crate) version: i64,
     /// Rows loaded at a time.
     pub(crate) page_size: usize,
     /// Only the rows with `id <= upto`.
@@ -67,7 +70,7 @@ async fn worker(
             if Instant::now() >= deadline {
                 return Ok(sent);
             }
-            let message = Message::new(&plan.job, row.id, 1, row.body.into_bytes());
+            let message = Message::new(&plan.job, row.id, plan.version, row.body.into_bytes());
             plan.sink
                 .deliver(std::slice::from_ref(&message))
                 .await

@@ -92,8 +92,12 @@ impl From<crate::Error> for BenchError {
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
     /// A PostgreSQL URL; the bench drops and creates the database
-    /// `tranche_bench` beside the one it names and works there.
+    /// [`Self::database`] beside the one it names and works there.
     pub pg_url: String,
+    /// The bench's own database, dropped and created again (default
+    /// `tranche_bench`); also the name of its RabbitMQ exchange and queue
+    /// and, in capitals, of its JetStream stream.
+    pub database: String,
     /// Rows in the table (default 1,000,000).
     pub rows: u64,
     /// Bytes of each message's payload, the body column (default 200).
@@ -135,6 +139,7 @@ impl BenchConfig {
     pub fn new(pg_url: &str) -> Self {
         Self {
             pg_url: pg_url.to_owned(),
+            database: "tranche_bench".into(),
             rows: 1_000_000,
             payload_bytes: 200,
             page_size: 1000,
@@ -155,6 +160,18 @@ impl BenchConfig {
 
     fn validate(&self) -> Result<(), BenchError> {
         let bad = |field: &str, why: &str| Err(BenchError::Config(format!("{field}: {why}")));
+        let name_ok = |n: &str| {
+            n.starts_with(|c: char| c.is_ascii_lowercase())
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && n.len() <= 48
+        };
+        if !name_ok(&self.database) {
+            return bad(
+                "database",
+                "must be a lowercase letter, then lowercase letters, digits or _ (at most 48)",
+            );
+        }
         if self.rows == 0 {
             return bad("rows", "must be at least 1");
         }
@@ -315,6 +332,7 @@ impl Bench<'_> {
             table: data::TABLE.to_owned(),
             sink,
             job: "bench-s1".into(),
+            version: self.stamp,
             page_size: c.page_size,
             upto: (rows < c.rows).then_some(rows),
         };
@@ -329,6 +347,12 @@ impl Bench<'_> {
             one.elapsed.as_secs_f64(),
         ));
         self.progress.step(&format!("{group}: S1 quick fix"));
+        // Ids of their own, so a broker does not take them for replays of
+        // the baseline's.
+        let plan = legacy::Plan {
+            job: "bench-s1-quick-fix".into(),
+            ..plan
+        };
         let n = legacy::run(&plan, c.quick_fix_workers, c.baseline_budget).await?;
         let name = self.quick_fix();
         self.push(Measurement::new(
@@ -356,8 +380,9 @@ pub async fn run(
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as i64);
-    progress.step("creating the database tranche_bench");
-    let url = tokio::task::block_in_place(|| data::bench_database(&config.pg_url))?;
+    progress.step(&format!("creating the database {}", config.database));
+    let url =
+        tokio::task::block_in_place(|| data::bench_database(&config.pg_url, &config.database))?;
     let mut b = Bench {
         config,
         url: url.clone(),
@@ -500,32 +525,26 @@ fn update_spec() -> Result<UpdateSpec, BenchError> {
     })
 }
 
-#[cfg(feature = "amqp")]
-async fn amqp_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
-    use crate::sink::{AmqpConfig, AmqpSink};
-    const GROUP: &str = "RabbitMQ";
-    let c = b.config;
-    let mut config = AmqpConfig::new(url, "tranche.bench", "bench");
-    config.queue = Some("tranche-bench".into());
-    config.window = c.window;
-    let purge = || purge_amqp(url, "tranche-bench");
-    let sink = AmqpSink::new(config)?;
-    sink.connect()
-        .await
-        .map_err(|e| BenchError::step("RabbitMQ", e))?;
+/// A broker's rows: its bare client (`raw`), the S1 baseline and quick fix
+/// through `sink`, and tranche through `sink`, with the queue or stream
+/// emptied (`purge`) before each and after the last.
+async fn broker_group<P, F, R>(
+    b: &mut Bench<'_>,
+    group: &str,
+    sink: Arc<dyn Sink>,
+    raw: R,
+    purge: P,
+) -> Result<(), BenchError>
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = Result<(), BenchError>>,
+    R: std::future::Future<Output = Result<(u64, Duration), BenchError>>,
+{
     purge().await?;
-    b.progress.step("RabbitMQ: bare client, pipelined confirms");
-    let (rows, took) = limits::raw_amqp(
-        url,
-        "tranche.bench",
-        "bench",
-        c.rows,
-        c.payload_bytes,
-        c.window,
-    )
-    .await?;
+    b.progress.step(&format!("{group}: bare client, pipelined"));
+    let (rows, took) = raw.await?;
     b.push(Measurement::new(
-        GROUP,
+        group,
         "bare client, pipelined",
         Kind::Limit,
         rows,
@@ -533,13 +552,31 @@ async fn amqp_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
         took.as_secs_f64(),
     ));
     purge().await?;
-    let sink: Arc<dyn Sink> = Arc::new(sink);
-    b.legacy(GROUP, Arc::clone(&sink), c.rows).await?;
+    b.legacy(group, Arc::clone(&sink), b.config.rows).await?;
     purge().await?;
-    b.progress.step("RabbitMQ: tranche");
-    b.tranche(GROUP, "tranche", &b.url.clone(), sink, None)
+    b.progress.step(&format!("{group}: tranche"));
+    b.tranche(group, "tranche", &b.url.clone(), sink, None)
         .await?;
     purge().await
+}
+
+#[cfg(feature = "amqp")]
+async fn amqp_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
+    use crate::sink::{AmqpConfig, AmqpSink};
+    let c = b.config;
+    let name = c.database.clone();
+    let mut config = AmqpConfig::new(url, &name, &name);
+    config.queue = Some(name.clone());
+    config.window = c.window;
+    let sink = AmqpSink::new(config)?;
+    sink.connect()
+        .await
+        .map_err(|e| BenchError::step("RabbitMQ", e))?;
+    let raw = limits::raw_amqp(url, &name, &name, c.rows, c.payload_bytes, c.window);
+    broker_group(b, "RabbitMQ", Arc::new(sink), raw, || {
+        purge_amqp(url, &name)
+    })
+    .await
 }
 
 #[cfg(feature = "amqp")]
@@ -563,43 +600,20 @@ async fn purge_amqp(url: &str, queue: &str) -> Result<(), BenchError> {
 #[cfg(feature = "nats")]
 async fn nats_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
     use crate::sink::{NatsConfig, NatsSink};
-    const GROUP: &str = "JetStream";
     let c = b.config;
-    let mut config = NatsConfig::new(url, "TRANCHE_BENCH", "tranche.bench");
+    let stream = c.database.to_ascii_uppercase();
+    let subject = format!("{}.rows", c.database);
+    let mut config = NatsConfig::new(url, &stream, &subject);
     config.window = c.window;
     let sink = NatsSink::new(config)?;
     sink.connect()
         .await
         .map_err(|e| BenchError::step("JetStream", e))?;
-    let purge = || purge_nats(url, "TRANCHE_BENCH");
-    purge().await?;
-    b.progress
-        .step("JetStream: bare client, pipelined acknowledgements");
-    let (rows, took) = limits::raw_nats(
-        url,
-        "tranche.bench",
-        c.rows,
-        c.payload_bytes,
-        c.window,
-        b.stamp,
-    )
-    .await?;
-    b.push(Measurement::new(
-        GROUP,
-        "bare client, pipelined",
-        Kind::Limit,
-        rows,
-        rows,
-        took.as_secs_f64(),
-    ));
-    purge().await?;
-    let sink: Arc<dyn Sink> = Arc::new(sink);
-    b.legacy(GROUP, Arc::clone(&sink), c.rows).await?;
-    purge().await?;
-    b.progress.step("JetStream: tranche");
-    b.tranche(GROUP, "tranche", &b.url.clone(), sink, None)
-        .await?;
-    purge().await
+    let raw = limits::raw_nats(url, &subject, c.rows, c.payload_bytes, c.window, b.stamp);
+    broker_group(b, "JetStream", Arc::new(sink), raw, || {
+        purge_nats(url, &stream)
+    })
+    .await
 }
 
 #[cfg(feature = "nats")]
@@ -829,4 +843,23 @@ pub fn write(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, BenchErro
     );
     chart::draw(report, &title, &png)?;
     Ok(vec![json, md, png])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let err = |f: &dyn Fn(&mut BenchConfig)| {
+            let mut c = BenchConfig::new("postgres://h/db");
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(err(&|c| c.rows = 0).starts_with("rows:"));
+        assert!(err(&|c| c.latency_rows = vec![2_000_000]).starts_with("latency_rows:"));
+        assert!(err(&|c| c.database = "x; DROP".into()).starts_with("database:"));
+        assert!(err(&|c| c.window = 0).starts_with("window:"));
+        assert!(BenchConfig::new("postgres://h/db").validate().is_ok());
+    }
 }

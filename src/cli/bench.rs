@@ -9,13 +9,17 @@ use tranche::bench::{self, BenchConfig, PrintProgress};
 #[derive(clap::Parser)]
 pub struct BenchArgs {
     /// PostgreSQL server (admin URL): the bench drops and creates the
-    /// database `tranche_bench` beside the one named here.
+    /// database --database beside the one named here.
     #[arg(
         long,
         env = "TRANCHE_BENCH_PG",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pg: String,
+    /// The bench's own database on that server (dropped and created again),
+    /// also naming its RabbitMQ queue and JetStream stream.
+    #[arg(long, default_value = "tranche_bench")]
+    database: String,
     /// Rows in the table.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
@@ -77,6 +81,7 @@ pub struct BenchArgs {
 
 pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
     let mut config = BenchConfig::new(&args.pg);
+    config.database = args.database;
     config.rows = args.rows;
     config.payload_bytes = args.payload_bytes;
     config.page_size = args.page_size;

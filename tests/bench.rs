@@ -1,0 +1,134 @@
+//! `tranche bench` end to end on a small table against the real
+//! PostgreSQL, RabbitMQ and NATS: every measurement runs over every row and
+//! the results are written as JSON, Markdown and PNG. Nothing is timed
+//! here; the figures are the bench's business.
+
+mod common;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+#[test]
+fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
+    let (Some(amqp), Some(nats)) = (common::amqp_url(), common::nats_url()) else {
+        return;
+    };
+    // Skips (or fails, when services are required) without PostgreSQL.
+    let Some(_probe) = common::pg_database("bench_probe") else {
+        return;
+    };
+    let database = format!("tranche_bench_t_{}", std::process::id());
+    let out = tempfile::tempdir().unwrap();
+    let admin = common::pg_admin_url();
+    let output = common::run_tranche(&[
+        "bench",
+        "--pg",
+        &admin,
+        "--database",
+        &database,
+        "--rows",
+        "3000",
+        "--page-size",
+        "250",
+        "--latency-rows",
+        "500",
+        "--memory-rows",
+        "3000",
+        "--baseline-budget-s",
+        "1",
+        "--amqp",
+        &amqp,
+        "--nats",
+        &nats,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    if let Ok(mut conn) = PgConnection::establish(&admin) {
+        let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["skipped"], serde_json::json!([]), "{stdout}");
+    let measured: Vec<(String, String, u64, u64)> = json["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["group"].as_str().unwrap().to_owned(),
+                m["name"].as_str().unwrap().to_owned(),
+                m["rows"].as_u64().unwrap(),
+                m["measured_rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<(&str, &str)> = measured
+        .iter()
+        .map(|(g, n, _, _)| (g.as_str(), n.as_str()))
+        .collect();
+    let s1 = "S1 baseline (1 worker)";
+    let quick = "S1 quick fix (5 workers)";
+    let latency = "latency 20 ms, 500 rows";
+    assert_eq!(
+        names,
+        vec![
+            ("PostgreSQL read", "keyset walk, 1 connection"),
+            ("PostgreSQL read", "COPY TO STDOUT"),
+            ("PostgreSQL read", "tranche, null sink"),
+            ("RabbitMQ", "bare client, pipelined"),
+            ("RabbitMQ", s1),
+            ("RabbitMQ", quick),
+            ("RabbitMQ", "tranche"),
+            ("JetStream", "bare client, pipelined"),
+            ("JetStream", s1),
+            ("JetStream", quick),
+            ("JetStream", "tranche"),
+            (latency, s1),
+            (latency, quick),
+            (latency, "tranche"),
+            ("update step", "tranche, update step, SQLite"),
+            ("update step", "tranche, update step, PostgreSQL"),
+        ]
+    );
+    for (group, name, rows, done) in &measured {
+        let want = if group == latency { 500 } else { 3000 };
+        assert_eq!(*rows, want, "{group} / {name}");
+        // Limits and tranche go through every row; a baseline may be
+        // stopped at its budget, but it did some.
+        if name.starts_with("S1") {
+            assert!(*done > 0 && *done <= want, "{group} / {name}: {done}");
+        } else {
+            assert_eq!(*done, want, "{group} / {name}");
+        }
+    }
+    // tranche against each other measurement of its group.
+    assert_eq!(json["ratios"].as_array().unwrap().len(), 2 + 3 + 3 + 2);
+    let memory = &json["memory"][0];
+    assert_eq!(memory["rows"], 3000);
+    assert!(memory["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(json["settings"]["RabbitMQ"]
+        .as_str()
+        .unwrap()
+        .contains("publisher confirms"));
+
+    let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
+    assert!(
+        md.contains("| RabbitMQ | tranche | tranche | 3000 |"),
+        "{md}"
+    );
+    assert!(md.contains("## Targets"));
+    let png = std::fs::read(out.path().join("bench.png")).unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let info = decoder.read_info().unwrap();
+    assert!(info.info().height > 400, "one bar per measurement");
+    // The password of the broker URL never reaches the output.
+    assert!(!stdout.contains("guest:guest"), "{stdout}");
+}
