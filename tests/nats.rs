@@ -142,7 +142,7 @@ async fn replays_are_reported_as_duplicates_by_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_window_shorter_than_a_replay_is_warned_about() {
+async fn the_stream_is_checked_at_connect_its_duplicate_window_and_subjects() {
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(url) = common::nats_url() else {
         return;
@@ -170,6 +170,23 @@ async fn a_duplicate_window_shorter_than_a_replay_is_warned_about() {
     let err = NatsSink::new(missing).unwrap().connect().await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("NO_SUCH_STREAM_HERE"), "{err}");
+    // A stream that exists but stores other subjects is refused at once,
+    // whether declared or checked, rather than at the first publish.
+    for declare in [true, false] {
+        let mut elsewhere = NatsConfig::new(&url, &stream_name, &format!("{subject}.other"));
+        elsewhere.declare = declare;
+        let err = NatsSink::new(elsewhere)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("not"), "{err}");
+        assert!(
+            err.to_string().contains(&format!("{subject}.other")),
+            "{err}"
+        );
+    }
     drop_stream(&url, &stream_name).await;
 }
 

@@ -263,7 +263,7 @@ impl Bench<'_> {
         let mut rc = RuntimeConfig::new(url);
         rc.concurrency = c.concurrency;
         rc.page_size = c.page_size;
-        rc.store.threads = c.concurrency.clamp(2, 8);
+        rc.store.threads = (2 * c.concurrency).clamp(2, 16);
         Ok(RuntimeHandle::start(rc).await?)
     }
 
@@ -603,6 +603,14 @@ async fn nats_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
     let c = b.config;
     let stream = c.database.to_ascii_uppercase();
     let subject = format!("{}.rows", c.database);
+    // A fresh stream, as the database is fresh: an earlier one may store
+    // other subjects or hold ids of earlier runs.
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| BenchError::step("connecting to NATS", e))?;
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(&stream)
+        .await;
     let mut config = NatsConfig::new(url, &stream, &subject);
     config.window = c.window;
     let sink = NatsSink::new(config)?;

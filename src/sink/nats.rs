@@ -169,6 +169,21 @@ impl NatsSink {
             .info()
             .await
             .map_err(|e| self.fail(&format!("stream {}", c.stream), e, true))?;
+        if !info
+            .config
+            .subjects
+            .iter()
+            .any(|pattern| subject_matches(pattern, &c.subject))
+        {
+            return Err(self.fail(
+                &format!("stream {}", c.stream),
+                format!(
+                    "it stores the subjects {:?}, not {:?}: publishes would find no stream",
+                    info.config.subjects, c.subject
+                ),
+                false,
+            ));
+        }
         let mut warnings = Vec::new();
         if info.config.duplicate_window < c.replay_within {
             let w = format!(
@@ -190,6 +205,22 @@ impl NatsSink {
         let (js, _) = self.open().await?;
         *slot = Some(js.clone());
         Ok(js)
+    }
+}
+
+/// Whether the NATS subject `pattern` (`*` one token, `>` the rest)
+/// matches `subject`.
+fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -287,5 +318,22 @@ impl Sink for NatsSink {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn stream_subjects_match_as_nats_matches_them() {
+        assert!(subject_matches("orders.paid", "orders.paid"));
+        assert!(subject_matches("orders.*", "orders.paid"));
+        assert!(subject_matches("orders.>", "orders.paid.eu"));
+        assert!(subject_matches(">", "orders"));
+        assert!(!subject_matches("orders.*", "orders.paid.eu"));
+        assert!(!subject_matches("orders.>", "orders"));
+        assert!(!subject_matches("orders.paid", "orders"));
+        assert!(!subject_matches("tranche.bench", "tranche_bench.rows"));
     }
 }

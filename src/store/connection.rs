@@ -47,31 +47,6 @@ impl Dialect {
             Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
         }
     }
-
-    /// A JSON array of the given SQL expressions cast to text.
-    pub(crate) fn json_text_array(self, exprs: &[String]) -> String {
-        if exprs.is_empty() {
-            return "NULL".into();
-        }
-        match self {
-            Dialect::Postgres => format!(
-                "json_build_array({})::TEXT",
-                exprs
-                    .iter()
-                    .map(|e| format!("({e})::TEXT"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Dialect::Sqlite => format!(
-                "json_array({})",
-                exprs
-                    .iter()
-                    .map(|e| format!("CAST({e} AS TEXT)"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
 }
 
 /// A value bound to a `?` placeholder.

@@ -4,6 +4,7 @@
 //! Table and column names are validated [`Ident`]s emitted quoted; every
 //! value is a bound parameter.
 
+use diesel::deserialize::FromSql;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
@@ -36,14 +37,29 @@ struct Remainder {
     n: i64,
 }
 
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = BigInt)]
+/// A page row: `ord`, `k`, then the source's extra columns as text, read
+/// by position (however many the source has), so that no per-row JSON is
+/// built by the database and parsed here.
+struct PageRow {
     ord: i64,
-    #[diesel(sql_type = BigInt)]
     k: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    extra: Option<String>,
+    columns: Vec<Option<String>>,
+}
+
+impl<DB> QueryableByName<DB> for PageRow
+where
+    DB: diesel::backend::Backend,
+    i64: FromSql<BigInt, DB>,
+    String: FromSql<Text, DB>,
+{
+    fn build<'a>(row: &impl diesel::row::NamedRow<'a, DB>) -> diesel::deserialize::Result<Self> {
+        let ord = row.get_value::<BigInt, i64, usize>(0)?;
+        let k = row.get_value::<BigInt, i64, usize>(1)?;
+        let columns = (2..row.field_count())
+            .map(|i| row.get_value::<Nullable<Text>, Option<String>, usize>(i))
+            .collect::<diesel::deserialize::Result<_>>()?;
+        Ok(Self { ord, k, columns })
+    }
 }
 
 /// How a source's `(order, key)` keyset is written in SQL: the order
@@ -265,14 +281,26 @@ fn page(
 ) -> Result<Vec<SourceRow>, StoreError> {
     let ks = Keyset::of(c, source)?;
     let (o, k, param) = (&ks.o, &ks.k, ks.param);
-    let extra = if columns {
-        let names: Vec<String> = source.columns.iter().map(Ident::quoted).collect();
-        c.dialect().json_text_array(&names)
+    // The extra columns as text, named by position: c0, c1, ...
+    let extra: String = if columns {
+        source
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, col)| format!(", CAST({} AS TEXT) AS c{i}", col.quoted()))
+            .collect()
     } else {
-        "CAST(NULL AS TEXT)".to_owned()
+        String::new()
+    };
+    let outer: String = if columns {
+        (0..source.columns.len())
+            .map(|i| format!(", c{i}"))
+            .collect()
+    } else {
+        String::new()
     };
     let select = format!(
-        "SELECT {} AS ord, CAST({k} AS BIGINT) AS k, {extra} AS extra ",
+        "SELECT {} AS ord, CAST({k} AS BIGINT) AS k{extra} ",
         ks.o_int
     );
     let base = from_where(source, &partition.scope);
@@ -308,7 +336,7 @@ fn page(
             order_limit(&mut sql);
         }
         Some((from, key_op)) => {
-            sql.push("SELECT ord, k, extra FROM (", []);
+            sql.push(&format!("SELECT ord, k{outer} FROM ("), []);
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
             sql.push(
@@ -317,7 +345,7 @@ fn page(
             );
             sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
             order_limit(&mut sql);
-            sql.push(") tie UNION ALL SELECT ord, k, extra FROM (", []);
+            sql.push(&format!(") tie UNION ALL SELECT ord, k{outer} FROM ("), []);
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
             sql.push(&format!(" AND {o} > {param}"), [Bind::Int(from.order)]);
@@ -326,23 +354,14 @@ fn page(
             sql.push(") rest ORDER BY ord, k LIMIT ?", [Bind::Int(limit as i64)]);
         }
     }
-    c.load::<Row>(&sql)?
+    Ok(c.load::<PageRow>(&sql)?
         .into_iter()
-        .map(|r| {
-            let columns = match r.extra {
-                None => Vec::new(),
-                Some(json) => serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-                    what: "source row",
-                    reason: format!("row {}: {e}", r.k),
-                })?,
-            };
-            Ok(SourceRow {
-                key: r.k,
-                order: r.ord,
-                columns,
-            })
+        .map(|r| SourceRow {
+            key: r.k,
+            order: r.ord,
+            columns: r.columns,
         })
-        .collect()
+        .collect())
 }
 
 /// The in-process update step: advance `version_column` of the row with the
