@@ -219,7 +219,7 @@ impl BenchReport {
             let met = match t.met {
                 Some(true) => "yes",
                 Some(false) => "**no**",
-                None => "skipped",
+                None => "-",
             };
             let _ = writeln!(
                 out,
@@ -285,7 +285,7 @@ impl BenchReport {
             let met = match t.met {
                 Some(true) => "met",
                 Some(false) => "NOT MET",
-                None => "skipped",
+                None => "for reference",
             };
             let _ = writeln!(
                 out,
