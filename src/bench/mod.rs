@@ -20,7 +20,7 @@
 //!   tables of each size to the null sink.
 //!
 //! The [`BenchReport`] holds every rate, the ratios of tranche to the
-//! others of its group and the targets; [`write`] saves it as JSON,
+//! others of its group and the targets; [`write()`] saves it as JSON,
 //! Markdown and a PNG chart.
 
 mod chart;

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!   fetch page n ──▶ process rows ──▶ publish (send().await, bounded)
-//!        ▲                                  │   meanwhile: fetch page n+1
-//!        │                                  ▼
+//!        ▲                                  │   meanwhile, until the
+//!        │                                  ▼   checkpoint: fetch page n+1
 //!        └──────── fenced checkpoint ◀── sink confirmed all of page n
 //! ```
 //!
