@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!   fetch page n ──▶ process rows ──▶ publish (send().await, bounded)
-//!        ▲                                  │   meanwhile, until the
-//!        │                                  ▼   checkpoint: fetch page n+1
+//!        ▲                                  │   meanwhile: fetch page n+1
+//!        │                                  ▼
 //!        └──────── fenced checkpoint ◀── sink confirmed all of page n
 //! ```
 //!
@@ -188,49 +188,46 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             }
         }
 
-        // Read page n+1 while page n is published and then checkpointed:
-        // the checkpoint still follows the confirmation, and page n+1 is
-        // only published after it, so a crash repeats at most one page.
-        let dead_count = dead.len() as u64;
-        let publish_then_checkpoint = async {
-            let delivery = if messages.is_empty() {
-                Default::default()
-            } else {
-                setup
-                    .publisher
-                    .send(Publish(messages))
-                    .await
-                    .map_err(|_| Error::Shutdown)?
-                    .map_err(Error::from)?
-            };
-            if setup.lost.load(Ordering::SeqCst) {
-                return Err(lost(&setup));
+        // Publish page n while page n+1 is read.
+        let publish = async {
+            if messages.is_empty() {
+                return Ok(Default::default());
             }
-            let ack = setup
-                .store
-                .checkpoint(Checkpoint {
-                    partition_id: p.id,
-                    owner: owner.to_owned(),
-                    epoch: p.epoch,
-                    cursor: last,
-                    rows: rows.len() as u64,
-                    done: !full,
-                    dead_letters: dead,
-                    lease: setup.config.lease.lease,
-                })
-                .await?;
-            Ok::<_, Error>((delivery, ack))
+            setup
+                .publisher
+                .send(Publish(messages))
+                .await
+                .map_err(|_| Error::Shutdown)?
+                .map_err(Error::from)
         };
-        let (delivery, ack) = if full {
+        let delivery = if full {
             let next = setup
                 .store
                 .fetch_page(&setup.job, &part, Some(last), page_size);
-            let (done, next) = futures::join!(publish_then_checkpoint, next);
+            let (delivery, next) = futures::join!(publish, next);
             prefetched = Some(next);
-            done?
+            delivery?
         } else {
-            publish_then_checkpoint.await?
+            publish.await?
         };
+
+        if setup.lost.load(Ordering::SeqCst) {
+            return Err(lost(&setup));
+        }
+        let dead_count = dead.len() as u64;
+        let ack = setup
+            .store
+            .checkpoint(Checkpoint {
+                partition_id: p.id,
+                owner: owner.to_owned(),
+                epoch: p.epoch,
+                cursor: last,
+                rows: rows.len() as u64,
+                done: !full,
+                dead_letters: dead,
+                lease: setup.config.lease.lease,
+            })
+            .await?;
         cursor = Some(last);
         if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {
             // Another worker took the end of this range: stop at the cut,
