@@ -13,8 +13,9 @@
 //! (up to [`COALESCE_MAX`] messages), in their order. A sink whose every
 //! confirmation takes a fixed time (S1's broker, about 20 ms) then confirms
 //! as many workers' pages per round trip as are waiting, instead of one.
-//! If such a combined delivery fails, each of its batches is delivered again
-//! on its own, so a failure is answered to the batch that caused it.
+//! If such a combined delivery fails fatally, each of its batches is
+//! delivered again on its own, so a fatal failure is answered to the batch
+//! that caused it; a retryable failure is answered to all of them.
 
 use std::sync::Arc;
 
@@ -135,6 +136,17 @@ async fn deliver_lane(sink: &dyn Sink, batches: Vec<LaneBatch>) {
                 let _ = confirmed.send(Ok(Delivery {
                     confirmed: len as u64,
                     duplicates: std::mem::take(&mut duplicates),
+                }));
+            }
+        }
+        // A retryable failure (a broker down, a timeout) says nothing about
+        // one batch: every batch gets it and its worker retries, rather than
+        // the lane waiting out the sink's retries once more per batch.
+        Err(SinkError::Retryable { sink, reason }) => {
+            for (_, confirmed) in answers {
+                let _ = confirmed.send(Err(SinkError::Retryable {
+                    sink: sink.clone(),
+                    reason: reason.clone(),
                 }));
             }
         }
