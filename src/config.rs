@@ -593,25 +593,17 @@ impl JobFile {
         };
         let name = self.job.name.clone();
         let version = self.job.version;
-        let columns = self.source.columns.clone();
+        let columns = PayloadColumns::new(&self.source.columns);
         let builder = Job::builder(&self.job.name)
             .source(source)
             .strategy(self.strategy)
             .processor(move |row: &SourceRow, _: &Scope| {
-                let extra: serde_json::Map<String, serde_json::Value> = columns
-                    .iter()
-                    .cloned()
-                    .zip(row.columns.iter().map(|v| serde_json::json!(v)))
-                    .collect();
-                let payload = serde_json::json!({
-                    "key": row.key, "order": row.order, "columns": extra,
-                });
-                Ok(Some(Message::new(
-                    &name,
-                    row.key,
-                    version,
-                    payload.to_string().into_bytes(),
-                )))
+                let payload = serde_json::to_vec(&RowPayload {
+                    row,
+                    columns: &columns,
+                })
+                .map_err(|e| crate::job::Poison(format!("payload: {e}")))?;
+                Ok(Some(Message::new(&name, row.key, version, payload)))
             })
             .sink(sink)
             .params(serde_json::json!({"version": version, "config": true}));
@@ -623,9 +615,78 @@ impl JobFile {
     }
 }
 
+/// The source's extra columns, in the order a configured job's payload
+/// names them (by name, as a JSON object's keys are sorted).
+struct PayloadColumns {
+    names: Vec<String>,
+    /// Indexes into the row's columns, sorted by name.
+    sorted: Vec<usize>,
+}
+
+impl PayloadColumns {
+    fn new(names: &[String]) -> Self {
+        let mut sorted: Vec<usize> = (0..names.len()).collect();
+        sorted.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        Self {
+            names: names.to_vec(),
+            sorted,
+        }
+    }
+}
+
+/// A configured job's message payload,
+/// `{"columns": {name: text or null, ...}, "key": k, "order": o}`,
+/// written straight from the row without building a JSON value first.
+struct RowPayload<'a> {
+    row: &'a SourceRow,
+    columns: &'a PayloadColumns,
+}
+
+impl serde::Serialize for RowPayload<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Columns<'a>(&'a RowPayload<'a>);
+        impl serde::Serialize for Columns<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let RowPayload { row, columns } = self.0;
+                let mut map = s.serialize_map(Some(columns.sorted.len()))?;
+                for &i in &columns.sorted {
+                    let value = row.columns.get(i).and_then(|v| v.as_deref());
+                    map.serialize_entry(&columns.names[i], &value)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("columns", &Columns(self))?;
+        map.serialize_entry("key", &self.row.key)?;
+        map.serialize_entry("order", &self.row.order)?;
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_payload_is_the_row_as_a_json_object_with_sorted_keys() {
+        let columns = PayloadColumns::new(&["zone".into(), "status".into(), "note".into()]);
+        let row = SourceRow {
+            key: 7,
+            order: -3,
+            columns: vec![Some("eu \"west\"".into()), Some("paid".into()), None],
+        };
+        let bytes = serde_json::to_vec(&RowPayload {
+            row: &row,
+            columns: &columns,
+        })
+        .expect("serializes");
+        assert_eq!(
+            String::from_utf8(bytes).expect("UTF-8"),
+            r#"{"columns":{"note":null,"status":"paid","zone":"eu \"west\""},"key":7,"order":-3}"#
+        );
+    }
 
     const GOOD: &str = r#"
 database_url = "sqlite://app.db"

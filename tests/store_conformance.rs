@@ -746,3 +746,73 @@ on_both_backends!(
     updates_are_idempotent,
     timestamp_order_columns_page_in_utc_microseconds,
 );
+
+/// A session the server ended fails the statement that finds it, and is
+/// then dropped by the pool instead of being handed out again: the store
+/// comes back by itself, at the cost of one failure per pooled session.
+#[actix::test]
+async fn a_connection_the_server_ended_is_not_reused() {
+    use diesel::{Connection as _, PgConnection, RunQueryDsl};
+    let Some(db) = common::pg_database("ended") else {
+        return;
+    };
+    let options = StoreOptions {
+        threads: 1,
+        application_name: Some("tranche ended-session test".into()),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&db.url, &options).expect("open store");
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let pid = || async {
+        store
+            .run(|c| c.load::<Pid>(&Sql::new("SELECT pg_backend_pid() AS pid")))
+            .await
+            .map(|rows| rows[0].pid)
+    };
+    let before = pid().await.expect("a first query");
+
+    let mut admin = PgConnection::establish(&db.url).expect("admin connection");
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'tranche ended-session test'",
+    )
+    .execute(&mut admin)
+    .expect("terminate the store's sessions");
+    common::wait_until("the terminated sessions to be gone", 30, || {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE application_name = 'tranche ended-session test'",
+        )
+        .load::<N>(&mut admin)
+        .expect("count sessions")[0]
+            .n
+            == 0
+    });
+
+    // The pool holds threads + 1 = 2 sessions: at most that many failures,
+    // each one a retryable error, then a new session answers.
+    let mut failures = 0;
+    let after = loop {
+        match pid().await {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(e.is_retryable(), "a dead session is retryable: {e}");
+                failures += 1;
+                assert!(failures <= 2, "a dead session was handed out again: {e}");
+            }
+        }
+    };
+    assert_ne!(after, before, "a new session");
+    for _ in 0..3 {
+        pid().await.expect("the store stays usable");
+    }
+}

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use diesel::pg::CopyFormat;
 use diesel::sql_types::{BigInt, Text};
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use diesel::{Connection, PgConnection, QueryableByName};
+
+use crate::store::{Bind, Db, Sql};
 
 use super::data::tranche_bench_rows;
 use super::BenchError;
@@ -23,7 +25,9 @@ pub(crate) struct RawRow {
 }
 
 /// One keyset page of `table` after `(at, id)`, optionally only the rows
-/// with `id % modulo.0 = modulo.1` and `id <= upto`.
+/// with `id % modulo.0 = modulo.1` and `id <= upto`. The statement is kept
+/// prepared, as tranche keeps its page reads, so both pay the same for
+/// parsing and planning.
 pub(crate) fn page(
     conn: &mut PgConnection,
     table: &str,
@@ -32,19 +36,23 @@ pub(crate) fn page(
     upto: Option<u64>,
     modulo: Option<(u64, u64)>,
 ) -> Result<Vec<RawRow>, BenchError> {
-    let mut sql = format!("SELECT at, id, body FROM {table} WHERE (at, id) > ($1, $2)");
+    let mut sql = Sql::new(format!(
+        "SELECT at, id, body FROM {table} WHERE (at, id) > (?, ?)"
+    ))
+    .bind(Bind::Int(after.0))
+    .bind(Bind::Int(after.1))
+    .prepared();
     if let Some(upto) = upto {
-        sql.push_str(&format!(" AND id <= {upto}"));
+        sql.push(" AND id <= ?", [Bind::Int(upto as i64)]);
     }
     if let Some((n, k)) = modulo {
-        sql.push_str(&format!(" AND id % {n} = {k}"));
+        sql.push(
+            " AND id % ? = ?",
+            [Bind::Int(n as i64), Bind::Int(k as i64)],
+        );
     }
-    sql.push_str(" ORDER BY at, id LIMIT $3");
-    diesel::sql_query(sql)
-        .bind::<BigInt, _>(after.0)
-        .bind::<BigInt, _>(after.1)
-        .bind::<BigInt, _>(limit as i64)
-        .load(conn)
+    sql.push(" ORDER BY at, id LIMIT ?", [Bind::Int(limit as i64)]);
+    conn.load(&sql)
         .map_err(|e| BenchError::step("reading a keyset page", e))
 }
 

@@ -5,14 +5,15 @@
 //! differences (placeholders, the database clock, write transactions) live
 //! here and nowhere else.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::query_dsl::RunQueryDsl;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, PooledConnection};
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::r2d2::{
+    ConnectionManager, CustomizeConnection, ManageConnection, PooledConnection, R2D2Connection,
+};
+use diesel::sql_types::{BigInt, Binary, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel::{PgConnection, QueryableByName, SqliteConnection};
 
@@ -65,10 +66,19 @@ pub enum Bind {
 }
 
 /// SQL text with `?` placeholders and the values bound to them, in order.
+///
+/// A statement marked [`Sql::prepared`] is kept prepared on its connection,
+/// keyed by its text, and executed again with new values: the database
+/// parses it once, and PostgreSQL may settle on one plan for it instead of
+/// planning every execution. Statements run on every page (page reads,
+/// checkpoints) are marked; those whose text depends on the data (an
+/// `IN (...)` list as long as a batch) are not, so a connection keeps a
+/// bounded number of them.
 #[derive(Clone, Debug, Default)]
 pub struct Sql {
     text: String,
     binds: Vec<Bind>,
+    prepared: bool,
 }
 
 impl Sql {
@@ -77,7 +87,16 @@ impl Sql {
         Self {
             text: text.into(),
             binds: Vec::new(),
+            prepared: false,
         }
+    }
+
+    /// Keeps the statement prepared on its connection (see [`Sql`]). Only
+    /// for text drawn from a small set: each distinct text stays prepared
+    /// for the connection's life.
+    pub fn prepared(mut self) -> Self {
+        self.prepared = true;
+        self
     }
 
     /// Binds the next placeholder.
@@ -99,38 +118,74 @@ impl Sql {
     pub(crate) fn binds_ref(&self) -> &[Bind] {
         &self.binds
     }
-
-    /// The text as PostgreSQL wants it (`$1`, `$2`, ...).
-    fn numbered(&self) -> String {
-        let mut out = String::with_capacity(self.text.len() + 16);
-        let mut n = 0;
-        for ch in self.text.chars() {
-            if ch == '?' {
-                n += 1;
-                out.push('$');
-                out.push_str(&n.to_string());
-            } else {
-                out.push(ch);
-            }
-        }
-        out
-    }
 }
 
-macro_rules! bind_all {
-    ($query:expr, $binds:expr) => {{
-        let mut q = $query;
-        for b in $binds {
-            q = match b {
-                Bind::Int(v) => q.bind::<BigInt, _>(*v),
-                Bind::OptInt(v) => q.bind::<Nullable<BigInt>, _>(*v),
-                Bind::Text(v) => q.bind::<Text, _>(v.clone()),
-                Bind::OptText(v) => q.bind::<Nullable<Text>, _>(v.clone()),
-                Bind::Bytes(v) => q.bind::<diesel::sql_types::Binary, _>(v.clone()),
-            };
+/// An [`Sql`] as a diesel query: its text with each `?` replaced by the
+/// backend's placeholder (`$n` on PostgreSQL) as its value is bound, and
+/// safe to keep prepared when the [`Sql`] says so.
+struct Query<'a>(&'a Sql);
+
+impl diesel::query_builder::QueryId for Query<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Query<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for Query<'_> {}
+
+/// [`QueryFragment`](diesel::query_builder::QueryFragment) for each backend.
+macro_rules! query_fragment {
+    ($backend:ty) => {
+        impl diesel::query_builder::QueryFragment<$backend> for Query<'_> {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, $backend>,
+            ) -> diesel::QueryResult<()> {
+                let sql = self.0;
+                if !sql.prepared {
+                    out.unsafe_to_cache_prepared();
+                }
+                let mut pieces = sql.text.split('?');
+                out.push_sql(pieces.next().unwrap_or_default());
+                let mut binds = sql.binds.iter();
+                for piece in pieces {
+                    let Some(bind) = binds.next() else {
+                        return Err(placeholders_mismatch(sql));
+                    };
+                    match bind {
+                        Bind::Int(v) => out.push_bind_param::<BigInt, _>(v)?,
+                        Bind::OptInt(v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
+                        Bind::Text(v) => out.push_bind_param::<Text, _>(v)?,
+                        Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
+                        Bind::Bytes(v) => out.push_bind_param::<Binary, _>(v)?,
+                    }
+                    out.push_sql(piece);
+                }
+                if binds.next().is_some() {
+                    return Err(placeholders_mismatch(sql));
+                }
+                Ok(())
+            }
         }
-        q
-    }};
+    };
+}
+
+query_fragment!(Pg);
+query_fragment!(Sqlite);
+
+fn placeholders_mismatch(sql: &Sql) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(
+        format!(
+            "{} placeholders but {} values in: {}",
+            sql.text.matches('?').count(),
+            sql.binds.len(),
+            sql.text
+        )
+        .into(),
+    )
 }
 
 /// What the store needs of a diesel connection; implemented for
@@ -152,16 +207,14 @@ impl Db for PgConnection {
     const DIALECT: Dialect = Dialect::Postgres;
 
     fn exec(&mut self, sql: &Sql) -> diesel::QueryResult<usize> {
-        let q: BoxedSqlQuery<'_, Pg, SqlQuery> = diesel::sql_query(sql.numbered()).into_boxed();
-        bind_all!(q, &sql.binds).execute(self)
+        Query(sql).execute(self)
     }
 
     fn load<T>(&mut self, sql: &Sql) -> diesel::QueryResult<Vec<T>>
     where
         T: QueryableByName<Pg> + 'static,
     {
-        let q: BoxedSqlQuery<'_, Pg, SqlQuery> = diesel::sql_query(sql.numbered()).into_boxed();
-        bind_all!(q, &sql.binds).load(self)
+        Query(sql).load(self)
     }
 }
 
@@ -169,18 +222,79 @@ impl Db for SqliteConnection {
     const DIALECT: Dialect = Dialect::Sqlite;
 
     fn exec(&mut self, sql: &Sql) -> diesel::QueryResult<usize> {
-        let q: BoxedSqlQuery<'_, Sqlite, SqlQuery> =
-            diesel::sql_query(sql.text.clone()).into_boxed();
-        bind_all!(q, &sql.binds).execute(self)
+        Query(sql).execute(self)
     }
 
     fn load<T>(&mut self, sql: &Sql) -> diesel::QueryResult<Vec<T>>
     where
         T: QueryableByName<Sqlite> + 'static,
     {
-        let q: BoxedSqlQuery<'_, Sqlite, SqlQuery> =
-            diesel::sql_query(sql.text.clone()).into_boxed();
-        bind_all!(q, &sql.binds).load(self)
+        Query(sql).load(self)
+    }
+}
+
+/// A diesel connection as the pool keeps it: it dereferences to the
+/// connection, and remembers what the pool needs to know of it.
+pub struct Pooled<C> {
+    conn: C,
+    /// Its state is unknown (a rollback failed): the pool drops it instead
+    /// of handing it out again. (A link the server closed is caught by
+    /// diesel, whose connection then reports itself broken.)
+    lost: bool,
+    /// When it last went back to the pool.
+    returned: Instant,
+}
+
+impl<C> std::ops::Deref for Pooled<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> std::ops::DerefMut for Pooled<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+/// How long a connection may rest in the pool and still be handed out
+/// without a round trip to check it first.
+const FRESH: Duration = Duration::from_secs(5);
+
+/// r2d2's manager for [`Pooled`] diesel connections. A connection is
+/// checked (`SELECT 1`) on checkout only when it rested in the pool longer
+/// than [`FRESH`]; one in steady use is not, which saves a round trip on
+/// every query. A connection whose link failed, or whose rollback did, is
+/// dropped when it goes back, so it is not handed out again.
+pub struct Manager<C: R2D2Connection + 'static> {
+    inner: ConnectionManager<C>,
+}
+
+impl<C: R2D2Connection + Send + 'static> ManageConnection for Manager<C> {
+    type Connection = Pooled<C>;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<Pooled<C>, diesel::r2d2::Error> {
+        Ok(Pooled {
+            conn: self.inner.connect()?,
+            lost: false,
+            returned: Instant::now(),
+        })
+    }
+
+    fn is_valid(&self, c: &mut Pooled<C>) -> Result<(), diesel::r2d2::Error> {
+        if c.returned.elapsed() < FRESH {
+            return Ok(());
+        }
+        self.inner.is_valid(&mut c.conn)
+    }
+
+    fn has_broken(&self, c: &mut Pooled<C>) -> bool {
+        // Called as the connection goes back to the pool.
+        c.returned = Instant::now();
+        c.lost || self.inner.has_broken(&mut c.conn)
     }
 }
 
@@ -188,9 +302,9 @@ impl Db for SqliteConnection {
 /// database executor (e.g. a job's identification query).
 pub enum Connection {
     /// PostgreSQL.
-    Postgres(PooledConnection<ConnectionManager<PgConnection>>),
+    Postgres(PooledConnection<Manager<PgConnection>>),
     /// SQLite.
-    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    Sqlite(PooledConnection<Manager<SqliteConnection>>),
 }
 
 /// Runs `$body` with `$c` bound to the concrete diesel connection inside a
@@ -237,6 +351,21 @@ impl Connection {
         with_conn!(self, |c| c.batch_execute(sql)).map_err(|e| StoreError::query("batch", e))
     }
 
+    /// Rolls back the open transaction. If that fails the connection's
+    /// state is unknown, and the pool drops it instead of reusing it.
+    pub(crate) fn rollback(&mut self) {
+        if self.batch("ROLLBACK").is_err() {
+            self.mark_lost();
+        }
+    }
+
+    fn mark_lost(&mut self) {
+        match self {
+            Connection::Postgres(p) => p.lost = true,
+            Connection::Sqlite(p) => p.lost = true,
+        }
+    }
+
     /// Runs `f` in a transaction that writes, committing when it returns
     /// `Ok` and rolling back otherwise. SQLite takes the write lock up front
     /// (`BEGIN IMMEDIATE`) so two writers never fail on a lock upgrade.
@@ -257,9 +386,7 @@ impl Connection {
                 Ok(v)
             }
             Err(e) => {
-                // A failed rollback leaves a broken connection, which the pool
-                // discards when it next checks it.
-                let _ = self.batch("ROLLBACK");
+                self.rollback();
                 Err(e)
             }
         }
@@ -274,8 +401,11 @@ impl Connection {
 #[derive(Debug)]
 struct SqlitePragmas;
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<Pooled<SqliteConnection>, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(
+        &self,
+        conn: &mut Pooled<SqliteConnection>,
+    ) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
@@ -295,8 +425,8 @@ struct PgSession {
     application_name: Option<String>,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<Pooled<PgConnection>, diesel::r2d2::Error> for PgSession {
+    fn on_acquire(&self, conn: &mut Pooled<PgConnection>) -> Result<(), diesel::r2d2::Error> {
         let mut sql = String::from("SET TIME ZONE 'UTC'");
         if let Some(name) = &self.application_name {
             // A literal, quotes doubled; PostgreSQL keeps the first 63 bytes.
@@ -316,8 +446,8 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub(crate) enum Pool {
-    Postgres(diesel::r2d2::Pool<ConnectionManager<PgConnection>>),
-    Sqlite(diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(diesel::r2d2::Pool<Manager<PgConnection>>),
+    Sqlite(diesel::r2d2::Pool<Manager<SqliteConnection>>),
 }
 
 impl Pool {
@@ -340,7 +470,9 @@ impl Pool {
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
                     .connection_customizer(Box::new(PgSession { application_name }))
-                    .build(ConnectionManager::new(url))
+                    .build(Manager {
+                        inner: ConnectionManager::new(url),
+                    })
                     .map_err(connect_err)?,
             ),
             Dialect::Sqlite => Pool::Sqlite(
@@ -349,7 +481,9 @@ impl Pool {
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
                     .connection_customizer(Box::new(SqlitePragmas))
-                    .build(ConnectionManager::new(sqlite_path(url)))
+                    .build(Manager {
+                        inner: ConnectionManager::new(sqlite_path(url)),
+                    })
                     .map_err(connect_err)?,
             ),
         })
@@ -379,12 +513,47 @@ pub(crate) fn sqlite_path(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use diesel::Connection as _;
+
     use super::*;
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {
-        let sql = Sql::new("SELECT ? WHERE a = ? AND b IN (?, ?)");
-        assert_eq!(sql.numbered(), "SELECT $1 WHERE a = $2 AND b IN ($3, $4)");
+        let mut sql = Sql::new("SELECT ? WHERE a = ? AND b IN (?, ?)");
+        sql.push("", (1..=4).map(Bind::Int));
+        let pg = diesel::debug_query::<Pg, _>(&Query(&sql)).to_string();
+        assert!(
+            pg.starts_with("SELECT $1 WHERE a = $2 AND b IN ($3, $4) -- binds: [1, 2, 3, 4]"),
+            "{pg}"
+        );
+        let lite = diesel::debug_query::<Sqlite, _>(&Query(&sql)).to_string();
+        assert!(lite.starts_with("SELECT ? WHERE a = ? AND b IN (?, ?) --"), "{lite}");
+    }
+
+    #[test]
+    fn a_placeholder_without_its_value_is_an_error_naming_the_statement() {
+        let mut conn = SqliteConnection::establish(":memory:").expect("in-memory SQLite");
+        let short = Sql::new("SELECT ? + ?").bind(Bind::Int(1));
+        let err = conn.exec(&short).expect_err("one value for two placeholders");
+        assert!(
+            err.to_string().contains("2 placeholders but 1 values in: SELECT ? + ?"),
+            "{err}"
+        );
+        let long = Sql::new("SELECT ?").bind(Bind::Int(1)).bind(Bind::Int(2));
+        assert!(conn.exec(&long).is_err());
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        for (a, b) in [(1, 2), (40, 2)] {
+            let fine = Sql::new("SELECT ? + ? AS n")
+                .bind(Bind::Int(a))
+                .bind(Bind::Int(b))
+                .prepared();
+            let got: Vec<N> = conn.load(&fine).expect("a prepared statement, run twice");
+            assert_eq!(got.iter().map(|r| r.n).collect::<Vec<_>>(), [a + b]);
+        }
     }
 
     #[test]

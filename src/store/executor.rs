@@ -48,7 +48,7 @@ impl<T: Send + 'static> Handler<Execute<T>> for DbExecutor {
             |panic| {
                 // The panic may have left a transaction open on this
                 // connection; close it before the pool hands it out again.
-                let _ = conn.batch("ROLLBACK");
+                conn.rollback();
                 Err(StoreError::Corrupt {
                     what: "database call",
                     reason: format!("panicked: {}", crate::error::panic_message(&*panic)),

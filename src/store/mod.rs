@@ -23,7 +23,7 @@ use std::time::Duration;
 use actix::{Addr, SyncArbiter};
 
 pub(crate) use connection::Pool;
-pub use connection::{Bind, Connection, Db, Dialect, Sql};
+pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
 pub use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::run_migrations;

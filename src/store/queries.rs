@@ -818,7 +818,8 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
     .bind(Bind::Int(lease_ms))
     .bind(Bind::Int(partition_id))
     .bind(Bind::Text(owner.clone()))
-    .bind(Bind::Int(epoch));
+    .bind(Bind::Int(epoch))
+    .prepared();
     let ack = |rows: Vec<AckRow>| {
         rows.into_iter()
             .next()
@@ -845,7 +846,8 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
                 .bind(Bind::Int(d.run_id))
                 .bind(Bind::Int(d.partition_id))
                 .bind(Bind::Int(d.row_key))
-                .bind(Bind::Text(d.reason.clone())),
+                .bind(Bind::Text(d.reason.clone()))
+                .prepared(),
             )?;
         }
         Ok(acked)
