@@ -56,6 +56,18 @@ pub(crate) fn page(
         .map_err(|e| BenchError::step("reading a keyset page", e))
 }
 
+/// Asks the server to write out its dirty buffers now (`CHECKPOINT`), so
+/// that no checkpoint of earlier writes falls inside the next measurement.
+/// A role that may not do so is not an error: the bench goes on without.
+pub(crate) fn checkpoint(url: &str) -> Result<(), BenchError> {
+    use diesel::connection::SimpleConnection;
+    let mut conn = PgConnection::establish(url).map_err(|e| BenchError::connect(url, e))?;
+    if let Err(e) = conn.batch_execute("CHECKPOINT") {
+        tracing::debug!(error = %e, "CHECKPOINT refused; measuring without");
+    }
+    Ok(())
+}
+
 /// Walks the whole table once, one keyset page after another on one
 /// connection, as fast as the database serves it: rows read and the time.
 pub(crate) fn keyset_walk(

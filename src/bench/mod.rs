@@ -104,6 +104,9 @@ pub struct BenchConfig {
     pub payload_bytes: usize,
     /// Rows per page, for tranche and the keyset walk (default 1000).
     pub page_size: usize,
+    /// Rounds of the read group (keyset walk, COPY, tranche into the null
+    /// sink, interleaved); each reports its median round (default 3).
+    pub read_rounds: u32,
     /// tranche's partitions worked at once (default 4).
     pub concurrency: usize,
     /// tranche's range partitions (default 8).
@@ -143,6 +146,7 @@ impl BenchConfig {
             rows: 1_000_000,
             payload_bytes: 200,
             page_size: 1000,
+            read_rounds: 3,
             concurrency: 4,
             partitions: 8,
             quick_fix_workers: 5,
@@ -180,6 +184,9 @@ impl BenchConfig {
         }
         if self.page_size == 0 || self.concurrency == 0 || self.partitions == 0 {
             return bad("page_size, concurrency, partitions", "must be at least 1");
+        }
+        if self.read_rounds == 0 {
+            return bad("read_rounds", "must be at least 1");
         }
         if self.quick_fix_workers == 0 {
             return bad("quick_fix_workers", "must be at least 1");
@@ -237,6 +244,8 @@ struct Bench<'a> {
     config: &'a BenchConfig,
     url: String,
     stamp: i64,
+    /// tranche runs so far, numbering their jobs.
+    runs: u32,
     report: BenchReport,
     progress: &'a mut dyn Progress,
 }
@@ -290,10 +299,37 @@ impl Bench<'_> {
         sink: Arc<dyn Sink>,
         upto: Option<u64>,
     ) -> Result<(), BenchError> {
+        let seconds = self
+            .tranche_seconds(runtime, group, name, sink, upto)
+            .await?;
+        let want = upto.unwrap_or(self.config.rows);
+        self.push(Measurement::new(
+            group,
+            name,
+            Kind::Tranche,
+            want,
+            want,
+            seconds,
+        ));
+        Ok(())
+    }
+
+    /// One run of a fresh job, as [`Self::tranche_on`], without recording
+    /// it: the seconds it took, planning included.
+    async fn tranche_seconds(
+        &mut self,
+        runtime: RuntimeHandle,
+        group: &str,
+        name: &str,
+        sink: Arc<dyn Sink>,
+        upto: Option<u64>,
+    ) -> Result<f64, BenchError> {
         let c = self.config;
+        self.runs += 1;
         let job_name = format!(
-            "bench-{}",
-            name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-")
+            "bench-{}-{}",
+            name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-"),
+            self.runs
         );
         let job = data::job(&job_name, data::TABLE, sink, c.partitions, upto, self.stamp)?;
         let started = Instant::now();
@@ -308,15 +344,7 @@ impl Bench<'_> {
                 report.state, report.rows_done
             )));
         }
-        self.push(Measurement::new(
-            group,
-            name,
-            Kind::Tranche,
-            want,
-            want,
-            seconds,
-        ));
-        Ok(())
+        Ok(seconds)
     }
 
     /// The S1 baseline and its quick fix into `sink`, over `rows` rows.
@@ -387,6 +415,7 @@ pub async fn run(
         config,
         url: url.clone(),
         stamp,
+        runs: 0,
         report: BenchReport::default(),
         progress,
     };
@@ -406,37 +435,8 @@ pub async fn run(
         format!("{:.1} s", seeded.elapsed().as_secs_f64()),
     );
 
-    // Reading alone, then tranche reading into the null sink.
-    b.progress.step("keyset walk");
-    let (rows, took) =
-        tokio::task::block_in_place(|| limits::keyset_walk(&url, data::TABLE, c.page_size))?;
-    b.push(Measurement::new(
-        READ,
-        "keyset walk, 1 connection",
-        Kind::Limit,
-        rows,
-        rows,
-        took.as_secs_f64(),
-    ));
-    b.progress.step("COPY TO STDOUT");
-    let (rows, took) = tokio::task::block_in_place(|| limits::copy_out(&url))?;
-    b.push(Measurement::new(
-        READ,
-        "COPY TO STDOUT",
-        Kind::Limit,
-        rows,
-        rows,
-        took.as_secs_f64(),
-    ));
-    b.progress.step("tranche, null sink");
-    b.tranche(
-        READ,
-        "tranche, null sink",
-        &url.clone(),
-        Arc::new(NullSink::new()),
-        None,
-    )
-    .await?;
+    // Reading alone, then tranche reading into the null sink, in rounds.
+    read_rows(&mut b).await?;
 
     // The brokers.
     #[cfg(feature = "amqp")]
@@ -515,6 +515,66 @@ pub async fn run(
     b.report.compute_ratios();
     b.report.targets = targets(&b.report, c);
     Ok(b.report)
+}
+
+/// The read group: the keyset walk, `COPY`, and tranche into the null
+/// sink, run [`BenchConfig::read_rounds`] times in turn (so a slow spell
+/// of the machine falls on all three alike), each after a `CHECKPOINT` so
+/// no flush of earlier writes lands inside a measurement. Each reports its
+/// median round.
+async fn read_rows(b: &mut Bench<'_>) -> Result<(), BenchError> {
+    let c = b.config;
+    let url = b.url.clone();
+    let rounds = c.read_rounds as usize;
+    let mut walk = Vec::with_capacity(rounds);
+    let mut copy = Vec::with_capacity(rounds);
+    let mut null = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let of = format!("round {round} of {rounds}");
+        b.progress.step(&format!("keyset walk, {of}"));
+        tokio::task::block_in_place(|| limits::checkpoint(&url))?;
+        walk.push(tokio::task::block_in_place(|| {
+            limits::keyset_walk(&url, data::TABLE, c.page_size)
+        })?);
+        b.progress.step(&format!("COPY TO STDOUT, {of}"));
+        tokio::task::block_in_place(|| limits::checkpoint(&url))?;
+        copy.push(tokio::task::block_in_place(|| limits::copy_out(&url))?);
+        b.progress.step(&format!("tranche, null sink, {of}"));
+        let runtime = b.runtime(&url).await?;
+        tokio::task::block_in_place(|| limits::checkpoint(&url))?;
+        let seconds = b
+            .tranche_seconds(
+                runtime,
+                READ,
+                "tranche, null sink",
+                Arc::new(NullSink::new()),
+                None,
+            )
+            .await?;
+        null.push((c.rows, Duration::from_secs_f64(seconds)));
+    }
+    for (name, kind, runs) in [
+        ("keyset walk, 1 connection", Kind::Limit, walk),
+        ("COPY TO STDOUT", Kind::Limit, copy),
+        ("tranche, null sink", Kind::Tranche, null),
+    ] {
+        let (rows, took) = median(runs);
+        b.push(Measurement::new(
+            READ,
+            name,
+            kind,
+            rows,
+            rows,
+            took.as_secs_f64(),
+        ));
+    }
+    Ok(())
+}
+
+/// The median of the rounds by time (the upper one of an even count).
+fn median(mut runs: Vec<(u64, Duration)>) -> (u64, Duration) {
+    runs.sort_by_key(|r| r.1);
+    runs[runs.len() / 2]
 }
 
 fn update_spec() -> Result<UpdateSpec, BenchError> {
@@ -743,6 +803,13 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
         ),
     );
     s.insert("baselines".into(), format!("S1: 1 worker, pages of {} rows, each message confirmed before the next; quick fix: {} workers, id % {} = k in SQL; stopped after {} s and projected", c.page_size, c.quick_fix_workers, c.quick_fix_workers, c.baseline_budget.as_secs()));
+    s.insert(
+        "reads".into(),
+        format!(
+            "keyset walk, COPY and tranche into the null sink in turn, {} rounds, a CHECKPOINT before each; each shows its median round; statements prepared (walk and tranche alike); tranche's time includes planning the run",
+            c.read_rounds
+        ),
+    );
     s.insert(
         "latency-bound sink".into(),
         format!(

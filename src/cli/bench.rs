@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Rows per page (tranche and the keyset walk).
     #[arg(long, default_value_t = 1000)]
     page_size: usize,
+    /// Rounds of the read group (walk, COPY, tranche into the null sink);
+    /// each reports its median.
+    #[arg(long, default_value_t = 3)]
+    read_rounds: u32,
     /// tranche's partitions worked at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -85,6 +89,7 @@ pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
     config.rows = args.rows;
     config.payload_bytes = args.payload_bytes;
     config.page_size = args.page_size;
+    config.read_rounds = args.read_rounds;
     config.concurrency = args.concurrency;
     config.partitions = args.partitions;
     config.quick_fix_workers = args.quick_fix_workers;

@@ -402,10 +402,7 @@ impl Connection {
 struct SqlitePragmas;
 
 impl CustomizeConnection<Pooled<SqliteConnection>, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(
-        &self,
-        conn: &mut Pooled<SqliteConnection>,
-    ) -> Result<(), diesel::r2d2::Error> {
+    fn on_acquire(&self, conn: &mut Pooled<SqliteConnection>) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
@@ -527,16 +524,22 @@ mod tests {
             "{pg}"
         );
         let lite = diesel::debug_query::<Sqlite, _>(&Query(&sql)).to_string();
-        assert!(lite.starts_with("SELECT ? WHERE a = ? AND b IN (?, ?) --"), "{lite}");
+        assert!(
+            lite.starts_with("SELECT ? WHERE a = ? AND b IN (?, ?) --"),
+            "{lite}"
+        );
     }
 
     #[test]
     fn a_placeholder_without_its_value_is_an_error_naming_the_statement() {
         let mut conn = SqliteConnection::establish(":memory:").expect("in-memory SQLite");
         let short = Sql::new("SELECT ? + ?").bind(Bind::Int(1));
-        let err = conn.exec(&short).expect_err("one value for two placeholders");
+        let err = conn
+            .exec(&short)
+            .expect_err("one value for two placeholders");
         assert!(
-            err.to_string().contains("2 placeholders but 1 values in: SELECT ? + ?"),
+            err.to_string()
+                .contains("2 placeholders but 1 values in: SELECT ? + ?"),
             "{err}"
         );
         let long = Sql::new("SELECT ?").bind(Bind::Int(1)).bind(Bind::Int(2));

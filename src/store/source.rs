@@ -179,10 +179,12 @@ pub(crate) fn rows_at(
     let mut cuts = Vec::with_capacity(positions.len());
     let mut at = 0u64;
     for &position in positions {
-        let skip = position.checked_sub(at + 1).ok_or_else(|| StoreError::Corrupt {
-            what: "quantile rows",
-            reason: format!("cut positions must rise from 1: {positions:?}"),
-        })?;
+        let skip = position
+            .checked_sub(at + 1)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "quantile rows",
+                reason: format!("cut positions must rise from 1: {positions:?}"),
+            })?;
         let mut sql = Sql::new(format!(
             "SELECT {} AS ord, CAST({} AS BIGINT) AS k ",
             ks.o_int, ks.k
@@ -248,11 +250,12 @@ pub(crate) fn modulo_counts(
 /// The next page of a partition: rows after `after` (or from the lower bound),
 /// below the upper bound, up to the high-water mark, in keyset order.
 ///
-/// The start of the page is written as two index range scans,
+/// On SQLite the start of the page is written as two index range scans,
 /// `order = c AND key > k` then `order > c`, instead of the row value
-/// `(order, key) > (c, k)`: SQLite (and PostgreSQL behind an equality
-/// column) would otherwise seek on `order` alone and rescan a whole group of
-/// rows sharing one timestamp on every page.
+/// `(order, key) > (c, k)`: SQLite would otherwise seek on `order` alone
+/// and rescan a whole group of rows sharing one order value on every page.
+/// PostgreSQL seeks to the row value directly (behind equality columns of
+/// the index too), so there the page is the one range scan.
 pub(crate) fn fetch_page(
     c: &mut Connection,
     source: &Source,
@@ -338,6 +341,15 @@ fn page(
     // Read once per page with the same text: kept prepared.
     let mut sql = Sql::new("").prepared();
     match start {
+        // PostgreSQL seeks a btree to a row value, even behind equality
+        // columns of the index: one range scan.
+        Some((from, op)) if c.dialect() == Dialect::Postgres => {
+            sql.push(&select, []);
+            sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+            ks.push_cmp(&mut sql, op, from);
+            sql.push(tail.text_ref(), tail.binds_ref().iter().cloned());
+            order_limit(&mut sql);
+        }
         None => {
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
