@@ -117,7 +117,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     assert_eq!(memory["rows"], 3000);
     assert!(memory["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
     // The read group ran twice in turn, and says so; one median each.
-    assert!(stdout.contains("tranche, null sink, round 2 of 2"), "{stdout}");
+    assert!(
+        stdout.contains("tranche, null sink, round 2 of 2"),
+        "{stdout}"
+    );
     assert!(json["settings"]["reads"]
         .as_str()
         .unwrap()
