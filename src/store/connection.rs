@@ -265,7 +265,7 @@ const FRESH: Duration = Duration::from_secs(5);
 
 /// r2d2's manager for [`Pooled`] diesel connections. A connection is
 /// checked (`SELECT 1`) on checkout only when it rested in the pool longer
-/// than [`FRESH`]; one in steady use is not, which saves a round trip on
+/// than 5 s; one in steady use is not, which saves a round trip on
 /// every query. A connection whose link failed, or whose rollback did, is
 /// dropped when it goes back, so it is not handed out again.
 pub struct Manager<C: R2D2Connection + 'static> {
