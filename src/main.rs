@@ -18,13 +18,6 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tranche::demo::{self, Verification};
-
-/// The binary allocates and frees a few small buffers per row across
-/// threads (read on a database thread, dropped on a worker); mimalloc
-/// does that with less locking than the system allocator. Embedders keep
-/// whichever allocator their program sets.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tranche::{
     redact_url, JsonLinesSink, OutboxSink, PartitionProgress, RunReport, RuntimeConfig,
     RuntimeHandle, Sink, Store, StoreOptions, UpdateSink,
