@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
@@ -235,6 +236,8 @@ impl Sink for NatsSink {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut duplicates = 0u64;
         let mut pause = Duration::from_millis(100);
+        // Built once: each publish then takes a reference-counted clone.
+        let subject = Subject::from(self.config.subject.as_str());
         loop {
             let js = match self.context().await {
                 Ok(js) => js,
@@ -249,27 +252,28 @@ impl Sink for NatsSink {
             let mut acked = vec![false; batch.len()];
             // Each publish waits for its acknowledgement until its own
             // deadline, so after a lost connection the whole window times
-            // out together rather than one timeout after another.
-            let mut in_flight: VecDeque<(usize, Instant, PublishAckFuture)> = VecDeque::new();
+            // out together rather than one timeout after another. The
+            // publishes of one top-up share the deadline taken before it.
+            let mut in_flight: VecDeque<(usize, Instant, PublishAckFuture)> =
+                VecDeque::with_capacity(self.config.window.min(pending.len()));
             let mut failure: Option<String> = None;
             let mut next = pending.iter().copied();
             loop {
+                let due = Instant::now() + self.config.ack_timeout;
                 while failure.is_none() && in_flight.len() < self.config.window {
                     let Some(i) = next.next() else { break };
                     let m = &batch[i];
                     let mut headers = HeaderMap::new();
-                    headers.insert("Nats-Msg-Id", m.id.as_str());
+                    headers.insert(NATS_MESSAGE_ID, m.id.as_str());
                     match js
                         .publish_with_headers(
-                            self.config.subject.clone(),
+                            subject.clone(),
                             headers,
                             bytes::Bytes::copy_from_slice(&m.payload),
                         )
                         .await
                     {
-                        Ok(ack) => {
-                            in_flight.push_back((i, Instant::now() + self.config.ack_timeout, ack))
-                        }
+                        Ok(ack) => in_flight.push_back((i, due, ack)),
                         Err(e) => failure = Some(format!("publish: {e}")),
                     }
                 }
