@@ -542,9 +542,44 @@ async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String)
     runtime.shutdown().await;
 }
 
+/// A split that cuts through pages the holder read ahead: five pages in
+/// one partition, the first delivery held until the idle worker took the
+/// second half (cut two and a half pages in). By then the holder's
+/// prefetcher has read pages two and three under the old bound; the rows of
+/// page three beyond the cut are dropped unpublished, so every row still
+/// arrives once and each half counts only its own.
+async fn rows_read_ahead_beyond_a_split_are_not_published(url: String) {
+    let mut cfg = config(&url);
+    cfg.concurrency = 2;
+    let rows = 5 * cfg.page_size as i64;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    common::seed_events(runtime.store(), rows, 7).await;
+    let sink = MemorySink::new();
+    let held = HoldsUntilSplit {
+        inner: sink.clone(),
+        store: runtime.store().clone(),
+    };
+    let report = runtime.run(job(Arc::new(held), 1, None)).await.unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!(report.steals, 1, "the idle worker split the lone partition");
+    assert_eq!(report.rows_done, rows);
+    let per_key = counts(&sink.messages());
+    assert_eq!(per_key.len() as i64, rows);
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "rows read ahead beyond the cut were published by the holder too"
+    );
+    let stored = runtime.store().partitions(report.run_id).await.unwrap();
+    let done: Vec<i64> = stored.iter().map(|p| p.rows_done).collect();
+    assert_eq!(done.iter().sum::<i64>(), rows, "{done:?}");
+    assert!(done.iter().all(|&n| n > 0 && n < rows), "{done:?}");
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     idle_workers_split_a_busy_range_and_every_row_arrives_once,
+    rows_read_ahead_beyond_a_split_are_not_published,
     delivers_every_row_once_with_deterministic_ids,
     a_failing_sink_is_retried_without_losing_rows,
     poison_rows_go_to_dead_letters_within_the_skip_limit,

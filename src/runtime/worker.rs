@@ -1,11 +1,18 @@
 //! The partition worker: page → publish → confirm → checkpoint, repeated.
 //!
 //! ```text
-//!   fetch page n ──▶ process rows ──▶ publish (send().await, bounded)
-//!        ▲                                  │   meanwhile: fetch page n+1
-//!        │                                  ▼
+//!   prefetcher: fetch page n+1, n+2, ... ──▶ channel (one page waiting)
+//!                                               │
+//!   worker: take page n ──▶ process rows ──▶ publish (send().await, bounded)
+//!        ▲                                      │
 //!        └──────── fenced checkpoint ◀── sink confirmed all of page n
 //! ```
+//!
+//! Pages are read by a prefetcher of the worker's own, a step ahead: while
+//! page n is published and checkpointed, page n+1 waits in the channel and
+//! page n+2 is being read, so neither the sink's confirmations nor the
+//! checkpoint's commit wait for a read. Only the worker publishes, and only
+//! after the checkpoint before, so a crash still repeats at most one page.
 //!
 //! The cursor moves only after the sink confirmed the whole page, and the
 //! checkpoint names this holder's owner and epoch: if it matches nothing,
@@ -17,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::progress::RunProgress;
@@ -126,6 +133,72 @@ fn process_row(
     })
 }
 
+/// A partition's pages, read ahead of its worker by a task of their own
+/// on the worker's thread: the page the worker takes next waits in a
+/// channel of one while the one after it is read. The task ends after the
+/// partition's last (short or empty) page, on a read error (handed on as
+/// the next page), and when this is dropped.
+struct Prefetch {
+    pages: mpsc::Receiver<Result<Vec<SourceRow>, StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Prefetch {
+    /// Reads `part` from its stored cursor on, each page bounded by the
+    /// latest cut `upper` holds.
+    fn start(
+        setup: &WorkerSetup,
+        mut part: PartitionRecord,
+        mut upper: watch::Receiver<Option<Cursor>>,
+    ) -> Self {
+        let (tx, pages) = mpsc::channel(1);
+        let (store, job, page_size) = (
+            setup.store.clone(),
+            setup.job.clone(),
+            setup.config.page_size,
+        );
+        let task = actix::spawn(
+            async move {
+                let mut after = part.cursor;
+                loop {
+                    if let Some(range) = part.range.as_mut() {
+                        range.upper = *upper.borrow_and_update();
+                    }
+                    let page = store.fetch_page(&job, &part, after, page_size).await;
+                    let next = match &page {
+                        Ok(rows) if rows.len() == page_size => {
+                            rows.last().map(|r| Cursor::new(r.order, r.key))
+                        }
+                        _ => None,
+                    };
+                    if tx.send(page).await.is_err() || next.is_none() {
+                        return;
+                    }
+                    after = next;
+                }
+            }
+            .in_current_span(),
+        );
+        Self { pages, task }
+    }
+
+    /// The next page; a read error is the store's.
+    async fn next(&mut self) -> Result<Vec<SourceRow>, Error> {
+        match self.pages.recv().await {
+            Some(page) => Ok(page?),
+            // The task ends only after a last page, which the worker does
+            // not read past, or when it is dropped.
+            None => Err(Error::Shutdown),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The worker's loop.
 async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
     // A copy whose upper bound follows splits made by other workers.
@@ -133,28 +206,27 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
     let p = &setup.partition;
     let owner = setup.owner.as_str();
     let page_size = setup.config.page_size;
-    let mut cursor = p.cursor;
-    let mut prefetched: Option<Result<Vec<SourceRow>, StoreError>> = None;
     let mut dead_letters_seen = 0u64;
-    tracing::debug!(cursor = ?cursor, "partition started");
+    tracing::debug!(cursor = ?p.cursor, "partition started");
+    let (upper, upper_seen) = watch::channel(part.range.and_then(|r| r.upper));
+    let mut pages = Prefetch::start(&setup, part.clone(), upper_seen);
     loop {
         if setup.lost.load(Ordering::SeqCst) {
             return Err(lost(&setup));
         }
         if *setup.shutdown.borrow() {
+            drop(pages);
             setup.store.release(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Released);
         }
-        let rows = match prefetched.take() {
-            Some(page) => page?,
-            None => {
-                setup
-                    .store
-                    .fetch_page(&setup.job, &part, cursor, page_size)
-                    .await?
-            }
-        };
+        let mut rows = pages.next().await?;
+        // A page read before a split was learned: what lies at or beyond
+        // the cut is the thief's now.
+        if let Some(cut) = part.range.and_then(|r| r.upper) {
+            rows.retain(|r| Cursor::new(r.order, r.key) < cut);
+        }
         let Some(last) = rows.last().map(|r| Cursor::new(r.order, r.key)) else {
+            drop(pages);
             setup.store.complete(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Completed);
         };
@@ -188,27 +260,15 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             }
         }
 
-        // Publish page n while page n+1 is read.
-        let publish = async {
-            if messages.is_empty() {
-                return Ok(Default::default());
-            }
+        // The prefetcher reads the next pages meanwhile.
+        let delivery = if messages.is_empty() {
+            Default::default()
+        } else {
             setup
                 .publisher
                 .send(Publish(messages))
                 .await
-                .map_err(|_| Error::Shutdown)?
-                .map_err(Error::from)
-        };
-        let delivery = if full {
-            let next = setup
-                .store
-                .fetch_page(&setup.job, &part, Some(last), page_size);
-            let (delivery, next) = futures::join!(publish, next);
-            prefetched = Some(next);
-            delivery?
-        } else {
-            publish.await?
+                .map_err(|_| Error::Shutdown)??
         };
 
         if setup.lost.load(Ordering::SeqCst) {
@@ -228,15 +288,13 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 lease: setup.config.lease.lease,
             })
             .await?;
-        cursor = Some(last);
         if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {
-            // Another worker took the end of this range: stop at the cut,
-            // and drop from the prefetched page whatever lies beyond it.
+            // Another worker took the end of this range: stop at the cut.
+            // Pages read already are trimmed as they are taken; the
+            // prefetcher reads no further than the cut from now on.
             tracing::info!(upper = ?ack.upper, rows_planned = ack.rows_planned, "range split; the rest was stolen");
             range.upper = ack.upper;
-            if let (Some(upper), Some(Ok(next))) = (ack.upper, prefetched.as_mut()) {
-                next.retain(|r| Cursor::new(r.order, r.key) < upper);
-            }
+            let _ = upper.send(ack.upper);
         }
         let n = rows.len() as i64;
         setup.progress.send_modify(|prog| {
