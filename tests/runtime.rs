@@ -542,12 +542,12 @@ async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String)
     runtime.shutdown().await;
 }
 
-/// A split that cuts through pages the holder read ahead: five pages in
-/// one partition, the first delivery held until the idle worker took the
-/// second half (cut two and a half pages in). By then the holder's
-/// prefetcher has read pages two and three under the old bound; the rows of
-/// page three beyond the cut are dropped unpublished, so every row still
-/// arrives once and each half counts only its own.
+/// A split close behind pages the holder read ahead: five pages in one
+/// partition, the first delivery held until the idle worker took the second
+/// half, as near the holder as the steal margin lets it (two and a half
+/// pages in). By then the holder's prefetcher has read page two under the
+/// old bound; nothing the holder read ahead or reads after learning the cut
+/// is published twice, and each half counts only its own rows.
 async fn rows_read_ahead_beyond_a_split_are_not_published(url: String) {
     let mut cfg = config(&url);
     cfg.concurrency = 2;

@@ -1,17 +1,17 @@
 //! The partition worker: page → publish → confirm → checkpoint, repeated.
 //!
 //! ```text
-//!   prefetcher: fetch page n+1, n+2, ... ──▶ channel (one page waiting)
-//!                                               │
+//!   prefetcher: read page n+1 ──▶ channel of one; read n+2 once it is taken
+//!                                      │
 //!   worker: take page n ──▶ process rows ──▶ publish (send().await, bounded)
 //!        ▲                                      │
 //!        └──────── fenced checkpoint ◀── sink confirmed all of page n
 //! ```
 //!
 //! Pages are read by a prefetcher of the worker's own, a step ahead: while
-//! page n is published and checkpointed, page n+1 waits in the channel and
-//! page n+2 is being read, so neither the sink's confirmations nor the
-//! checkpoint's commit wait for a read. Only the worker publishes, and only
+//! page n is published and checkpointed, page n+1 is read, so a read never
+//! waits for the sink's confirmations or the checkpoint's commit, and the
+//! worker holds two pages at most. Only the worker publishes, and only
 //! after the checkpoint before, so a crash still repeats at most one page.
 //!
 //! The cursor moves only after the sink confirmed the whole page, and the
@@ -134,10 +134,10 @@ fn process_row(
 }
 
 /// A partition's pages, read ahead of its worker by a task of their own
-/// on the worker's thread: the page the worker takes next waits in a
-/// channel of one while the one after it is read. The task ends after the
-/// partition's last (short or empty) page, on a read error (handed on as
-/// the next page), and when this is dropped.
+/// on the worker's thread: as soon as the worker takes a page, the next one
+/// is read, while the worker publishes and checkpoints the one it took.
+/// The task ends after the partition's last (short or empty) page, on a
+/// read error (handed on as the next page), and when this is dropped.
 struct Prefetch {
     pages: mpsc::Receiver<Result<Vec<SourceRow>, StoreError>>,
     task: tokio::task::JoinHandle<()>,
@@ -161,6 +161,11 @@ impl Prefetch {
             async move {
                 let mut after = part.cursor;
                 loop {
+                    // Read the next page only once the worker took the one
+                    // before: it holds two pages at most, as it works on one.
+                    let Ok(slot) = tx.reserve().await else {
+                        return;
+                    };
                     if let Some(range) = part.range.as_mut() {
                         range.upper = *upper.borrow_and_update();
                     }
@@ -171,10 +176,11 @@ impl Prefetch {
                         }
                         _ => None,
                     };
-                    if tx.send(page).await.is_err() || next.is_none() {
+                    slot.send(page);
+                    let Some(next) = next else {
                         return;
-                    }
-                    after = next;
+                    };
+                    after = Some(next);
                 }
             }
             .in_current_span(),
@@ -220,8 +226,8 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             return Ok(WorkerOutcome::Released);
         }
         let mut rows = pages.next().await?;
-        // A page read before a split was learned: what lies at or beyond
-        // the cut is the thief's now.
+        // The steal margin keeps a split beyond what was read ahead; should
+        // a page still reach past a cut, the rest is the thief's.
         if let Some(cut) = part.range.and_then(|r| r.upper) {
             rows.retain(|r| Cursor::new(r.order, r.key) < cut);
         }
@@ -290,8 +296,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             .await?;
         if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {
             // Another worker took the end of this range: stop at the cut.
-            // Pages read already are trimmed as they are taken; the
-            // prefetcher reads no further than the cut from now on.
+            // The prefetcher reads no further than the cut from now on.
             tracing::info!(upper = ?ack.upper, rows_planned = ack.rows_planned, "range split; the rest was stolen");
             range.upper = ack.upper;
             let _ = upper.send(ack.upper);

@@ -49,9 +49,9 @@
 //!   range at a row at least two pages past the victim's stored checkpoint,
 //!   lowers the victim's upper bound to the cut and inserts the rest as a
 //!   new partition claimed by itself. The victim keeps its owner, epoch and
-//!   lease; the page it is publishing lies below the cut, and its next
-//!   checkpoint returns the new bound: it drops whatever its prefetcher
-//!   read beyond it before publishing again, and reads no further. The two halves
+//!   lease; everything it can have read ahead (the page it is publishing and
+//!   the one its prefetcher read) lies below the cut, and its next checkpoint
+//!   returns the new bound, from which it reads no further. The two halves
 //!   are half-open and adjacent, so every row stays in exactly one
 //!   partition.
 //!

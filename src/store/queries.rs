@@ -858,9 +858,8 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Steal {
     /// Rows past the holder's checkpoint that stay with the holder at least:
-    /// more than it can publish before its next checkpoint tells it of the
-    /// cut (one page), with a page to spare. What it read ahead beyond the
-    /// cut it drops unpublished.
+    /// more than it can have read ahead (two pages: the one being published
+    /// and the one its prefetcher read).
     pub margin: u64,
     /// The smallest remaining range (planned minus done) worth splitting.
     pub min_rows: u64,
