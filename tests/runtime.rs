@@ -516,18 +516,25 @@ impl Sink for HoldsUntilSplit {
     }
 }
 
-/// One partition and three workers: the idle two split the busy one's
-/// range (and each other's) instead of waiting, and every row still
-/// arrives exactly once.
-async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String) {
-    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
-    common::seed_events(runtime.store(), 20_000, 7).await;
+/// Runs [`JOB`] over one partition into a memory sink behind
+/// [`HoldsUntilSplit`]; the report and what the sink received.
+async fn run_held_until_split(runtime: &RuntimeHandle) -> (RunReport, MemorySink) {
     let sink = MemorySink::new();
     let held = HoldsUntilSplit {
         inner: sink.clone(),
         store: runtime.store().clone(),
     };
     let report = runtime.run(job(Arc::new(held), 1, None)).await.unwrap();
+    (report, sink)
+}
+
+/// One partition and three workers: the idle two split the busy one's
+/// range (and each other's) instead of waiting, and every row still
+/// arrives exactly once.
+async fn idle_workers_split_a_busy_range_and_every_row_arrives_once(url: String) {
+    let runtime = RuntimeHandle::start(config(&url)).await.unwrap();
+    common::seed_events(runtime.store(), 20_000, 7).await;
+    let (report, sink) = run_held_until_split(&runtime).await;
     assert_eq!(report.state, RunState::Done);
     assert!(report.steals >= 1, "idle workers split the lone partition");
     assert_eq!(report.partitions.len() as u64, 1 + report.steals);
@@ -554,12 +561,7 @@ async fn rows_read_ahead_beyond_a_split_are_not_published(url: String) {
     let rows = 5 * cfg.page_size as i64;
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
     common::seed_events(runtime.store(), rows, 7).await;
-    let sink = MemorySink::new();
-    let held = HoldsUntilSplit {
-        inner: sink.clone(),
-        store: runtime.store().clone(),
-    };
-    let report = runtime.run(job(Arc::new(held), 1, None)).await.unwrap();
+    let (report, sink) = run_held_until_split(&runtime).await;
     assert_eq!(report.state, RunState::Done);
     assert_eq!(report.steals, 1, "the idle worker split the lone partition");
     assert_eq!(report.rows_done, rows);

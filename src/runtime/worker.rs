@@ -229,7 +229,12 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         // The steal margin keeps a split beyond what was read ahead; should
         // a page still reach past a cut, the rest is the thief's.
         if let Some(cut) = part.range.and_then(|r| r.upper) {
-            rows.retain(|r| Cursor::new(r.order, r.key) < cut);
+            if rows
+                .last()
+                .is_some_and(|r| Cursor::new(r.order, r.key) >= cut)
+            {
+                rows.retain(|r| Cursor::new(r.order, r.key) < cut);
+            }
         }
         let Some(last) = rows.last().map(|r| Cursor::new(r.order, r.key)) else {
             drop(pages);
