@@ -173,22 +173,35 @@ pub fn seed(
     on_progress: &mut dyn FnMut(u64),
 ) -> Result<(), StoreError> {
     create_schema(c)?;
-    c.write_transaction(|c| {
-        c.batch(&format!(
-            "DELETE FROM {SUBSCRIPTIONS}; DELETE FROM {PRODUCTS}; DELETE FROM demo_meta;"
-        ))?;
-        for (i, v) in PRODUCT_VERSIONS.iter().enumerate() {
-            c.execute(
-                &Sql::new(format!(
-                    "INSERT INTO {PRODUCTS} (id, name, version) VALUES (?, ?, ?)"
-                ))
-                .bind(Bind::Int(i as i64 + 1))
-                .bind(Bind::Text(format!("product-{}", i + 1)))
-                .bind(Bind::Int(*v)),
-            )?;
-        }
-        Ok::<_, StoreError>(())
-    })?;
+    c.write_transaction(clear_and_add_products)?;
+    add_subscriptions(c, rows, on_progress)
+}
+
+/// Empties the demo tables and adds the products.
+fn clear_and_add_products(c: &mut Connection) -> Result<(), StoreError> {
+    c.batch(&format!(
+        "DELETE FROM {SUBSCRIPTIONS}; DELETE FROM {PRODUCTS}; DELETE FROM demo_meta;"
+    ))?;
+    for (i, v) in PRODUCT_VERSIONS.iter().enumerate() {
+        c.execute(
+            &Sql::new(format!(
+                "INSERT INTO {PRODUCTS} (id, name, version) VALUES (?, ?, ?)"
+            ))
+            .bind(Bind::Int(i as i64 + 1))
+            .bind(Bind::Text(format!("product-{}", i + 1)))
+            .bind(Bind::Int(*v)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds `rows` subscriptions to the emptied tables, then the index, the
+/// statistics and, last, the mark that the seed is complete.
+fn add_subscriptions(
+    c: &mut Connection,
+    rows: u64,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<(), StoreError> {
     let row = match c.dialect() {
         Dialect::Postgres => "(?, ?, ?, ?, to_timestamp(?))",
         Dialect::Sqlite => "(?, ?, ?, ?, ?)",
@@ -521,40 +534,60 @@ const PG_SEED_LOCK: i64 = 0x0064_656d_6f5f_7330;
 
 /// Prepares the demo data: seeds `rows` subscriptions unless a complete
 /// seed of that size exists (or `fresh` asks to start over), reporting
-/// seeding progress to `on_progress`. On PostgreSQL the whole check and
-/// seed run under an advisory lock.
+/// seeding progress to `on_progress`.
+///
+/// Several processes preparing one database at once seed it once: the
+/// first checks and seeds while the others wait, then find the seed
+/// complete. On PostgreSQL the check and the seed run under an advisory
+/// lock; on SQLite in one `BEGIN IMMEDIATE` transaction, so the others wait
+/// for its write lock (up to the store's 30 s busy timeout, then fail with
+/// "database is locked").
 pub fn prepare_with(
     c: &mut Connection,
     rows: u64,
     fresh: bool,
     on_progress: &mut dyn FnMut(u64),
 ) -> Result<Prepared, StoreError> {
-    let pg = c.dialect() == Dialect::Postgres;
-    if pg {
-        c.batch(&format!("SELECT pg_advisory_lock({PG_SEED_LOCK})"))?;
+    if c.dialect() == Dialect::Sqlite {
+        return c.write_transaction(|c| prepare_locked(c, rows, fresh, true, on_progress));
     }
-    let result = (|| {
-        if fresh {
-            reset(c)?;
-        }
-        create_schema(c)?;
-        match seeded_rows(c)? {
-            Some(n) if n == rows => return Ok(Prepared::Reused),
-            Some(n) if crate::store::active_run_of(c, JOB_NAME)?.is_some() => {
-                return Ok(Prepared::UnfinishedRun { rows: n })
-            }
-            _ => {}
-        }
-        seed(c, rows, on_progress)?;
-        Ok(Prepared::Seeded)
-    })();
-    if pg {
-        let unlocked = c.batch(&format!("SELECT pg_advisory_unlock({PG_SEED_LOCK})"));
-        if result.is_ok() {
-            unlocked?;
-        }
+    c.batch(&format!("SELECT pg_advisory_lock({PG_SEED_LOCK})"))?;
+    let result = prepare_locked(c, rows, fresh, false, on_progress);
+    let unlocked = c.batch(&format!("SELECT pg_advisory_unlock({PG_SEED_LOCK})"));
+    if result.is_ok() {
+        unlocked?;
     }
     result
+}
+
+/// [`prepare_with`]'s check and seed, with the lock held; `in_transaction`
+/// when the lock is a transaction of the caller's, so the seed opens none
+/// of its own.
+fn prepare_locked(
+    c: &mut Connection,
+    rows: u64,
+    fresh: bool,
+    in_transaction: bool,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<Prepared, StoreError> {
+    if fresh {
+        reset(c)?;
+    }
+    create_schema(c)?;
+    match seeded_rows(c)? {
+        Some(n) if n == rows => return Ok(Prepared::Reused),
+        Some(n) if crate::store::active_run_of(c, JOB_NAME)?.is_some() => {
+            return Ok(Prepared::UnfinishedRun { rows: n })
+        }
+        _ => {}
+    }
+    if in_transaction {
+        clear_and_add_products(c)?;
+        add_subscriptions(c, rows, on_progress)?;
+    } else {
+        seed(c, rows, on_progress)?;
+    }
+    Ok(Prepared::Seeded)
 }
 
 /// [`prepare_with`] on `store`, without progress.

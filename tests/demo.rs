@@ -262,3 +262,51 @@ fn the_demo_through_kafka_verifies() {
     let dir = tempfile::tempdir().unwrap();
     demo_through(&format!("kafka://{brokers}"), "1", dir.path());
 }
+
+/// Two instances preparing one database at the same moment (each with a
+/// store of its own, as two processes would have): one seeds, the other
+/// waits and then finds the seed complete; the table holds each row once.
+async fn two_instances_prepare_at_once_and_seed_once(url: &str) {
+    use tranche::demo::{self, Prepared};
+    use tranche::store::{Store, StoreOptions};
+    let open = || Store::open(url, &StoreOptions::default()).expect("open store");
+    let (a, b) = (open(), open());
+    let rows = 30_000;
+    let (x, y) = futures::join!(
+        demo::prepare(&a, rows, false),
+        demo::prepare(&b, rows, false)
+    );
+    let mut got = vec![x.expect("first prepares"), y.expect("second prepares")];
+    got.sort_by_key(|p| matches!(p, Prepared::Seeded));
+    assert_eq!(got, vec![Prepared::Reused, Prepared::Seeded]);
+    let (seeded, count) = a
+        .run(|c| {
+            #[derive(diesel::QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let n: Vec<N> = c.load(&tranche::store::Sql::new(format!(
+                "SELECT COUNT(*) AS n FROM {}",
+                demo::SUBSCRIPTIONS
+            )))?;
+            Ok((demo::seeded_rows(c)?, n[0].n))
+        })
+        .await
+        .expect("count");
+    assert_eq!((seeded, count), (Some(rows), rows as i64));
+}
+
+#[actix::test]
+async fn two_instances_prepare_one_sqlite_database_at_once_and_seed_once() {
+    let (_dir, url) = common::sqlite_database();
+    two_instances_prepare_at_once_and_seed_once(&url).await;
+}
+
+#[actix::test]
+async fn two_instances_prepare_one_postgres_database_at_once_and_seed_once() {
+    let Some(db) = common::pg_database("demo_prepare") else {
+        return;
+    };
+    two_instances_prepare_at_once_and_seed_once(&db.url).await;
+}
