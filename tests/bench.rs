@@ -34,6 +34,8 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         "2",
         "--latency-rows",
         "500",
+        "--broker-rtt-rows",
+        "400",
         "--memory-rows",
         "3000",
         "--baseline-budget-s",
@@ -79,6 +81,7 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     let s1 = "S1 baseline (1 worker)";
     let quick = "S1 quick fix (5 workers)";
     let latency = "latency 20 ms, 500 rows";
+    let (rabbit_away, jet_away) = ("RabbitMQ, 20 ms round trip", "JetStream, 20 ms round trip");
     assert_eq!(
         names,
         vec![
@@ -93,6 +96,14 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
             ("JetStream", s1),
             ("JetStream", quick),
             ("JetStream", "tranche"),
+            (rabbit_away, "bare client, pipelined"),
+            (rabbit_away, s1),
+            (rabbit_away, quick),
+            (rabbit_away, "tranche"),
+            (jet_away, "bare client, pipelined"),
+            (jet_away, s1),
+            (jet_away, quick),
+            (jet_away, "tranche"),
             (latency, s1),
             (latency, quick),
             (latency, "tranche"),
@@ -101,7 +112,11 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         ]
     );
     for (group, name, rows, done) in &measured {
-        let want = if group == latency { 500 } else { 3000 };
+        let want = match group.as_str() {
+            g if g == latency => 500,
+            g if g == rabbit_away || g == jet_away => 400,
+            _ => 3000,
+        };
         assert_eq!(*rows, want, "{group} / {name}");
         // Limits and tranche go through every row; a baseline may be
         // stopped at its budget, but it did some.
@@ -111,8 +126,22 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
             assert_eq!(*done, want, "{group} / {name}");
         }
     }
+    // Through the relay every confirmation takes the 20 ms round trip, so
+    // in its budget of 1 s a sequential worker confirms at most 50 rows.
+    for (group, name, _, done) in &measured {
+        if group == rabbit_away || group == jet_away {
+            if name == s1 {
+                assert!(*done <= 50, "{group} / {name}: {done}");
+            } else if name == quick {
+                assert!(*done <= 5 * 50, "{group} / {name}: {done}");
+            }
+        }
+    }
     // tranche against each other measurement of its group.
-    assert_eq!(json["ratios"].as_array().unwrap().len(), 2 + 3 + 3 + 2);
+    assert_eq!(
+        json["ratios"].as_array().unwrap().len(),
+        2 + 3 + 3 + 3 + 3 + 2
+    );
     let memory = &json["memory"][0];
     assert_eq!(memory["rows"], 3000);
     assert!(memory["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
@@ -125,6 +154,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         .as_str()
         .unwrap()
         .contains("2 rounds"));
+    assert!(json["settings"]["brokers at a distance"]
+        .as_str()
+        .unwrap()
+        .contains("20 ms round trip"));
     assert!(json["settings"]["RabbitMQ"]
         .as_str()
         .unwrap()

@@ -13,6 +13,10 @@
 //!   message before the next, and the quick fix of N modulo workers each
 //!   doing so; a baseline still running at its time budget is stopped and
 //!   its time projected from the rows it did;
+//! - **brokers at a distance**: the bare clients, the baselines and
+//!   tranche again, through a relay inside the bench that adds S1's round trip
+//!   (20 ms by default) between the bench and each broker, since on
+//!   loopback a confirmation takes a millisecond or less;
 //! - **tranche** with the null sink, the in-process update step (SQLite and
 //!   PostgreSQL), RabbitMQ and JetStream, and with a sink whose every
 //!   confirmation takes a fixed delay, against the baselines on that sink;
@@ -25,6 +29,8 @@
 
 mod chart;
 mod data;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+mod delay;
 mod legacy;
 mod limits;
 mod report;
@@ -124,6 +130,14 @@ pub struct BenchConfig {
     pub amqp_url: Option<String>,
     /// NATS JetStream, when measured (`nats://...`).
     pub nats_url: Option<String>,
+    /// The round trip added between the bench and each broker for the
+    /// broker rows at a distance (default 20 ms, what the S1 legacy job
+    /// waited for each confirmation): every byte is held half of it on its
+    /// way in each direction by a relay inside the bench. Zero leaves
+    /// those rows out.
+    pub broker_rtt: Duration,
+    /// Rows of the broker rows at a distance (default 100,000).
+    pub broker_rtt_rows: u64,
     /// Unconfirmed messages in flight, for tranche's broker sinks and the
     /// bare clients alike (default 1024).
     pub window: usize,
@@ -155,6 +169,8 @@ impl BenchConfig {
             latency_rows: vec![1_000, 100_000],
             amqp_url: None,
             nats_url: None,
+            broker_rtt: Duration::from_millis(20),
+            broker_rtt_rows: 100_000,
             window: 1024,
             memory_rows: vec![1_000_000, 10_000_000],
             tranche_exe: None,
@@ -193,6 +209,12 @@ impl BenchConfig {
         }
         if self.window == 0 {
             return bad("window", "must be at least 1");
+        }
+        if !self.broker_rtt.is_zero() && !(1..=self.rows).contains(&self.broker_rtt_rows) {
+            return bad(
+                "broker_rtt_rows",
+                &format!("{} is not within 1..={}", self.broker_rtt_rows, self.rows),
+            );
         }
         if let Some(r) = self.latency_rows.iter().find(|&&r| r == 0 || r > self.rows) {
             return bad(
@@ -438,17 +460,36 @@ pub async fn run(
     // Reading alone, then tranche reading into the null sink, in rounds.
     read_rows(&mut b).await?;
 
-    // The brokers.
-    #[cfg(feature = "amqp")]
-    if let Some(amqp) = c.amqp_url.clone() {
-        if let Err(e) = amqp_rows(&mut b, &amqp).await {
-            b.skip("RabbitMQ", e);
+    // The brokers on this machine, then at the round trip of S1's.
+    #[cfg(any(feature = "amqp", feature = "nats"))]
+    {
+        let mut round_trips = vec![Duration::ZERO];
+        if !c.broker_rtt.is_zero() {
+            round_trips.push(c.broker_rtt);
         }
-    }
-    #[cfg(feature = "nats")]
-    if let Some(nats) = c.nats_url.clone() {
-        if let Err(e) = nats_rows(&mut b, &nats).await {
-            b.skip("JetStream", e);
+        for rtt in round_trips {
+            #[cfg(feature = "amqp")]
+            if let Some(amqp) = c.amqp_url.clone() {
+                let group = broker_group_name("RabbitMQ", rtt);
+                let done = async {
+                    let route = Route::new(&group, &amqp, 5672, rtt, c).await?;
+                    amqp_rows(&mut b, &route).await
+                };
+                if let Err(e) = done.await {
+                    b.skip(&group, e);
+                }
+            }
+            #[cfg(feature = "nats")]
+            if let Some(nats) = c.nats_url.clone() {
+                let group = broker_group_name("JetStream", rtt);
+                let done = async {
+                    let route = Route::new(&group, &nats, 4222, rtt, c).await?;
+                    nats_rows(&mut b, &route).await
+                };
+                if let Err(e) = done.await {
+                    b.skip(&group, e);
+                }
+            }
         }
     }
 
@@ -585,12 +626,74 @@ fn update_spec() -> Result<UpdateSpec, BenchError> {
     })
 }
 
+/// The name of a broker's group: the broker's alone on this machine,
+/// with the round trip added when `rtt` is not zero.
+fn broker_group_name(broker: &str, rtt: Duration) -> String {
+    if rtt.is_zero() {
+        broker.to_owned()
+    } else {
+        format!("{broker}, {} ms round trip", rtt.as_millis())
+    }
+}
+
+/// Where a broker group's messages go.
+#[cfg(any(feature = "amqp", feature = "nats"))]
+struct Route {
+    /// The group's name.
+    group: String,
+    /// The broker's own URL: for setting up and emptying its queue or
+    /// stream, never measured.
+    admin: String,
+    /// The URL the measured clients publish to: the broker's own, or the
+    /// relay's in front of it.
+    url: String,
+    /// Rows each measurement publishes.
+    rows: u64,
+    /// The relay adding the round trip, kept open as long as the route.
+    _relay: Option<delay::DelayProxy>,
+}
+
+#[cfg(any(feature = "amqp", feature = "nats"))]
+impl Route {
+    /// To the broker at `url` (`default_port` when it names none): straight
+    /// there over all the bench's rows when `rtt` is zero, else through a
+    /// relay adding `rtt` to every round trip, over
+    /// [`BenchConfig::broker_rtt_rows`].
+    async fn new(
+        group: &str,
+        url: &str,
+        default_port: u16,
+        rtt: Duration,
+        c: &BenchConfig,
+    ) -> Result<Self, BenchError> {
+        let mut route = Self {
+            group: group.to_owned(),
+            admin: url.to_owned(),
+            url: url.to_owned(),
+            rows: c.rows,
+            _relay: None,
+        };
+        if !rtt.is_zero() {
+            let upstream = delay::upstream(url, default_port)?;
+            let relay = delay::DelayProxy::start(upstream, rtt / 2)
+                .await
+                .map_err(|e| BenchError::step("starting the delay relay", e))?;
+            route.url = relay.url(url)?;
+            route.rows = c.broker_rtt_rows;
+            route._relay = Some(relay);
+        }
+        Ok(route)
+    }
+}
+
 /// A broker's rows: its bare client (`raw`), the S1 baseline and quick fix
-/// through `sink`, and tranche through `sink`, with the queue or stream
-/// emptied (`purge`) before each and after the last.
+/// through `sink`, and tranche through `sink`, each over the route's rows,
+/// with the queue or stream emptied (`purge`) before each and after the
+/// last.
+#[cfg(any(feature = "amqp", feature = "nats"))]
 async fn broker_group<P, F, R>(
     b: &mut Bench<'_>,
-    group: &str,
+    route: &Route,
     sink: Arc<dyn Sink>,
     raw: R,
     purge: P,
@@ -600,6 +703,7 @@ where
     F: std::future::Future<Output = Result<(), BenchError>>,
     R: std::future::Future<Output = Result<(u64, Duration), BenchError>>,
 {
+    let group = route.group.as_str();
     purge().await?;
     b.progress.step(&format!("{group}: bare client, pipelined"));
     let (rows, took) = raw.await?;
@@ -612,29 +716,37 @@ where
         took.as_secs_f64(),
     ));
     purge().await?;
-    b.legacy(group, Arc::clone(&sink), b.config.rows).await?;
+    b.legacy(group, Arc::clone(&sink), route.rows).await?;
     purge().await?;
     b.progress.step(&format!("{group}: tranche"));
-    b.tranche(group, "tranche", &b.url.clone(), sink, None)
+    let upto = (route.rows < b.config.rows).then_some(route.rows);
+    b.tranche(group, "tranche", &b.url.clone(), sink, upto)
         .await?;
     purge().await
 }
 
 #[cfg(feature = "amqp")]
-async fn amqp_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
+async fn amqp_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
     use crate::sink::{AmqpConfig, AmqpSink};
     let c = b.config;
     let name = c.database.clone();
-    let mut config = AmqpConfig::new(url, &name, &name);
+    let mut config = AmqpConfig::new(&route.url, &name, &name);
     config.queue = Some(name.clone());
     config.window = c.window;
     let sink = AmqpSink::new(config)?;
     sink.connect()
         .await
         .map_err(|e| BenchError::step("RabbitMQ", e))?;
-    let raw = limits::raw_amqp(url, &name, &name, c.rows, c.payload_bytes, c.window);
-    broker_group(b, "RabbitMQ", Arc::new(sink), raw, || {
-        purge_amqp(url, &name)
+    let raw = limits::raw_amqp(
+        &route.url,
+        &name,
+        &name,
+        route.rows,
+        c.payload_bytes,
+        c.window,
+    );
+    broker_group(b, route, Arc::new(sink), raw, || {
+        purge_amqp(&route.admin, &name)
     })
     .await
 }
@@ -658,28 +770,36 @@ async fn purge_amqp(url: &str, queue: &str) -> Result<(), BenchError> {
 }
 
 #[cfg(feature = "nats")]
-async fn nats_rows(b: &mut Bench<'_>, url: &str) -> Result<(), BenchError> {
+async fn nats_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
     use crate::sink::{NatsConfig, NatsSink};
     let c = b.config;
     let stream = c.database.to_ascii_uppercase();
     let subject = format!("{}.rows", c.database);
-    // A fresh stream, as the database is fresh: an earlier one may store
-    // other subjects or hold ids of earlier runs.
-    let client = async_nats::connect(url)
+    // A fresh stream for each group, as the database is fresh: an earlier
+    // one may store other subjects, and its duplicate window holds the ids
+    // that the baselines and the bare client send again.
+    let client = async_nats::connect(&route.admin)
         .await
         .map_err(|e| BenchError::step("connecting to NATS", e))?;
     let _ = async_nats::jetstream::new(client)
         .delete_stream(&stream)
         .await;
-    let mut config = NatsConfig::new(url, &stream, &subject);
+    let mut config = NatsConfig::new(&route.url, &stream, &subject);
     config.window = c.window;
     let sink = NatsSink::new(config)?;
     sink.connect()
         .await
         .map_err(|e| BenchError::step("JetStream", e))?;
-    let raw = limits::raw_nats(url, &subject, c.rows, c.payload_bytes, c.window, b.stamp);
-    broker_group(b, "JetStream", Arc::new(sink), raw, || {
-        purge_nats(url, &stream)
+    let raw = limits::raw_nats(
+        &route.url,
+        &subject,
+        route.rows,
+        c.payload_bytes,
+        c.window,
+        b.stamp,
+    );
+    broker_group(b, route, Arc::new(sink), raw, || {
+        purge_nats(&route.admin, &stream)
     })
     .await
 }
@@ -802,6 +922,19 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
             c.window
         ),
     );
+    s.insert(
+        "brokers at a distance".into(),
+        if c.broker_rtt.is_zero() {
+            "not measured".into()
+        } else {
+            format!(
+                "{} rows through a relay inside the bench that holds every byte {:.1} ms on its way in each direction ({} ms round trip, as S1's confirmations took); latency only, no bandwidth cap or loss; the database stays local",
+                c.broker_rtt_rows,
+                c.broker_rtt.as_secs_f64() * 500.0,
+                c.broker_rtt.as_millis()
+            )
+        },
+    );
     s.insert("baselines".into(), format!("S1: 1 worker, pages of {} rows, each message confirmed before the next; quick fix: {} workers, id % {} = k in SQL; stopped after {} s and projected", c.page_size, c.quick_fix_workers, c.quick_fix_workers, c.baseline_budget.as_secs()));
     s.insert(
         "reads".into(),
@@ -833,20 +966,26 @@ fn targets(r: &BenchReport, c: &BenchConfig) -> Vec<Target> {
             met: got.map(|g| g >= want),
         }
     };
-    for (group, raw_share) in [("RabbitMQ", 0.8), ("JetStream", 0.7)] {
-        let t = rate(group, "tranche");
-        out.push(ratio(
-            format!("{group}: tranche / bare client"),
-            t,
-            rate(group, "bare client, pipelined"),
-            raw_share,
-        ));
-        out.push(ratio(
-            format!("{group}: tranche / S1 baseline"),
-            t,
-            rate(group, S1),
-            100.0,
-        ));
+    for (broker, raw_share) in [("RabbitMQ", 0.8), ("JetStream", 0.7)] {
+        let mut groups = vec![broker.to_owned()];
+        if !c.broker_rtt.is_zero() {
+            groups.push(broker_group_name(broker, c.broker_rtt));
+        }
+        for group in &groups {
+            let t = rate(group, "tranche");
+            out.push(ratio(
+                format!("{group}: tranche / bare client"),
+                t,
+                rate(group, "bare client, pipelined"),
+                raw_share,
+            ));
+            out.push(ratio(
+                format!("{group}: tranche / S1 baseline"),
+                t,
+                rate(group, S1),
+                100.0,
+            ));
+        }
     }
     let null = rate(READ, "tranche, null sink");
     out.push(ratio(
@@ -940,6 +1079,13 @@ mod tests {
         assert!(err(&|c| c.latency_rows = vec![2_000_000]).starts_with("latency_rows:"));
         assert!(err(&|c| c.database = "x; DROP".into()).starts_with("database:"));
         assert!(err(&|c| c.window = 0).starts_with("window:"));
+        assert!(err(&|c| c.broker_rtt_rows = 0).starts_with("broker_rtt_rows:"));
+        assert!(err(&|c| c.broker_rtt_rows = 2_000_000).starts_with("broker_rtt_rows:"));
+        // Without the round trip, the rows at a distance are not run.
+        let mut c = BenchConfig::new("postgres://h/db");
+        c.broker_rtt = Duration::ZERO;
+        c.broker_rtt_rows = 0;
+        assert!(c.validate().is_ok());
         assert!(BenchConfig::new("postgres://h/db").validate().is_ok());
     }
 }

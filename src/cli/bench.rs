@@ -71,6 +71,14 @@ pub struct BenchArgs {
     /// Leave JetStream out.
     #[arg(long)]
     no_nats: bool,
+    /// Round trip added to every broker for the broker rows at a distance,
+    /// ms (a relay inside the bench holds each byte half of it each way);
+    /// 0 leaves those rows out.
+    #[arg(long, default_value_t = 20)]
+    broker_rtt_ms: u64,
+    /// Rows of the broker rows at a distance.
+    #[arg(long, default_value_t = 100_000)]
+    broker_rtt_rows: u64,
     /// Unconfirmed messages in flight (tranche's broker sinks and the bare
     /// clients).
     #[arg(long, default_value_t = 1024)]
@@ -98,6 +106,8 @@ pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
     config.latency_rows = args.latency_rows;
     config.amqp_url = (!args.no_amqp).then_some(args.amqp);
     config.nats_url = (!args.no_nats).then_some(args.nats);
+    config.broker_rtt = Duration::from_millis(args.broker_rtt_ms);
+    config.broker_rtt_rows = args.broker_rtt_rows;
     config.window = args.window;
     config.memory_rows = args
         .memory_rows
