@@ -776,6 +776,26 @@ async fn a_connection_the_server_ended_is_not_reused() {
     let before = pid().await.expect("a first query");
 
     let mut admin = PgConnection::establish(&db.url).expect("admin connection");
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut sessions = |admin: &mut PgConnection| {
+        diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE application_name = 'tranche ended-session test'",
+        )
+        .load::<N>(admin)
+        .expect("count sessions")[0]
+            .n
+    };
+    // The first query took the pool's idle session, so the pool opens
+    // another in the background to keep one idle; wait until it is there,
+    // which fills the pool, so that no session opens after the terminate.
+    common::wait_until("the pool to hold its two sessions", 30, || {
+        sessions(&mut admin) == 2
+    });
     diesel::sql_query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = 'tranche ended-session test'",
@@ -783,19 +803,7 @@ async fn a_connection_the_server_ended_is_not_reused() {
     .execute(&mut admin)
     .expect("terminate the store's sessions");
     common::wait_until("the terminated sessions to be gone", 30, || {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        diesel::sql_query(
-            "SELECT COUNT(*) AS n FROM pg_stat_activity \
-             WHERE application_name = 'tranche ended-session test'",
-        )
-        .load::<N>(&mut admin)
-        .expect("count sessions")[0]
-            .n
-            == 0
+        sessions(&mut admin) == 0
     });
 
     // The pool holds threads + 1 = 2 sessions: at most that many failures,
