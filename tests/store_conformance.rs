@@ -781,7 +781,7 @@ async fn a_connection_the_server_ended_is_not_reused() {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let mut sessions = |admin: &mut PgConnection| {
+    let sessions = |admin: &mut PgConnection| {
         diesel::sql_query(
             "SELECT COUNT(*) AS n FROM pg_stat_activity \
              WHERE application_name = 'tranche ended-session test'",
