@@ -178,8 +178,20 @@ struct RunArgs {
     quiet: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // OpenSSL (libpq's and lapin's) registers a cleanup to run at exit
+    // unless its first initialisation asks for none. That cleanup frees
+    // state that threads still ending at exit use: `tranche consume` was
+    // seen to die of SIGSEGV in OpenSSL's `init_thread_deregister` after
+    // its work was done. Initialised here first, without it.
+    openssl_sys::init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(cli_main())
+}
+
+async fn cli_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -440,6 +440,16 @@ impl CustomizeConnection<Pooled<PgConnection>, diesel::r2d2::Error> for PgSessio
     }
 }
 
+/// Initialises OpenSSL, which libpq uses, before libpq does: initialised
+/// first by this call, OpenSSL registers no cleanup to run at exit. That
+/// cleanup frees state that threads still ending at exit use, and can
+/// crash a process as it exits (seen as SIGSEGV in OpenSSL's
+/// `init_thread_deregister`). No effect when the host initialised it
+/// already.
+pub(crate) fn init_openssl() {
+    openssl_sys::init();
+}
+
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub(crate) enum Pool {
@@ -461,7 +471,8 @@ impl Pool {
             reason: e.to_string(),
         };
         Ok(match Dialect::of_url(url) {
-            Dialect::Postgres => Pool::Postgres(
+            Dialect::Postgres => Pool::Postgres({
+                init_openssl();
                 diesel::r2d2::Pool::builder()
                     .max_size(size)
                     .min_idle(Some(1))
@@ -470,8 +481,8 @@ impl Pool {
                     .build(Manager {
                         inner: ConnectionManager::new(url),
                     })
-                    .map_err(connect_err)?,
-            ),
+                    .map_err(connect_err)?
+            }),
             Dialect::Sqlite => Pool::Sqlite(
                 diesel::r2d2::Pool::builder()
                     .max_size(size)

@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
-/// The admin URL of the test PostgreSQL server.
+/// The admin URL of the test PostgreSQL server. OpenSSL is initialised
+/// here, before libpq does it, so that it registers no cleanup at exit:
+/// run while threads still end, that cleanup can crash the test process.
 pub fn pg_admin_url() -> String {
+    openssl_sys::init();
     std::env::var("TRANCHE_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
