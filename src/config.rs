@@ -256,8 +256,12 @@ pub enum SinkSection {
         declare: Option<bool>,
         /// Partitions of a created topic (default 3).
         partitions: Option<i32>,
+        /// How long the producer retries one message before the delivery
+        /// fails as retryable, ms (default 60,000; librdkafka's
+        /// `message.timeout.ms`).
+        delivery_timeout_ms: Option<u64>,
         /// Further librdkafka producer properties, such as
-        /// `{ "compression.type" = "lz4" }`.
+        /// `{ "compression.type" = "lz4" }`, over the sink's own.
         properties: Option<std::collections::BTreeMap<String, String>>,
     },
     /// Write each message to an outbox table in the same database, once
@@ -459,6 +463,7 @@ impl JobFile {
             topic,
             declare,
             partitions,
+            delivery_timeout_ms,
             properties,
         } = &self.sink
         else {
@@ -472,6 +477,9 @@ impl JobFile {
             .collect();
         c.declare = declare.unwrap_or(true);
         c.partitions = partitions.unwrap_or(c.partitions);
+        if let Some(ms) = delivery_timeout_ms {
+            c.delivery_timeout = Duration::from_millis(*ms);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -812,6 +820,27 @@ path = "out.jsonl"
             let e = amqp("http://guest:secret@host/").unwrap_err();
             assert_eq!(e.field, "sink.url");
             assert!(!e.reason.contains("secret"), "{e}");
+        }
+        #[cfg(feature = "kafka")]
+        {
+            let kafka = |more: &str| {
+                bad(
+                    "kind = \"jsonl\"\npath = \"out.jsonl\"",
+                    &format!(
+                        "kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\n{more}"
+                    ),
+                )
+            };
+            assert!(
+                kafka("delivery_timeout_ms = 5000\nproperties = { \"linger.ms\" = \"0\" }").is_ok()
+            );
+            assert_eq!(
+                kafka("delivery_timeout_ms = 10").unwrap_err().field,
+                "sink.delivery_timeout_ms"
+            );
+            let e = kafka("properties = { \"message.timeout.ms\" = \"1000\" }").unwrap_err();
+            assert_eq!(e.field, "sink.properties");
+            assert!(e.reason.contains("delivery_timeout_ms"), "{e}");
         }
         assert!(bad(
             "kind = \"jsonl\"\npath = \"out.jsonl\"",

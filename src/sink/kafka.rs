@@ -30,8 +30,10 @@ pub struct KafkaConfig {
     /// fails as retryable (librdkafka's `message.timeout.ms`; default 60 s).
     pub delivery_timeout: Duration,
     /// Further librdkafka producer properties (`compression.type`,
-    /// `batch.num.messages`, security settings...), applied last; the
-    /// idempotence and acknowledgement settings above cannot be weakened.
+    /// `linger.ms`, `batch.num.messages`, security settings...), applied
+    /// over the sink's own; the idempotence and acknowledgement settings
+    /// cannot be weakened, and the delivery timeout is set by
+    /// `delivery_timeout` alone.
     pub properties: Vec<(String, String)>,
 }
 
@@ -66,11 +68,17 @@ impl KafkaConfig {
                     format!("{key} is set by the sink and cannot be overridden"),
                 ));
             }
+            if matches!(key.as_str(), "message.timeout.ms" | "delivery.timeout.ms") {
+                return Err(ConfigError::new(
+                    "sink.properties",
+                    format!("{key} is the sink's delivery timeout: set sink.delivery_timeout_ms"),
+                ));
+            }
         }
         if self.delivery_timeout < Duration::from_secs(1) {
             return Err(ConfigError::new(
-                "sink.delivery_timeout",
-                "must be at least 1 s",
+                "sink.delivery_timeout_ms",
+                "must be at least 1000 (1 s)",
             ));
         }
         Ok(())
@@ -155,19 +163,7 @@ impl KafkaSink {
     /// A sink for `config` (validated); the producer connects lazily.
     pub fn new(config: KafkaConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let mut client = ClientConfig::new();
-        for (key, value) in &config.properties {
-            client.set(key, value);
-        }
-        let producer = client
-            .set("bootstrap.servers", bootstrap(&config.brokers))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                config.delivery_timeout.as_millis().to_string(),
-            )
-            .set("linger.ms", "5")
+        let producer = producer_config(&config)
             .create()
             .map_err(|e| ConfigError::new("sink.brokers", e.to_string()))?;
         Ok(Self {
@@ -233,6 +229,26 @@ impl KafkaSink {
     }
 }
 
+/// The producer's librdkafka settings: the sink's own, then the user's
+/// `properties` over them (validation kept those from weakening the
+/// sink's guarantees).
+pub(crate) fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", bootstrap(&config.brokers))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", "5");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
 #[async_trait]
 impl Sink for KafkaSink {
     fn name(&self) -> &str {
@@ -284,6 +300,42 @@ impl Sink for KafkaSink {
                     !permanent,
                 ))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_apply_over_the_sinks_own_but_never_weaken_it() {
+        let mut config = KafkaConfig::new("127.0.0.1:9092", "orders");
+        config.properties = vec![
+            ("linger.ms".into(), "0".into()),
+            ("compression.type".into(), "lz4".into()),
+        ];
+        config.validate().unwrap();
+        let client = producer_config(&config);
+        assert_eq!(client.get("linger.ms"), Some("0"), "the user's value wins");
+        assert_eq!(client.get("compression.type"), Some("lz4"));
+        assert_eq!(client.get("enable.idempotence"), Some("true"));
+        assert_eq!(client.get("acks"), Some("all"));
+        assert_eq!(client.get("message.timeout.ms"), Some("60000"));
+        assert_eq!(
+            producer_config(&KafkaConfig::new("127.0.0.1:9092", "orders")).get("linger.ms"),
+            Some("5")
+        );
+        for key in [
+            "acks",
+            "enable.idempotence",
+            "message.timeout.ms",
+            "delivery.timeout.ms",
+        ] {
+            config.properties = vec![(key.into(), "1".into())];
+            let e = config.validate().unwrap_err();
+            assert_eq!(e.field, "sink.properties", "{key}");
+            assert!(e.to_string().contains(key), "{e}");
         }
     }
 }
