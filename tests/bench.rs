@@ -1,5 +1,5 @@
 //! `tranche bench` end to end on a small table against the real
-//! PostgreSQL, RabbitMQ and NATS: every measurement runs over every row and
+//! PostgreSQL, RabbitMQ, NATS and Kafka-protocol broker: every measurement runs over every row and
 //! the results are written as JSON, Markdown and PNG. Nothing is timed
 //! here; the figures are the bench's business.
 
@@ -10,7 +10,11 @@ use diesel::{Connection, PgConnection};
 
 #[test]
 fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
-    let (Some(amqp), Some(nats)) = (common::amqp_url(), common::nats_url()) else {
+    let (Some(amqp), Some(nats), Some(kafka)) = (
+        common::amqp_url(),
+        common::nats_url(),
+        common::kafka_brokers(),
+    ) else {
         return;
     };
     // Skips (or fails, when services are required) without PostgreSQL.
@@ -44,6 +48,8 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         &amqp,
         "--nats",
         &nats,
+        "--kafka",
+        &kafka,
         "--out",
         out.path().to_str().unwrap(),
     ]);
@@ -96,6 +102,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
             ("JetStream", s1),
             ("JetStream", quick),
             ("JetStream", "tranche"),
+            ("Kafka", "bare client, pipelined"),
+            ("Kafka", s1),
+            ("Kafka", quick),
+            ("Kafka", "tranche"),
             (rabbit_away, "bare client, pipelined"),
             (rabbit_away, s1),
             (rabbit_away, quick),
@@ -140,7 +150,7 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     // tranche against each other measurement of its group.
     assert_eq!(
         json["ratios"].as_array().unwrap().len(),
-        2 + 3 + 3 + 3 + 3 + 2
+        2 + 3 + 3 + 3 + 3 + 3 + 2
     );
     let memory = &json["memory"][0];
     assert_eq!(memory["rows"], 3000);
@@ -158,6 +168,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         .as_str()
         .unwrap()
         .contains("20 ms round trip"));
+    assert!(json["settings"]["Kafka"]
+        .as_str()
+        .unwrap()
+        .contains("acks=all"));
     assert!(json["settings"]["RabbitMQ"]
         .as_str()
         .unwrap()

@@ -226,3 +226,64 @@ pub(crate) async fn raw_nats(
     }
     Ok((count, started.elapsed()))
 }
+
+/// A bare rdkafka loop: `count` messages of `payload` bytes to `topic`,
+/// each keyed by its number and carrying a `message-id` header as the
+/// Kafka sink's do, from a producer with the sink's settings (idempotent,
+/// acks=all, linger 5 ms), at most `window` deliveries awaited. Every
+/// delivery must succeed.
+#[cfg(feature = "kafka")]
+pub(crate) async fn raw_kafka(
+    brokers: &str,
+    topic: &str,
+    count: u64,
+    payload: usize,
+    window: usize,
+) -> Result<(u64, Duration), BenchError> {
+    use std::collections::VecDeque;
+
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+    let producer: FutureProducer =
+        crate::sink::kafka::producer_config(&crate::sink::KafkaConfig::new(brokers, topic))
+            .create()
+            .map_err(|e| BenchError::step("creating a Kafka producer", e))?;
+    // Connected before the clock starts, as tranche's sink is.
+    tokio::task::block_in_place(|| {
+        rdkafka::producer::Producer::client(&producer)
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+    })
+    .map_err(|e| BenchError::step(&format!("Kafka topic {topic}"), e))?;
+    let settle = |delivered: <DeliveryFuture as std::future::Future>::Output| match delivered {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(BenchError::step("a Kafka delivery", e)),
+        Err(_) => Err(BenchError::Config("a Kafka delivery was cancelled".into())),
+    };
+    let body = vec![b'x'; payload];
+    let started = Instant::now();
+    let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::with_capacity(window);
+    for i in 0..count {
+        if in_flight.len() >= window {
+            settle(in_flight.pop_front().expect("window is not empty").await)?;
+        }
+        let key = itoa::Buffer::new().format(i).to_owned();
+        let id = format!("bench-raw:{i}");
+        let record =
+            FutureRecord::to(topic)
+                .key(&key)
+                .payload(&body)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "message-id",
+                    value: Some(id.as_str()),
+                }));
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| BenchError::step("producing", e))?;
+        in_flight.push_back(delivery);
+    }
+    for delivery in in_flight {
+        settle(delivery.await)?;
+    }
+    Ok((count, started.elapsed()))
+}

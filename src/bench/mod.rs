@@ -7,8 +7,8 @@
 //! - **limits**: a keyset walk of the table alone, one page after another
 //!   on one connection, and `COPY ... TO STDOUT` of it; a bare client
 //!   publishing as many messages with pipelined confirmations to RabbitMQ
-//!   (persistent, publisher confirms) and to NATS JetStream (file storage,
-//!   acknowledgements);
+//!   (persistent, publisher confirms), to NATS JetStream (file storage,
+//!   acknowledgements) and to Kafka (idempotent producer, acks=all);
 //! - **baselines** (scenario S1): one sequential worker confirming every
 //!   message before the next, and the quick fix of N modulo workers each
 //!   doing so; a baseline still running at its time budget is stopped and
@@ -18,7 +18,7 @@
 //!   (20 ms by default) between the bench and each broker, since on
 //!   loopback a confirmation takes a millisecond or less;
 //! - **tranche** with the null sink, the in-process update step (SQLite and
-//!   PostgreSQL), RabbitMQ and JetStream, and with a sink whose every
+//!   PostgreSQL), RabbitMQ, JetStream and Kafka, and with a sink whose every
 //!   confirmation takes a fixed delay, against the baselines on that sink;
 //! - **memory**: the peak resident set of a `tranche run` process walking
 //!   tables of each size to the null sink.
@@ -29,7 +29,7 @@
 
 mod chart;
 mod data;
-#[cfg(any(feature = "amqp", feature = "nats"))]
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
 mod delay;
 mod legacy;
 mod limits;
@@ -130,8 +130,13 @@ pub struct BenchConfig {
     pub amqp_url: Option<String>,
     /// NATS JetStream, when measured (`nats://...`).
     pub nats_url: Option<String>,
-    /// The round trip added between the bench and each broker for the
-    /// broker rows at a distance (default 20 ms, what the S1 legacy job
+    /// Kafka's bootstrap brokers, when measured (`host:port[,...]`). Its
+    /// topic is named after [`Self::database`] and the run, and deleted
+    /// at the end. Kafka is measured on this machine only: its clients
+    /// connect to the address the broker advertises, past any relay.
+    pub kafka_brokers: Option<String>,
+    /// The round trip added between the bench and RabbitMQ and JetStream
+    /// for the broker rows at a distance (default 20 ms, what the S1 legacy job
     /// waited for each confirmation): every byte is held half of it on its
     /// way in each direction by a relay inside the bench. Zero leaves
     /// those rows out.
@@ -169,6 +174,7 @@ impl BenchConfig {
             latency_rows: vec![1_000, 100_000],
             amqp_url: None,
             nats_url: None,
+            kafka_brokers: None,
             broker_rtt: Duration::from_millis(20),
             broker_rtt_rows: 100_000,
             window: 1024,
@@ -461,7 +467,7 @@ pub async fn run(
     read_rows(&mut b).await?;
 
     // The brokers on this machine, then at the round trip of S1's.
-    #[cfg(any(feature = "amqp", feature = "nats"))]
+    #[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
     {
         let mut round_trips = vec![Duration::ZERO];
         if !c.broker_rtt.is_zero() {
@@ -485,6 +491,17 @@ pub async fn run(
                 let done = async {
                     let route = Route::new(&group, &nats, 4222, rtt, c).await?;
                     nats_rows(&mut b, &route).await
+                };
+                if let Err(e) = done.await {
+                    b.skip(&group, e);
+                }
+            }
+            #[cfg(feature = "kafka")]
+            if let (Some(kafka), true) = (c.kafka_brokers.clone(), rtt.is_zero()) {
+                let group = broker_group_name("Kafka", rtt);
+                let done = async {
+                    let route = Route::new(&group, &kafka, 9092, rtt, c).await?;
+                    kafka_rows(&mut b, &route).await
                 };
                 if let Err(e) = done.await {
                     b.skip(&group, e);
@@ -637,7 +654,7 @@ fn broker_group_name(broker: &str, rtt: Duration) -> String {
 }
 
 /// Where a broker group's messages go.
-#[cfg(any(feature = "amqp", feature = "nats"))]
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
 struct Route {
     /// The group's name.
     group: String,
@@ -653,7 +670,7 @@ struct Route {
     _relay: Option<delay::DelayProxy>,
 }
 
-#[cfg(any(feature = "amqp", feature = "nats"))]
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
 impl Route {
     /// To the broker at `url` (`default_port` when it names none): straight
     /// there over all the bench's rows when `rtt` is zero, else through a
@@ -687,14 +704,15 @@ impl Route {
 }
 
 /// A broker's rows: its bare client (`raw`), the S1 baseline and quick fix
-/// through `sink`, and tranche through `sink`, each over the route's rows,
-/// with the queue or stream emptied (`purge`) before each and after the
-/// last.
-#[cfg(any(feature = "amqp", feature = "nats"))]
+/// through `baseline`, and tranche through `sink`, each over the route's
+/// rows, with the queue or stream emptied (`purge`) before each and after
+/// the last.
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
 async fn broker_group<P, F, R>(
     b: &mut Bench<'_>,
     route: &Route,
     sink: Arc<dyn Sink>,
+    baseline: Arc<dyn Sink>,
     raw: R,
     purge: P,
 ) -> Result<(), BenchError>
@@ -716,7 +734,7 @@ where
         took.as_secs_f64(),
     ));
     purge().await?;
-    b.legacy(group, Arc::clone(&sink), route.rows).await?;
+    b.legacy(group, baseline, route.rows).await?;
     purge().await?;
     b.progress.step(&format!("{group}: tranche"));
     let upto = (route.rows < b.config.rows).then_some(route.rows);
@@ -745,7 +763,8 @@ async fn amqp_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
         c.payload_bytes,
         c.window,
     );
-    broker_group(b, route, Arc::new(sink), raw, || {
+    let sink: Arc<dyn Sink> = Arc::new(sink);
+    broker_group(b, route, Arc::clone(&sink), sink, raw, || {
         purge_amqp(&route.admin, &name)
     })
     .await
@@ -798,7 +817,8 @@ async fn nats_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
         c.window,
         b.stamp,
     );
-    broker_group(b, route, Arc::new(sink), raw, || {
+    let sink: Arc<dyn Sink> = Arc::new(sink);
+    broker_group(b, route, Arc::clone(&sink), sink, raw, || {
         purge_nats(&route.admin, &stream)
     })
     .await
@@ -818,6 +838,75 @@ async fn purge_nats(url: &str, stream: &str) -> Result<(), BenchError> {
         .await
         .map_err(|e| BenchError::step(&format!("purging {stream}"), e))?;
     Ok(())
+}
+
+/// Kafka's rows, on a topic of the run's own (`{database}-{stamp}`, three
+/// partitions) that is deleted at the end. Nothing is emptied between the
+/// measurements: the idempotent producer keys its deduplication on the
+/// producer, not on the message, so later ones are not taken for replays.
+/// The baselines' sink sends each message at once (`linger.ms` 0), as a
+/// client awaiting every message would be set up; tranche's and the bare
+/// client's wait up to the sink's 5 ms to fill a batch.
+#[cfg(feature = "kafka")]
+async fn kafka_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
+    use crate::sink::{KafkaConfig, KafkaSink};
+    let c = b.config;
+    let brokers = route.url.clone();
+    let first = crate::sink::kafka::bootstrap(&brokers)
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // librdkafka retries an absent broker for as long as its timeouts
+    // allow; a closed port is told at once.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&first),
+    )
+    .await
+    .map_err(|_| BenchError::step(&format!("connecting to Kafka at {first}"), "timed out"))?
+    .map_err(|e| BenchError::step(&format!("connecting to Kafka at {first}"), e))?;
+    let topic = format!("{}-{}", c.database, b.stamp);
+    let sink = KafkaSink::new(KafkaConfig::new(&brokers, &topic))?;
+    sink.connect()
+        .await
+        .map_err(|e| BenchError::step("Kafka", e))?;
+    let mut config = KafkaConfig::new(&brokers, &topic);
+    config.properties = vec![("linger.ms".into(), "0".into())];
+    let baseline = KafkaSink::new(config)?;
+    baseline
+        .connect()
+        .await
+        .map_err(|e| BenchError::step("Kafka", e))?;
+    let raw = limits::raw_kafka(&brokers, &topic, route.rows, c.payload_bytes, c.window);
+    let done = broker_group(
+        b,
+        route,
+        Arc::new(sink),
+        Arc::new(baseline),
+        raw,
+        || async { Ok(()) },
+    )
+    .await;
+    delete_kafka_topic(&brokers, &topic).await;
+    done
+}
+
+/// Deletes `topic`, as far as the broker allows: the bench's results do
+/// not depend on it.
+#[cfg(feature = "kafka")]
+async fn delete_kafka_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::sink::kafka::bootstrap(brokers))
+        .create();
+    if let Ok(admin) = admin {
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        if let Err(e) = admin.delete_topics(&[topic], &options).await {
+            tracing::warn!(topic, error = %e, "the bench could not delete its Kafka topic");
+        }
+    }
 }
 
 /// Runs `tranche run` over a table of `rows` rows into the null sink and
@@ -919,6 +1008,14 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
             c.nats_url
                 .as_deref()
                 .map_or("not measured".into(), crate::redact_url),
+            c.window
+        ),
+    );
+    s.insert(
+        "Kafka".into(),
+        format!(
+            "{}: idempotent producer, acks=all, a topic of 3 partitions, message key and message-id header per message, window {}; tranche and the bare client linger 5 ms, the baselines 0 ms; on this machine only (clients connect to the address the broker advertises, past any relay)",
+            c.kafka_brokers.as_deref().unwrap_or("not measured"),
             c.window
         ),
     );

@@ -71,7 +71,14 @@ pub struct BenchArgs {
     /// Leave JetStream out.
     #[arg(long)]
     no_nats: bool,
-    /// Round trip added to every broker for the broker rows at a distance,
+    /// Kafka to measure (bootstrap brokers, `host:port[,host:port...]`).
+    #[arg(long, env = "TRANCHE_BENCH_KAFKA", default_value = "127.0.0.1:9092")]
+    kafka: String,
+    /// Leave Kafka out.
+    #[arg(long)]
+    no_kafka: bool,
+    /// Round trip added to RabbitMQ and JetStream for the broker rows at a
+    /// distance,
     /// ms (a relay inside the bench holds each byte half of it each way);
     /// 0 leaves those rows out.
     #[arg(long, default_value_t = 20)]
@@ -106,6 +113,7 @@ pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
     config.latency_rows = args.latency_rows;
     config.amqp_url = (!args.no_amqp).then_some(args.amqp);
     config.nats_url = (!args.no_nats).then_some(args.nats);
+    config.kafka_brokers = (!args.no_kafka).then_some(args.kafka);
     config.broker_rtt = Duration::from_millis(args.broker_rtt_ms);
     config.broker_rtt_rows = args.broker_rtt_rows;
     config.window = args.window;
