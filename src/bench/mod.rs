@@ -431,6 +431,8 @@ pub async fn run(
     progress: &mut dyn Progress,
 ) -> Result<BenchReport, BenchError> {
     config.validate()?;
+    // The bench connects to PostgreSQL directly, not only through stores.
+    crate::store::init_openssl();
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| BenchError::step(&format!("creating {}", config.out_dir.display()), e))?;
     let stamp = std::time::SystemTime::now()
@@ -474,34 +476,14 @@ pub async fn run(
             round_trips.push(c.broker_rtt);
         }
         for rtt in round_trips {
-            #[cfg(feature = "amqp")]
-            if let Some(amqp) = c.amqp_url.clone() {
-                let group = broker_group_name("RabbitMQ", rtt);
-                let done = async {
-                    let route = Route::new(&group, &amqp, 5672, rtt, c).await?;
-                    amqp_rows(&mut b, &route).await
-                };
-                if let Err(e) = done.await {
-                    b.skip(&group, e);
+            for (broker, url) in Broker::configured(c) {
+                if !rtt.is_zero() && !broker.behind_relay() {
+                    continue;
                 }
-            }
-            #[cfg(feature = "nats")]
-            if let Some(nats) = c.nats_url.clone() {
-                let group = broker_group_name("JetStream", rtt);
+                let group = broker_group_name(broker.name(), rtt);
                 let done = async {
-                    let route = Route::new(&group, &nats, 4222, rtt, c).await?;
-                    nats_rows(&mut b, &route).await
-                };
-                if let Err(e) = done.await {
-                    b.skip(&group, e);
-                }
-            }
-            #[cfg(feature = "kafka")]
-            if let (Some(kafka), true) = (c.kafka_brokers.clone(), rtt.is_zero()) {
-                let group = broker_group_name("Kafka", rtt);
-                let done = async {
-                    let route = Route::new(&group, &kafka, 9092, rtt, c).await?;
-                    kafka_rows(&mut b, &route).await
+                    let route = Route::new(&group, &url, broker.default_port(), rtt, c).await?;
+                    broker.rows(&mut b, &route).await
                 };
                 if let Err(e) = done.await {
                     b.skip(&group, e);
@@ -650,6 +632,81 @@ fn broker_group_name(broker: &str, rtt: Duration) -> String {
         broker.to_owned()
     } else {
         format!("{broker}, {} ms round trip", rtt.as_millis())
+    }
+}
+
+/// A broker the bench measures, by the cargo feature that brings it.
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
+#[derive(Clone, Copy)]
+enum Broker {
+    #[cfg(feature = "amqp")]
+    RabbitMQ,
+    #[cfg(feature = "nats")]
+    JetStream,
+    #[cfg(feature = "kafka")]
+    Kafka,
+}
+
+#[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
+impl Broker {
+    /// The brokers `c` names, in the order they are measured, with their
+    /// URLs.
+    fn configured(c: &BenchConfig) -> Vec<(Self, String)> {
+        let mut out = Vec::new();
+        #[cfg(feature = "amqp")]
+        out.extend(c.amqp_url.clone().map(|u| (Self::RabbitMQ, u)));
+        #[cfg(feature = "nats")]
+        out.extend(c.nats_url.clone().map(|u| (Self::JetStream, u)));
+        #[cfg(feature = "kafka")]
+        out.extend(c.kafka_brokers.clone().map(|u| (Self::Kafka, u)));
+        out
+    }
+
+    /// The name its groups start with.
+    fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "amqp")]
+            Self::RabbitMQ => "RabbitMQ",
+            #[cfg(feature = "nats")]
+            Self::JetStream => "JetStream",
+            #[cfg(feature = "kafka")]
+            Self::Kafka => "Kafka",
+        }
+    }
+
+    /// The port of a URL that names none.
+    fn default_port(self) -> u16 {
+        match self {
+            #[cfg(feature = "amqp")]
+            Self::RabbitMQ => 5672,
+            #[cfg(feature = "nats")]
+            Self::JetStream => 4222,
+            #[cfg(feature = "kafka")]
+            Self::Kafka => 9092,
+        }
+    }
+
+    /// Whether the delay relay can stand in front of it: not Kafka, whose
+    /// clients connect to the address the broker advertises.
+    fn behind_relay(self) -> bool {
+        match self {
+            #[cfg(feature = "kafka")]
+            Self::Kafka => false,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }
+    }
+
+    /// Its group's rows over `route`.
+    async fn rows(self, b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
+        match self {
+            #[cfg(feature = "amqp")]
+            Self::RabbitMQ => amqp_rows(b, route).await,
+            #[cfg(feature = "nats")]
+            Self::JetStream => nats_rows(b, route).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka => kafka_rows(b, route).await,
+        }
     }
 }
 
@@ -888,7 +945,7 @@ async fn kafka_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> 
         || async { Ok(()) },
     )
     .await;
-    delete_kafka_topic(&brokers, &topic).await;
+    delete_kafka_topic(&route.admin, &topic).await;
     done
 }
 

@@ -26,7 +26,7 @@ pub fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
         |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
     let applied = match Dialect::of_url(url) {
         Dialect::Postgres => {
-            super::connection::init_openssl();
+            super::init_openssl();
             let mut conn = PgConnection::establish(url).map_err(connect_err)?;
             conn.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
                 .map_err(|e| StoreError::query("migration lock", e))?;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use actix::{Addr, SyncArbiter};
 
-pub(crate) use connection::Pool;
+pub(crate) use connection::{init_openssl, Pool};
 pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
 pub use executor::DbExecutor;
 use executor::Execute;
