@@ -24,7 +24,10 @@ async fn main() -> anyhow::Result<()> {
     runtime
         .store()
         .run(|c| {
-            c.batch("CREATE TABLE users (id INTEGER PRIMARY KEY, signed_up BIGINT NOT NULL)")?;
+            c.batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, signed_up BIGINT NOT NULL); \
+                 CREATE INDEX users_signed_up ON users (signed_up, id)",
+            )?;
             for chunk in (1..=50_000i64).collect::<Vec<_>>().chunks(1000) {
                 let mut sql = Sql::new("INSERT INTO users (id, signed_up) VALUES ");
                 for (i, id) in chunk.iter().enumerate() {

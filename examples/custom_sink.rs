@@ -57,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
     runtime
         .store()
         .run(|c| {
-            c.batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, issued BIGINT NOT NULL)")?;
+            c.batch(
+                "CREATE TABLE invoices (id INTEGER PRIMARY KEY, issued BIGINT NOT NULL); \
+                 CREATE INDEX invoices_issued ON invoices (issued, id)",
+            )?;
             let mut sql = Sql::new("INSERT INTO invoices (id, issued) VALUES ");
             for id in 1..=5_000i64 {
                 sql.push(

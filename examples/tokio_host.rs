@@ -26,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
         .run(|c| {
             c.batch(
                 "CREATE TABLE IF NOT EXISTS orders (id BIGINT PRIMARY KEY, \
-                 placed_at BIGINT NOT NULL, status TEXT NOT NULL)",
+                 placed_at BIGINT NOT NULL, status TEXT NOT NULL); \
+                 CREATE INDEX IF NOT EXISTS orders_placed_at ON orders (placed_at, id)",
             )?;
             c.batch("DELETE FROM orders")?;
             let mut sql = Sql::new("INSERT INTO orders (id, placed_at, status) VALUES ");

@@ -16,9 +16,11 @@
 //! [source]
 //! table = "orders"
 //! key_column = "id"
-//! order_column = "placed_at"
-//! order_kind = "timestamp"        # or "integer" (default)
+//! order_column = "placed_at"      # absent: rows are read in key order
+//! order_kind = "timestamp"        # or "integer"; absent: from the column's type
 //! columns = ["status", "email"]   # read as text, sent in the payload
+//! # allow_duplicate_keys = true   # read a key column without a unique index
+//! # allow_sequential_scan = true  # accept a page order no index serves
 //! filter = [{ column = "status", op = "eq", value = "paid" }]
 //!
 //! [strategy]
@@ -147,11 +149,20 @@ pub struct SourceSection {
     pub table: String,
     /// Unique integer key column.
     pub key_column: String,
-    /// Order column.
-    pub order_column: String,
-    /// `integer` (default) or `timestamp` (PostgreSQL).
+    /// Order column (absent: the key, so rows are read in key order alone).
+    pub order_column: Option<String>,
+    /// `integer` or `timestamp` (PostgreSQL); absent, it is taken from the
+    /// column's type.
+    pub order_kind: Option<crate::job::OrderKind>,
+    /// Read every row even though the key column has no unique index
+    /// (default false: such a source is refused, since rows sharing a key
+    /// share a message id).
     #[serde(default)]
-    pub order_kind: crate::job::OrderKind,
+    pub allow_duplicate_keys: bool,
+    /// Accept a page order no index serves (default false: refused, with the
+    /// `CREATE INDEX` statement that would serve it).
+    #[serde(default)]
+    pub allow_sequential_scan: bool,
     /// Extra columns read as text and sent in the payload.
     #[serde(default)]
     pub columns: Vec<String>,
@@ -415,8 +426,11 @@ impl JobFile {
     /// The source, validated (names checked, values bound).
     pub fn source(&self) -> Result<Source, ConfigError> {
         let s = &self.source;
-        let mut source = Source::new(&s.table, &s.key_column, &s.order_column)?;
+        let order = s.order_column.as_deref().unwrap_or(&s.key_column);
+        let mut source = Source::new(&s.table, &s.key_column, order)?;
         source.order_kind = s.order_kind;
+        source.allow_duplicate_keys = s.allow_duplicate_keys;
+        source.allow_sequential_scan = s.allow_sequential_scan;
         for (i, c) in s.columns.iter().enumerate() {
             source
                 .columns
@@ -564,9 +578,7 @@ impl JobFile {
         let sink: Arc<dyn Sink> = match &self.sink {
             SinkSection::Jsonl { path } => {
                 let path = crate::demo::instance_path(path, instance_id);
-                Arc::new(JsonLinesSink::open(&path).map_err(|e| {
-                    ConfigError::new("sink.path", format!("{}: {e}", path.display()))
-                })?)
+                Arc::new(JsonLinesSink::lazy(&path))
             }
             #[cfg(feature = "amqp")]
             SinkSection::Amqp { .. } => Arc::new(crate::sink::AmqpSink::new(self.amqp_config()?)?),

@@ -51,6 +51,19 @@ impl Ident {
         })
     }
 
+    /// The schema (when qualified) and the name itself.
+    pub fn schema_and_name(&self) -> (Option<&str>, &str) {
+        match self.parts.as_slice() {
+            [schema, name] => (Some(schema), name),
+            _ => (None, self.parts.last().map_or("", String::as_str)),
+        }
+    }
+
+    /// The name without its schema.
+    pub fn name(&self) -> &str {
+        self.schema_and_name().1
+    }
+
     /// The identifier as SQL text, each part double-quoted.
     pub fn quoted(&self) -> String {
         self.parts

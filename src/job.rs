@@ -134,6 +134,12 @@ impl fmt::Debug for Scopes {
 }
 
 /// What the order column holds, and so how it maps to the keyset's integers.
+///
+/// A [`Source`] may leave it unset: the runtime then takes it from the
+/// column's type in the database catalog before anything is planned (an
+/// integer type is [`OrderKind::Integer`], `timestamp` and `timestamptz` are
+/// [`OrderKind::Timestamp`]), and refuses a kind that does not fit the
+/// column, naming `source.order_kind`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderKind {
@@ -147,40 +153,77 @@ pub enum OrderKind {
 }
 
 /// The table a job reads.
+///
+/// Before a run is planned the runtime checks it against the database
+/// catalog: the table and every named column exist, the key is an integer
+/// column with a unique index or primary key, the order column's type fits
+/// its [`OrderKind`], filter values fit their columns, and an index serves
+/// the page order. Each refusal names the field and says how to fix it.
 #[derive(Clone, Debug)]
 pub struct Source {
     /// Table (or view) name.
     pub table: Ident,
     /// Unique integer key; the tie-breaker of the keyset and the message key.
     pub key_column: Ident,
-    /// Order column: an integer, or a timestamp (see [`OrderKind`]).
+    /// Order column: an integer, or a timestamp (see [`OrderKind`]). The
+    /// key column itself when the source is walked in key order alone
+    /// ([`Source::by_key`]).
     pub order_column: Ident,
-    /// What the order column holds (default: an integer).
-    pub order_kind: OrderKind,
+    /// What the order column holds; `None` takes it from the column's type
+    /// when the run is checked (the store's queries read it as an integer
+    /// until then).
+    pub order_kind: Option<OrderKind>,
     /// Extra columns read with each row, as text.
     pub columns: Vec<Ident>,
     /// Conditions every row must meet.
     pub filter: Vec<Condition>,
+    /// Accept a key column without a unique index (default false). Rows
+    /// sharing a key are then all read, each page closing on a whole group
+    /// of rows with one `(order, key)`, and they share one message id.
+    pub allow_duplicate_keys: bool,
+    /// Accept a page order that no index serves (default false): every
+    /// page may then scan the table.
+    pub allow_sequential_scan: bool,
 }
 
 impl Source {
     /// A source over `table`, keyed by `key_column` and walked in
-    /// `order_column` order. Names are validated here.
+    /// `order_column` order. Names are validated here. Passing the key
+    /// column as the order column walks the table in key order alone.
     pub fn new(table: &str, key_column: &str, order_column: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             table: Ident::parse("source.table", table)?,
             key_column: Ident::parse("source.key_column", key_column)?,
             order_column: Ident::parse("source.order_column", order_column)?,
-            order_kind: OrderKind::Integer,
+            order_kind: None,
             columns: Vec::new(),
             filter: Vec::new(),
+            allow_duplicate_keys: false,
+            allow_sequential_scan: false,
         })
+    }
+
+    /// A source over `table` walked in the order of its unique integer key
+    /// alone, as a table whose only index is its primary key is read.
+    pub fn by_key(table: &str, key_column: &str) -> Result<Self, ConfigError> {
+        Self::new(table, key_column, key_column)
+    }
+
+    /// Whether the source is walked in key order alone.
+    pub fn is_key_ordered(&self) -> bool {
+        self.order_column == self.key_column
     }
 
     /// Declares the order column a timestamp (PostgreSQL); cursors and
     /// [`SourceRow::order`] are then microseconds since the epoch, UTC.
     pub fn order_by_timestamp(mut self) -> Self {
-        self.order_kind = OrderKind::Timestamp;
+        self.order_kind = Some(OrderKind::Timestamp);
+        self
+    }
+
+    /// Declares the order column an integer.
+    pub fn order_by_integer(mut self) -> Self {
+        self.order_kind = Some(OrderKind::Integer);
         self
     }
 
@@ -194,6 +237,20 @@ impl Source {
     pub fn filter(mut self, column: &str, op: Op, value: Value) -> Result<Self, ConfigError> {
         self.filter.push(Condition::new(column, op, value)?);
         Ok(self)
+    }
+
+    /// Accepts a key column without a unique index (see
+    /// [`Source::allow_duplicate_keys`](Source#structfield.allow_duplicate_keys)).
+    pub fn allowing_duplicate_keys(mut self) -> Self {
+        self.allow_duplicate_keys = true;
+        self
+    }
+
+    /// Accepts a page order no index serves (see
+    /// [`Source::allow_sequential_scan`](Source#structfield.allow_sequential_scan)).
+    pub fn allowing_sequential_scan(mut self) -> Self {
+        self.allow_sequential_scan = true;
+        self
     }
 }
 
@@ -217,18 +274,26 @@ pub enum Strategy {
 
 impl Strategy {
     /// Checks the partition count or modulus, naming the field.
+    ///
+    /// Both are at least 1 and at most [`Strategy::MAX_PARTITIONS`]; a range
+    /// plan never makes more partitions than the run has rows.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match self {
-            Strategy::Range { partitions: 0 } => Err(ConfigError::new(
-                "strategy.partitions",
-                "must be at least 1",
-            )),
-            Strategy::Modulo { modulus: 0 } => {
-                Err(ConfigError::new("strategy.modulus", "must be at least 1"))
-            }
-            _ => Ok(()),
+        let (field, n) = match *self {
+            Strategy::Range { partitions } => ("strategy.partitions", partitions),
+            Strategy::Modulo { modulus } => ("strategy.modulus", modulus),
+        };
+        if n == 0 || n > Self::MAX_PARTITIONS {
+            return Err(ConfigError::new(
+                field,
+                format!("{n} must be between 1 and {}", Self::MAX_PARTITIONS),
+            ));
         }
+        Ok(())
     }
+
+    /// The most partitions (or the largest modulus) a run may have: each
+    /// is a row of its own, claimed and checkpointed on its own.
+    pub const MAX_PARTITIONS: u32 = 10_000;
 
     /// Name stored with each partition.
     pub fn name(&self) -> &'static str {
@@ -438,12 +503,6 @@ impl JobBuilder {
         let source = self
             .source
             .ok_or_else(|| ConfigError::new("job.source", "a source is required"))?;
-        if source.key_column == source.order_column {
-            return Err(ConfigError::new(
-                "source.order_column",
-                "must differ from source.key_column (the key is already the tie-breaker)",
-            ));
-        }
         self.strategy.validate()?;
         Ok(Job {
             name: self.name,

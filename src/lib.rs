@@ -20,7 +20,7 @@
 //!  Store → DbExecutor (SyncArbiter) — the only place diesel runs        store
 //!  Consumer: broker → batch → one transaction → ack (the update phase   consume
 //!            on the consuming side; RabbitMQ, JetStream, Kafka)
-//!  plan, keyset, backoff — pure logic, no I/O
+//!  plan, keyset, backoff, catalog checks — pure logic, no I/O
 //! ```
 //!
 //! ## Quick start
@@ -59,6 +59,13 @@
 //!   epoch. A crash repeats at most the page in flight per partition.
 //! * **Identity and order.** Every message has the deterministic id
 //!   `job:key:version`; messages of one key travel one lane, in order.
+//! * **Every row accounted for.** Before a run is planned, its source is
+//!   checked against the database catalog (table, columns, types, a unique
+//!   key, an index serving the page order) and so is a sink's table; each
+//!   refusal names the field. Rows whose key or order value cannot be read
+//!   are dead-lettered while planning, rows with an unreadable value while
+//!   paging; a run ends `Done` only when every identified row was read or
+//!   dead-lettered, and fails naming the partitions short otherwise.
 //! * **Bad input.** Configuration is validated before anything is claimed,
 //!   naming the field; identifiers are validated and quoted, values bound;
 //!   poison rows go to dead letters up to a skip limit; URLs in errors are
@@ -72,6 +79,7 @@
 mod backoff;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod catalog;
 pub mod config;
 pub mod consume;
 pub mod demo;
@@ -106,4 +114,4 @@ pub use sink::{KafkaConfig, KafkaSink};
 #[cfg(feature = "nats")]
 pub use sink::{NatsConfig, NatsSink};
 pub use store::lease::LeaseConfig;
-pub use store::{run_migrations, DeadLetter, Store, StoreError, StoreOptions};
+pub use store::{run_migrations, DeadLetter, Page, Store, StoreError, StoreOptions};

@@ -13,7 +13,8 @@ use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConne
 
 /// 3000 orders; every fourth is cancelled; many share a timestamp.
 const ORDERS: &str = "CREATE TABLE orders (id BIGINT PRIMARY KEY, placed_at BIGINT NOT NULL, \
-     status TEXT NOT NULL, version BIGINT NOT NULL DEFAULT 1);";
+     status TEXT NOT NULL, version BIGINT NOT NULL DEFAULT 1); \
+     CREATE INDEX orders_paid ON orders (status, placed_at, id);";
 
 fn insert_orders() -> String {
     let values: Vec<String> = (1..=3000)

@@ -125,9 +125,9 @@ async fn poison_rows_go_to_dead_letters_within_the_skip_limit(url: String) {
     assert_eq!(sink.len(), 980);
     let letters = runtime.store().dead_letters(report.run_id).await.unwrap();
     assert_eq!(letters.len(), 20);
-    assert!(letters
-        .iter()
-        .all(|d| d.row_key % 50 == 0 && d.reason == format!("row {} is poison", d.row_key)));
+    assert!(letters.iter().all(|d| d
+        .row_key
+        .is_some_and(|k| k % 50 == 0 && d.reason == format!("row {k} is poison"))));
     runtime.shutdown().await;
 }
 
@@ -348,13 +348,14 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
         "the zombie wrote nothing after the takeover"
     );
     // The thief finishes the partition; the original run then closes.
+    let rest = (heir.rows_planned - heir.rows_done) as u64;
     store
         .checkpoint(Checkpoint {
             partition_id: heir.id,
             owner: "thief".into(),
             epoch: heir.epoch,
             cursor: hwm,
-            rows: 1,
+            rows: rest,
             done: true,
             dead_letters: vec![],
             lease: Duration::from_secs(30),
@@ -365,7 +366,7 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
     assert_eq!(report.state, RunState::Done);
     assert_eq!(
         store.partition(heir.id).await.unwrap().rows_done,
-        heir.rows_done + 1
+        heir.rows_planned
     );
     runtime.shutdown().await;
 }
@@ -447,7 +448,7 @@ async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
         (RunState::Done, 1, 999)
     );
     let letters = runtime.store().dead_letters(report.run_id).await.unwrap();
-    assert_eq!(letters[0].row_key, 500);
+    assert_eq!(letters[0].row_key, Some(500));
     assert!(
         letters[0]
             .reason

@@ -89,7 +89,9 @@ async fn walk(
     let mut out = Vec::new();
     let mut cursor = p.cursor;
     loop {
-        let rows = store.fetch_page(job, p, cursor, page).await.unwrap();
+        let fetched = store.fetch_page(job, p, cursor, page).await.unwrap();
+        assert!(fetched.unreadable.is_empty(), "{:?}", fetched.unreadable);
+        let rows = fetched.rows;
         if rows.is_empty() {
             return out;
         }
@@ -128,12 +130,12 @@ async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
         run.id,
         "one active run per job"
     );
-    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
     assert!(!plan.reused);
     assert_eq!(plan.partitions.len(), 7);
     assert_eq!(plan.run.state, RunState::Running);
     assert_eq!(plan.run.rows_identified, 3000);
-    let again = store.plan_run(run.id, &job).await.unwrap();
+    let again = store.plan_run(run.id, &job, 100).await.unwrap();
     assert!(again.reused, "planning twice reuses the partitions");
     assert_eq!(
         again.partitions.iter().map(|p| p.id).collect::<Vec<_>>(),
@@ -165,7 +167,7 @@ async fn the_high_water_mark_excludes_later_rows(url: String) {
     seed_items(&store, 500).await;
     let job = job("hwm", Strategy::Range { partitions: 3 }, items());
     let run = store.open_run("hwm", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
     store
         .run(|c| {
             c.batch("INSERT INTO items (id, grp, ts) VALUES (100000, 0, 5000), (100001, 0, 996)")
@@ -202,7 +204,7 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
         .build()
         .unwrap();
     let run = store.open_run("scoped", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
     assert_eq!(plan.run.rows_identified, 100);
     for p in &plan.partitions {
         assert_eq!(p.scope.param_i64("grp"), Some(1));
@@ -219,7 +221,7 @@ async fn modulo_partitions_take_key_mod_n(url: String) {
     seed_items(&store, 1000).await;
     let job = job("modulo", Strategy::Modulo { modulus: 5 }, items());
     let run = store.open_run("modulo", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
     assert_eq!(plan.partitions.len(), 5);
     let mut all = BTreeSet::new();
     for p in &plan.partitions {
@@ -237,7 +239,7 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
     seed_items(&store, 100).await;
     let job = job("claims", Strategy::Range { partitions: 2 }, items());
     let run = store.open_run("claims", "{}", None).await.unwrap();
-    store.plan_run(run.id, &job).await.unwrap();
+    store.plan_run(run.id, &job, 100).await.unwrap();
     let a = store.claim(run.id, "a", LEASE).await.unwrap().unwrap();
     let b = store.claim(run.id, "b", LEASE).await.unwrap().unwrap();
     assert_ne!(a.id, b.id);
@@ -266,7 +268,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     seed_items(&store, 100).await;
     let job = job("fence", Strategy::Range { partitions: 1 }, items());
     let run = store.open_run("fence", "{}", None).await.unwrap();
-    store.plan_run(run.id, &job).await.unwrap();
+    store.plan_run(run.id, &job, 100).await.unwrap();
     let zombie = store
         .claim(run.id, "zombie", Duration::from_millis(1))
         .await
@@ -343,7 +345,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
             owner: "heir".into(),
             epoch: heir.epoch,
             cursor: Cursor::new(20, 20),
-            rows: 5,
+            rows: 90,
             done: true,
             dead_letters: vec![],
             lease: LEASE,
@@ -353,10 +355,10 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     let done = store.partition(heir.id).await.unwrap();
     assert_eq!(
         (done.state, done.rows_done, done.takeovers),
-        (PartitionState::Done, 15, 1)
+        (PartitionState::Done, 100, 1)
     );
     let closed = store.finish_run_if_complete(run.id).await.unwrap();
-    assert_eq!((closed.state, closed.rows_done), (RunState::Done, 15));
+    assert_eq!((closed.state, closed.rows_done), (RunState::Done, 100));
 }
 
 async fn release_failure_and_dead_letters(url: String) {
@@ -364,12 +366,12 @@ async fn release_failure_and_dead_letters(url: String) {
     seed_items(&store, 100).await;
     let job = job("fail", Strategy::Range { partitions: 2 }, items());
     let run = store.open_run("fail", "{}", None).await.unwrap();
-    store.plan_run(run.id, &job).await.unwrap();
+    store.plan_run(run.id, &job, 100).await.unwrap();
     let p = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
     let letter = DeadLetter {
         run_id: run.id,
-        partition_id: p.id,
-        row_key: 7,
+        partition_id: Some(p.id),
+        row_key: Some(7),
         reason: "bad row".into(),
     };
     store
@@ -492,7 +494,7 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
             .run(|c| c.batch("CREATE TABLE stamped (id INTEGER PRIMARY KEY, at TEXT)"))
             .await
             .unwrap();
-        let err = store.plan_run(run.id, &job).await.unwrap_err();
+        let err = store.plan_run(run.id, &job, 100).await.unwrap_err();
         assert!(err.to_string().contains("source.order_kind"), "{err}");
         return;
     }
@@ -508,7 +510,7 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
         })
         .await
         .unwrap();
-    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
     assert_eq!((plan.partitions.len(), plan.run.rows_identified), (4, 1200));
     let mut seen = BTreeSet::new();
     for p in &plan.partitions {
@@ -550,9 +552,21 @@ async fn a_run_key_names_one_run_in_any_state(url: String) {
         }
         other => panic!("expected RunActive, got {other:?}"),
     }
-    store.plan_run(first.id, &job).await.unwrap();
+    store.plan_run(first.id, &job, 100).await.unwrap();
     let p = store.claim(first.id, "a", LEASE).await.unwrap().unwrap();
-    store.complete(p.id, "a", p.epoch).await.unwrap();
+    store
+        .checkpoint(Checkpoint {
+            partition_id: p.id,
+            owner: "a".into(),
+            epoch: p.epoch,
+            cursor: Cursor::new(996, 50),
+            rows: 50,
+            done: true,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
     let done = store.finish_run_if_complete(first.id).await.unwrap();
     assert_eq!(done.state, RunState::Done);
     // After it ended, its key still names it: nothing starts again.
@@ -577,7 +591,7 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
     seed_items(&store, 3000).await;
     let job = job("steal", Strategy::Range { partitions: 2 }, items());
     let run = store.open_run("steal", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job).await.unwrap();
+    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
     let steal = tranche::store::Steal::for_page_size(100);
     // Nothing claimed: nothing to steal (pending partitions are claimed).
     assert!(store
@@ -586,7 +600,11 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
         .unwrap()
         .is_none());
     let holder = store.claim(run.id, "holder", LEASE).await.unwrap().unwrap();
-    let first_page = store.fetch_page(&job, &holder, None, 100).await.unwrap();
+    let first_page = store
+        .fetch_page(&job, &holder, None, 100)
+        .await
+        .unwrap()
+        .rows;
     let last = first_page.last().unwrap();
     store
         .checkpoint(Checkpoint {
@@ -674,7 +692,10 @@ async fn concurrent_planners_plan_once(url: String) {
     seed_items(&store, 20_000).await;
     let job = job("twice", Strategy::Range { partitions: 6 }, items());
     let run = store.open_run("twice", "{}", None).await.unwrap();
-    let (a, b) = futures::join!(store.plan_run(run.id, &job), store.plan_run(run.id, &job));
+    let (a, b) = futures::join!(
+        store.plan_run(run.id, &job, 100),
+        store.plan_run(run.id, &job, 100)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
         [a.reused, b.reused].iter().filter(|r| !**r).count(),

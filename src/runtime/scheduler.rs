@@ -32,6 +32,11 @@ pub enum Schedule {
     At(SystemTime),
 }
 
+/// The longest interval a schedule takes: beyond a century an interval is a
+/// mistake, and far beyond it the calendar arithmetic of the next tick
+/// overflows.
+const MAX_INTERVAL: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 impl Schedule {
     /// A fixed interval of at least one second.
     pub fn every(interval: Duration) -> Result<Self, ConfigError> {
@@ -39,6 +44,12 @@ impl Schedule {
             return Err(ConfigError::new(
                 "schedule.every",
                 "must be at least one second",
+            ));
+        }
+        if interval > MAX_INTERVAL {
+            return Err(ConfigError::new(
+                "schedule.every",
+                "must be at most 100 years",
             ));
         }
         Ok(Schedule::Every(interval))
@@ -88,7 +99,13 @@ impl Schedule {
             "d" => 86_400_000,
             _ => return Err(bad()),
         };
-        n.checked_mul(ms).map(Duration::from_millis).ok_or_else(bad)
+        match n.checked_mul(ms).map(Duration::from_millis) {
+            Some(interval) if interval <= MAX_INTERVAL => Ok(interval),
+            _ => Err(ConfigError::new(
+                "schedule.every",
+                format!("{text:?} is longer than 100 years"),
+            )),
+        }
     }
 
     /// The first tick strictly after `now`, or `None` when there is none

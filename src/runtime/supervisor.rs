@@ -374,12 +374,20 @@ impl Actor for RunSupervisor {
         );
         let shutdown = self.shutdown.clone();
         ctx.spawn(
-            async move { identify(&job, &store, &owner, &config, &shutdown).await }
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(plan) => act.planned(plan, ctx),
-                    Err(e) => act.fail(e, ctx),
-                }),
+            async move {
+                let job = preflight(job, &store, &config, &shutdown).await?;
+                let plan = identify(&job, &store, &owner, &config, &shutdown).await?;
+                Ok::<_, Error>((job, plan))
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok((job, plan)) => {
+                    // With its order kind taken from the catalog.
+                    act.job = job;
+                    act.planned(plan, ctx)
+                }
+                Err(e) => act.fail(e, ctx),
+            }),
         );
     }
 }
@@ -473,6 +481,34 @@ impl Handler<WorkerExited> for RunSupervisor {
     }
 }
 
+/// Checks the job against the database catalog before anything is opened,
+/// claimed or written: its source (see [`crate::catalog`]) and what its
+/// sink writes to. Returns the job with its source's order kind resolved.
+/// A database that cannot be reached is waited for, like identification.
+async fn preflight(
+    mut job: Job,
+    store: &Store,
+    config: &RuntimeConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Job, Error> {
+    let info = loop {
+        if *shutdown.borrow() {
+            return Err(Error::Shutdown);
+        }
+        match store.describe_table(&job.source.table).await {
+            Ok(info) => break info,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "store unavailable; retrying");
+                tokio::time::sleep(config.poll_interval).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    job.source = crate::catalog::check_source(&job.source, &job.scopes, info.as_ref())?;
+    job.sink.check().await?;
+    Ok(job)
+}
+
 /// Identification: one instance at a time plans the run (or reuses its
 /// plan) under the job lease; the others wait for the plan and join.
 async fn identify(
@@ -495,7 +531,16 @@ async fn identify(
                     let run = store
                         .open_run(&job.name, &job.params.to_string(), job.run_key())
                         .await?;
-                    store.plan_run(run.id, job).await
+                    match store.plan_run(run.id, job, config.skip_limit).await {
+                        // Not left planning for good: failed, with its error.
+                        Err(e) if !e.is_retryable() => {
+                            if let Err(f) = store.fail_planning(run.id, &e.to_string()).await {
+                                tracing::warn!(error = %f, "could not record the planning failure");
+                            }
+                            Err(e)
+                        }
+                        planned => planned,
+                    }
                 };
                 // Identification can outlast the lease on a big table: keep
                 // renewing it, so the others keep waiting instead of

@@ -34,7 +34,7 @@ use super::RuntimeConfig;
 use crate::error::Error;
 use crate::job::{Job, SourceRow};
 use crate::keyset::Cursor;
-use crate::store::{Checkpoint, DeadLetter, PartitionRecord, Store, StoreError};
+use crate::store::{Checkpoint, DeadLetter, Page, PartitionRecord, Store, StoreError};
 
 /// How a worker ended without error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +139,7 @@ fn process_row(
 /// The task ends after the partition's last (short or empty) page, on a
 /// read error (handed on as the next page), and when this is dropped.
 struct Prefetch {
-    pages: mpsc::Receiver<Result<Vec<SourceRow>, StoreError>>,
+    pages: mpsc::Receiver<Result<Page, StoreError>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -170,10 +170,10 @@ impl Prefetch {
                         range.upper = *upper.borrow_and_update();
                     }
                     let page = store.fetch_page(&job, &part, after, page_size).await;
+                    // A page closing on a group of duplicate keys may be
+                    // longer than asked.
                     let next = match &page {
-                        Ok(rows) if rows.len() == page_size => {
-                            rows.last().map(|r| Cursor::new(r.order, r.key))
-                        }
+                        Ok(page) if page.len() >= page_size => page.last(),
                         _ => None,
                     };
                     slot.send(page);
@@ -189,7 +189,7 @@ impl Prefetch {
     }
 
     /// The next page; a read error is the store's.
-    async fn next(&mut self) -> Result<Vec<SourceRow>, Error> {
+    async fn next(&mut self) -> Result<Page, Error> {
         match self.pages.recv().await {
             Some(page) => Ok(page?),
             // The task ends only after a last page, which the worker does
@@ -225,50 +225,58 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             setup.store.release(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Released);
         }
-        let mut rows = pages.next().await?;
+        let mut page = pages.next().await?;
         // The steal margin keeps a split beyond what was read ahead; should
         // a page still reach past a cut, the rest is the thief's.
         if let Some(cut) = part.range.and_then(|r| r.upper) {
-            if rows
-                .last()
-                .is_some_and(|r| Cursor::new(r.order, r.key) >= cut)
-            {
-                rows.retain(|r| Cursor::new(r.order, r.key) < cut);
+            if page.last().is_some_and(|last| last >= cut) {
+                page.truncate_at(cut);
             }
         }
-        let Some(last) = rows.last().map(|r| Cursor::new(r.order, r.key)) else {
+        let Some(last) = page.last() else {
             drop(pages);
             setup.store.complete(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Completed);
         };
-        let full = rows.len() == page_size;
+        let full = page.len() >= page_size;
+        let read = page.len() as u64;
 
-        let mut messages = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(page.rows.len());
         let mut dead = Vec::new();
-        for row in &rows {
-            match process_row(&setup.job, row, &p.scope) {
-                Ok(Some(m)) => messages.push(m),
-                Ok(None) => {}
-                Err(poison) => {
-                    dead_letters_seen += 1;
-                    if dead_letters_seen > setup.config.skip_limit {
-                        return Err(Error::SkipLimitExceeded {
-                            partition_id: p.id,
-                            dead_letters: dead_letters_seen,
-                            limit: setup.config.skip_limit,
-                            row_key: row.key,
-                            reason: poison.0,
-                        });
-                    }
-                    tracing::warn!(row = row.key, reason = %poison, "poison row sent to dead letters");
-                    dead.push(DeadLetter {
-                        run_id: p.run_id,
-                        partition_id: p.id,
-                        row_key: row.key,
-                        reason: poison.0,
-                    });
+        let rejected = page
+            .rows
+            .iter()
+            .filter_map(|row| match process_row(&setup.job, row, &p.scope) {
+                Ok(Some(m)) => {
+                    messages.push(m);
+                    None
                 }
+                Ok(None) => None,
+                Err(poison) => Some((row.key, poison.0)),
+            })
+            .collect::<Vec<_>>();
+        let unreadable = page
+            .unreadable
+            .into_iter()
+            .map(|(at, reason)| (at.key, reason));
+        for (row_key, reason) in unreadable.chain(rejected) {
+            dead_letters_seen += 1;
+            if dead_letters_seen > setup.config.skip_limit {
+                return Err(Error::SkipLimitExceeded {
+                    partition_id: p.id,
+                    dead_letters: dead_letters_seen,
+                    limit: setup.config.skip_limit,
+                    row_key,
+                    reason,
+                });
             }
+            tracing::warn!(row = row_key, %reason, "poison row sent to dead letters");
+            dead.push(DeadLetter {
+                run_id: p.run_id,
+                partition_id: Some(p.id),
+                row_key: Some(row_key),
+                reason,
+            });
         }
 
         // The prefetcher reads the next pages meanwhile.
@@ -293,7 +301,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 owner: owner.to_owned(),
                 epoch: p.epoch,
                 cursor: last,
-                rows: rows.len() as u64,
+                rows: read,
                 done: !full,
                 dead_letters: dead,
                 lease: setup.config.lease.lease,
@@ -306,7 +314,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             range.upper = ack.upper;
             let _ = upper.send(ack.upper);
         }
-        let n = rows.len() as i64;
+        let n = read as i64;
         setup.progress.send_modify(|prog| {
             prog.rows_done += n;
             prog.rows_checkpointed += n as u64;

@@ -16,30 +16,46 @@ use super::{Delivery, Message, Sink, SinkError};
 #[derive(Clone)]
 pub struct JsonLinesSink {
     path: PathBuf,
-    /// One writer, so batches from concurrent lanes do not interleave lines.
-    file: Arc<Mutex<BufWriter<File>>>,
+    /// One writer, so batches from concurrent lanes do not interleave lines;
+    /// `None` until the first delivery opens the file.
+    file: Arc<Mutex<Option<BufWriter<File>>>>,
 }
 
 impl JsonLinesSink {
-    /// Opens (or creates) `path` for appending.
+    /// Opens (or creates) `path` for appending, now.
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
-        truncate_partial_line(&mut file)?;
+        let file = open_for_append(&path)?;
         Ok(Self {
             path,
-            file: Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, file))),
+            file: Arc::new(Mutex::new(Some(file))),
         })
+    }
+
+    /// A sink that opens (or creates) `path` at its first delivery, so a
+    /// run refused before it delivers anything leaves no file behind.
+    /// [`Sink::check`] makes sure the directory exists.
+    pub fn lazy(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            file: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The file written to.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn open_for_append(path: &Path) -> std::io::Result<BufWriter<File>> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    truncate_partial_line(&mut file)?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
 }
 
 fn truncate_partial_line(file: &mut File) -> std::io::Result<()> {
@@ -73,8 +89,28 @@ impl Sink for JsonLinesSink {
         "jsonl"
     }
 
+    async fn check(&self) -> Result<(), SinkError> {
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if dir.is_dir() {
+            return Ok(());
+        }
+        Err(crate::error::ConfigError::new(
+            "sink.path",
+            format!(
+                "{}: the directory {} does not exist",
+                self.path.display(),
+                dir.display()
+            ),
+        )
+        .into())
+    }
+
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
         let file = Arc::clone(&self.file);
+        let path = self.path.clone();
         let batch = batch.to_vec();
         let err = |e: std::io::Error| SinkError::Fatal {
             sink: "jsonl".into(),
@@ -82,7 +118,11 @@ impl Sink for JsonLinesSink {
         };
         // File I/O and fsync block: keep them off the async threads.
         tokio::task::spawn_blocking(move || {
-            let mut w = file.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = file.lock().unwrap_or_else(|e| e.into_inner());
+            let w = match &mut *slot {
+                Some(w) => w,
+                empty => empty.insert(open_for_append(&path)?),
+            };
             for m in &batch {
                 let payload = serde_json::from_slice::<serde_json::Value>(&m.payload)
                     .unwrap_or_else(|_| {

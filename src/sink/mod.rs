@@ -108,6 +108,10 @@ pub enum SinkError {
         /// What happened.
         reason: String,
     },
+    /// The sink is configured for something that is not there (a table, a
+    /// column), found by [`Sink::check`] before the run is planned.
+    #[error(transparent)]
+    Config(#[from] crate::error::ConfigError),
 }
 
 impl SinkError {
@@ -140,6 +144,14 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Delivers `batch` and waits for its confirmation.
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError>;
+
+    /// Checks, before a run is planned, that what the sink writes to can
+    /// take its messages (a table and its columns, a directory), creating
+    /// nothing. A [`SinkError::Config`] names the field at fault; the
+    /// default checks nothing.
+    async fn check(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

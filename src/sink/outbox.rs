@@ -44,6 +44,16 @@ impl Sink for OutboxSink {
         "outbox"
     }
 
+    async fn check(&self) -> Result<(), SinkError> {
+        let info = self
+            .store
+            .describe_table(&self.table)
+            .await
+            .map_err(|e| SinkError::from_store("outbox", e))?;
+        crate::catalog::check_outbox_table(&self.table, info.as_ref())?;
+        Ok(())
+    }
+
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
         let (_, duplicates) = self
             .store

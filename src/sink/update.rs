@@ -27,6 +27,22 @@ impl Sink for UpdateSink {
         "update"
     }
 
+    async fn check(&self) -> Result<(), SinkError> {
+        let spec = &self.spec;
+        let info = self
+            .store
+            .describe_table(&spec.table)
+            .await
+            .map_err(|e| SinkError::from_store("update", e))?;
+        crate::catalog::check_update_table(
+            &spec.table,
+            &spec.key_column,
+            &spec.version_column,
+            info.as_ref(),
+        )?;
+        Ok(())
+    }
+
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
         let updates = batch.iter().map(|m| (m.key, m.version)).collect();
         let (_, unchanged) = self

@@ -12,6 +12,7 @@
 //! protocol.
 
 mod connection;
+mod describe;
 mod executor;
 pub mod lease;
 mod migrations;
@@ -32,9 +33,9 @@ pub use queries::{
     Checkpoint, CheckpointAck, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord,
     RunState, Steal,
 };
-pub use source::UpdateSpec;
+pub use source::{Page, UpdateSpec};
 
-use crate::job::{Job, SourceRow};
+use crate::job::Job;
 use crate::keyset::Cursor;
 
 /// A database failure, saying which operation failed.
@@ -92,6 +93,26 @@ pub enum StoreError {
         /// The key that was refused.
         key: String,
     },
+    /// More rows than the skip limit have a key or order value that cannot
+    /// be read as the source is typed (NULL, or on SQLite text or a real
+    /// in an integer column): the run is not planned.
+    #[error(
+        "{field}: {count} rows of {table} cannot be read (more than the skip limit of \
+         {limit}); first: {first}. Fix or filter out those rows, or raise runtime.skip_limit \
+         to dead-letter them"
+    )]
+    UnreadableRows {
+        /// The column at fault, as a configuration field.
+        field: &'static str,
+        /// The source table.
+        table: String,
+        /// Rows that cannot be read (at least `limit + 1`).
+        count: u64,
+        /// The skip limit.
+        limit: u64,
+        /// The first such row, described.
+        first: String,
+    },
     /// The source asks for something this database cannot do.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -132,6 +153,7 @@ impl StoreError {
             | StoreError::LeaseLost { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Unsupported(_)
+            | StoreError::UnreadableRows { .. }
             | StoreError::RunActive { .. }
             | StoreError::ExecutorGone => false,
         }
@@ -286,9 +308,39 @@ impl Store {
     /// Identifies and partitions a run: reuses its partitions when it already
     /// has them, otherwise plans them (scopes, high-water marks, quantile
     /// bounds) and persists them in one transaction.
-    pub async fn plan_run(&self, run_id: i64, job: &Job) -> Result<PlanOutcome, StoreError> {
+    ///
+    /// Rows the source's filter admits but whose key or order value cannot
+    /// be read (NULL; on SQLite, not an integer) are dead-lettered with
+    /// their reason and counted as identified; more than `skip_limit` of
+    /// them refuse the plan with [`StoreError::UnreadableRows`].
+    pub async fn plan_run(
+        &self,
+        run_id: i64,
+        job: &Job,
+        skip_limit: u64,
+    ) -> Result<PlanOutcome, StoreError> {
         let job = job.clone();
-        self.run(move |c| queries::plan_run(c, run_id, &job)).await
+        self.run(move |c| queries::plan_run(c, run_id, &job, skip_limit))
+            .await
+    }
+
+    /// Ends a run whose planning failed for good: `failed`, with `error`
+    /// recorded, so the job's next run starts afresh (and a run key that
+    /// named it plans again).
+    pub async fn fail_planning(&self, run_id: i64, error: &str) -> Result<RunRecord, StoreError> {
+        let error = error.to_owned();
+        self.run(move |c| queries::fail_planning(c, run_id, &error))
+            .await
+    }
+
+    /// Describes a table from the database catalog (columns, types,
+    /// indexes); `None` when there is no such table or view.
+    pub async fn describe_table(
+        &self,
+        table: &crate::Ident,
+    ) -> Result<Option<crate::catalog::TableInfo>, StoreError> {
+        let table = table.clone();
+        self.run(move |c| describe::describe(c, &table)).await
     }
 
     /// Every partition of a run, by number.
@@ -317,13 +369,16 @@ impl Store {
 
     /// Reads the next page of a partition after `after` (or from its lower
     /// bound), at most `limit` rows, in `(order, key)` order.
+    ///
+    /// A row one of whose values cannot be read comes back in
+    /// [`Page::unreadable`] with the reason, instead of failing the page.
     pub async fn fetch_page(
         &self,
         job: &Job,
         partition: &PartitionRecord,
         after: Option<Cursor>,
         limit: usize,
-    ) -> Result<Vec<SourceRow>, StoreError> {
+    ) -> Result<Page, StoreError> {
         let source = job.source.clone();
         let partition = partition.clone();
         self.run(move |c| source::fetch_page(c, &source, &partition, after, limit))

@@ -100,6 +100,11 @@ pub struct RunRecord {
     pub finished_ms: Option<i64>,
     /// The key instances joined it by, if it was started with one.
     pub run_key: Option<String>,
+    /// Rows dead-lettered while planning, because their key or order value
+    /// could not be read (counted in `rows_identified`).
+    pub rows_dead_at_plan: i64,
+    /// Why it failed, when it did.
+    pub last_error: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -128,10 +133,15 @@ struct RunRow {
     finished_ms: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
     run_key: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    rows_dead_at_plan: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, job_name, params, state, high_water_mark, rows_identified, \
-     rows_done, partitions, started_ms, planned_ms, finished_ms, run_key";
+     rows_done, partitions, started_ms, planned_ms, finished_ms, run_key, rows_dead_at_plan, \
+     last_error";
 
 impl TryFrom<RunRow> for RunRecord {
     type Error = StoreError;
@@ -149,6 +159,8 @@ impl TryFrom<RunRow> for RunRecord {
             planned_ms: r.planned_ms,
             finished_ms: r.finished_ms,
             run_key: r.run_key,
+            rows_dead_at_plan: r.rows_dead_at_plan,
+            last_error: r.last_error,
         })
     }
 }
@@ -300,15 +312,18 @@ impl TryFrom<PartitionRow> for PartitionRecord {
     }
 }
 
-/// A row rejected by the processor, kept with its reason.
+/// A row that was not delivered, kept with its reason: the processor
+/// rejected it, one of its values could not be read, or (found while
+/// planning) its key or order value could not be.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
     /// Run.
     pub run_id: i64,
-    /// Partition it was read in.
-    pub partition_id: i64,
-    /// Key of the row.
-    pub row_key: i64,
+    /// Partition it was read in; `None` when planning found it.
+    pub partition_id: Option<i64>,
+    /// Key of the row; `None` when the key itself could not be read (the
+    /// reason then describes the row).
+    pub row_key: Option<i64>,
     /// Why it was rejected.
     pub reason: String,
 }
@@ -317,10 +332,10 @@ pub struct DeadLetter {
 struct DeadLetterRow {
     #[diesel(sql_type = BigInt)]
     run_id: i64,
-    #[diesel(sql_type = BigInt)]
-    partition_id: i64,
-    #[diesel(sql_type = BigInt)]
-    row_key: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    partition_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    row_key: Option<i64>,
     #[diesel(sql_type = Text)]
     reason: String,
 }
@@ -495,7 +510,20 @@ pub(crate) fn open_run(
     c.write_transaction(|c| {
         if let Some(key) = key {
             if let Some(run) = run_by_key(c, job, key)? {
-                return Ok(run);
+                // A run that failed while planning has no partitions and
+                // did nothing: once the job is fixed, its key plans anew.
+                let replan = run.state == RunState::Failed && run.planned_ms.is_none();
+                if !replan || active_run(c, job)?.is_some() {
+                    return Ok(run);
+                }
+                c.execute(
+                    &Sql::new(
+                        "UPDATE tranche_runs SET state = 'planning', last_error = NULL, \
+                         finished_ms = NULL WHERE id = ?",
+                    )
+                    .bind(Bind::Int(run.id)),
+                )?;
+                return run_record(c, run.id);
             }
         }
         if let Some(run) = active_run(c, job)? {
@@ -533,6 +561,26 @@ pub(crate) fn open_run(
             }),
         }
     })
+}
+
+/// Ends a run whose planning failed for good: failed, with the error
+/// recorded, so that it is not left planning and the next run of the job
+/// starts afresh. Nothing happens to a run already past planning.
+pub(crate) fn fail_planning(
+    c: &mut Connection,
+    run_id: i64,
+    error: &str,
+) -> Result<RunRecord, StoreError> {
+    let now = c.dialect().now_ms();
+    c.execute(
+        &Sql::new(format!(
+            "UPDATE tranche_runs SET state = 'failed', last_error = ?, finished_ms = {now} \
+             WHERE id = ? AND state = 'planning'"
+        ))
+        .bind(Bind::Text(error.into()))
+        .bind(Bind::Int(run_id)),
+    )?;
+    run_record(c, run_id)
 }
 
 pub(crate) fn partition(c: &mut Connection, id: i64) -> Result<PartitionRecord, StoreError> {
@@ -577,6 +625,7 @@ pub(crate) fn plan_run(
     c: &mut Connection,
     run_id: i64,
     job: &Job,
+    skip_limit: u64,
 ) -> Result<PlanOutcome, StoreError> {
     c.write_transaction(|c| {
         // Planners of one run take turns on its row (SQLite's write lock
@@ -607,6 +656,7 @@ pub(crate) fn plan_run(
         for scope in &scopes {
             stats.push(source::scope_stats(c, &job.source, scope)?);
         }
+        let dead_at_plan = dead_letter_unreadable(c, run_id, job, &scopes, skip_limit)?;
         let mut new = Vec::new();
         let mut hwm_json = Vec::new();
         match job.strategy {
@@ -653,15 +703,17 @@ pub(crate) fn plan_run(
             }
         }
         insert_partitions(c, run_id, job.strategy.name(), &new)?;
-        let identified: u64 = stats.iter().map(|s| s.0).sum();
+        let identified: u64 = stats.iter().map(|s| s.0).sum::<u64>() + dead_at_plan;
         let now = c.dialect().now_ms();
         c.execute(
             &Sql::new(format!(
                 "UPDATE tranche_runs SET state = 'running', high_water_mark = ?, \
-                 rows_identified = ?, partitions = ?, planned_ms = {now} WHERE id = ?"
+                 rows_identified = ?, rows_dead_at_plan = ?, partitions = ?, planned_ms = {now} \
+                 WHERE id = ?"
             ))
             .bind(Bind::Text(serde_json::Value::Array(hwm_json).to_string()))
             .bind(Bind::Int(identified as i64))
+            .bind(Bind::Int(dead_at_plan as i64))
             .bind(Bind::Int(new.len() as i64))
             .bind(Bind::Int(run_id)),
         )?;
@@ -671,6 +723,54 @@ pub(crate) fn plan_run(
             reused: false,
         })
     })
+}
+
+/// Dead-letters the rows of a run's scopes whose key or order value cannot
+/// be read (they have no place in the keyset, so no partition would ever
+/// read them), refusing the plan when they are more than `skip_limit`.
+/// Returns how many there were.
+fn dead_letter_unreadable(
+    c: &mut Connection,
+    run_id: i64,
+    job: &Job,
+    scopes: &[Scope],
+    skip_limit: u64,
+) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    let mut found = Vec::new();
+    for scope in scopes {
+        let (n, rows) = source::unreadable_rows(c, &job.source, scope, skip_limit + 1)?;
+        total += n;
+        found.extend(rows);
+        if total > skip_limit {
+            let first = found.first().map_or_else(String::new, |r| r.reason.clone());
+            return Err(StoreError::UnreadableRows {
+                field: if found.first().is_some_and(|r| r.key.is_none()) {
+                    "source.key_column"
+                } else {
+                    "source.order_column"
+                },
+                table: job.source.table.to_string(),
+                count: total,
+                limit: skip_limit,
+                first,
+            });
+        }
+    }
+    let now = c.dialect().now_ms();
+    for row in &found {
+        tracing::warn!(row = ?row.key, reason = %row.reason, "unreadable row sent to dead letters while planning");
+        c.execute(
+            &Sql::new(format!(
+                "INSERT INTO tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
+                 VALUES (?, NULL, ?, ?, {now}) ON CONFLICT (run_id, row_key) DO NOTHING"
+            ))
+            .bind(Bind::Int(run_id))
+            .bind(Bind::OptInt(row.key))
+            .bind(Bind::Text(row.reason.clone())),
+        )?;
+    }
+    Ok(total)
 }
 
 fn scope_json(scope: &Scope) -> Result<String, StoreError> {
@@ -844,8 +944,8 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
                      VALUES (?, ?, ?, ?, {now}) ON CONFLICT (run_id, row_key) DO NOTHING"
                 ))
                 .bind(Bind::Int(d.run_id))
-                .bind(Bind::Int(d.partition_id))
-                .bind(Bind::Int(d.row_key))
+                .bind(Bind::OptInt(d.partition_id))
+                .bind(Bind::OptInt(d.row_key))
                 .bind(Bind::Text(d.reason.clone()))
                 .prepared(),
             )?;
@@ -1100,32 +1200,83 @@ pub(crate) fn record_failure(
     })
 }
 
+/// Closes the run once no partition is pending or claimed, and checks that
+/// its rows are accounted for: a run ends `done` only when every row it
+/// identified was read (and so delivered, skipped by the processor or
+/// dead-lettered) or dead-lettered while planning. Otherwise it ends
+/// `failed`, its error naming the partitions that read fewer rows than
+/// planned (rows deleted or moved out of the source's order since
+/// planning, or a bug; either way nobody may take it as complete).
 pub(crate) fn finish_run_if_complete(
     c: &mut Connection,
     run_id: i64,
 ) -> Result<RunRecord, StoreError> {
     let now = c.dialect().now_ms();
-    c.execute(
-        &Sql::new(format!(
-            "UPDATE tranche_runs SET \
-               state = CASE WHEN EXISTS (SELECT 1 FROM tranche_partitions p \
-                   WHERE p.run_id = tranche_runs.id AND p.state = 'failed') THEN 'failed' ELSE 'done' END, \
-               rows_done = COALESCE((SELECT SUM(p.rows_done) FROM tranche_partitions p \
-                   WHERE p.run_id = tranche_runs.id), 0), \
-               finished_ms = {now} \
-             WHERE id = ? AND state = 'running' AND NOT EXISTS (SELECT 1 FROM tranche_partitions p \
-                   WHERE p.run_id = tranche_runs.id AND p.state IN ('pending', 'claimed'))"
-        ))
-        .bind(Bind::Int(run_id)),
-    )?;
-    run_record(c, run_id)
+    c.write_transaction(|c| {
+        c.execute(
+            &Sql::new(format!(
+                "UPDATE tranche_runs SET \
+                   state = CASE WHEN EXISTS (SELECT 1 FROM tranche_partitions p \
+                       WHERE p.run_id = tranche_runs.id AND p.state = 'failed') THEN 'failed' ELSE 'done' END, \
+                   rows_done = COALESCE((SELECT SUM(p.rows_done) FROM tranche_partitions p \
+                       WHERE p.run_id = tranche_runs.id), 0), \
+                   finished_ms = {now} \
+                 WHERE id = ? AND state = 'running' AND NOT EXISTS (SELECT 1 FROM tranche_partitions p \
+                       WHERE p.run_id = tranche_runs.id AND p.state IN ('pending', 'claimed'))"
+            ))
+            .bind(Bind::Int(run_id)),
+        )?;
+        let run = run_record(c, run_id)?;
+        let accounted = run.rows_done + run.rows_dead_at_plan;
+        if run.state != RunState::Done || accounted >= run.rows_identified {
+            return Ok(run);
+        }
+        let short: Vec<ShortRow> = c.load(
+            &Sql::new(
+                "SELECT number, rows_done, rows_planned FROM tranche_partitions \
+                 WHERE run_id = ? AND rows_done < rows_planned ORDER BY number LIMIT 20",
+            )
+            .bind(Bind::Int(run_id)),
+        )?;
+        let partitions = short
+            .iter()
+            .map(|p| format!("#{} read {} of {}", p.number, p.rows_done, p.rows_planned))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let error = format!(
+            "{} of {} identified rows are unaccounted for (read {}, dead-lettered while \
+             planning {}); partitions short: {}. Rows deleted or moved in the source's order \
+             since planning are not read; run the job again to pick up what is left",
+            run.rows_identified - accounted,
+            run.rows_identified,
+            run.rows_done,
+            run.rows_dead_at_plan,
+            if partitions.is_empty() { "none named".to_owned() } else { partitions },
+        );
+        c.execute(
+            &Sql::new("UPDATE tranche_runs SET state = 'failed', last_error = ? WHERE id = ?")
+                .bind(Bind::Text(error))
+                .bind(Bind::Int(run_id)),
+        )?;
+        run_record(c, run_id)
+    })
+}
+
+#[derive(QueryableByName)]
+struct ShortRow {
+    #[diesel(sql_type = Integer)]
+    number: i32,
+    #[diesel(sql_type = BigInt)]
+    rows_done: i64,
+    #[diesel(sql_type = BigInt)]
+    rows_planned: i64,
 }
 
 pub(crate) fn dead_letters(c: &mut Connection, run_id: i64) -> Result<Vec<DeadLetter>, StoreError> {
     let rows: Vec<DeadLetterRow> = c.load(
         &Sql::new(
             "SELECT run_id, partition_id, row_key, reason FROM tranche_dead_letters \
-             WHERE run_id = ? ORDER BY row_key",
+             WHERE run_id = ? ORDER BY row_key, id",
         )
         .bind(Bind::Int(run_id)),
     )?;

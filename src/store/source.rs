@@ -5,7 +5,7 @@
 //! value is a bound parameter.
 
 use diesel::deserialize::FromSql;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Nullable, Text};
 use diesel::QueryableByName;
 
 use super::connection::{Bind, Connection, Dialect, Sql};
@@ -39,32 +39,86 @@ struct Remainder {
 
 /// A page row: `ord`, `k`, then the source's extra columns as text, read
 /// by position (however many the source has), so that no per-row JSON is
-/// built by the database and parsed here.
+/// built by the database and parsed here. A value that cannot be read
+/// (text that is not UTF-8, say) does not fail the page: the row keeps the
+/// reason, and goes to dead letters with it.
 struct PageRow {
     ord: i64,
     k: i64,
-    columns: Vec<Option<String>>,
+    /// The text of each extra column, or the position of the first that
+    /// could not be read and why.
+    columns: Result<Vec<Option<String>>, (usize, String)>,
 }
 
 impl<DB> QueryableByName<DB> for PageRow
 where
     DB: diesel::backend::Backend,
     i64: FromSql<BigInt, DB>,
-    String: FromSql<Text, DB>,
+    Vec<u8>: FromSql<Binary, DB>,
 {
     fn build<'a>(row: &impl diesel::row::NamedRow<'a, DB>) -> diesel::deserialize::Result<Self> {
+        // The page's predicate admits only rows whose order and key read.
         let ord = row.get_value::<BigInt, i64, usize>(0)?;
         let k = row.get_value::<BigInt, i64, usize>(1)?;
+        // Text is taken as bytes and checked here: SQLite would replace
+        // bytes that are not UTF-8 without a word, and a database in
+        // SQL_ASCII hands them over as they are.
         let columns = (2..row.field_count())
-            .map(|i| row.get_value::<Nullable<Text>, Option<String>, usize>(i))
-            .collect::<diesel::deserialize::Result<_>>()?;
+            .map(|i| {
+                let at = i - 2;
+                match row.get_value::<Nullable<Binary>, Option<Vec<u8>>, usize>(i) {
+                    Ok(None) => Ok(None),
+                    Ok(Some(bytes)) => String::from_utf8(bytes).map(Some).map_err(|e| {
+                        let valid = e.utf8_error().valid_up_to();
+                        (at, format!("is not valid UTF-8 (from byte {valid})"))
+                    }),
+                    Err(e) => Err((at, format!("cannot be read: {e}"))),
+                }
+            })
+            .collect();
         Ok(Self { ord, k, columns })
+    }
+}
+
+/// A page of a partition, in keyset order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The rows read.
+    pub rows: Vec<SourceRow>,
+    /// Rows of the page with a value that could not be read: their place
+    /// in the keyset and why. They go to dead letters.
+    pub unreadable: Vec<(Cursor, String)>,
+}
+
+impl Page {
+    /// Rows on the page, readable or not.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.unreadable.len()
+    }
+
+    /// Whether the page holds no row at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The page's last position: where the next page starts after.
+    pub fn last(&self) -> Option<Cursor> {
+        let row = self.rows.last().map(|r| Cursor::new(r.order, r.key));
+        let bad = self.unreadable.last().map(|u| u.0);
+        row.max(bad)
+    }
+
+    /// Keeps only the rows before `cut` (a split's bound).
+    pub(crate) fn truncate_at(&mut self, cut: Cursor) {
+        self.rows.retain(|r| Cursor::new(r.order, r.key) < cut);
+        self.unreadable.retain(|u| u.0 < cut);
     }
 }
 
 /// How a source's `(order, key)` keyset is written in SQL: the order
 /// column read as an integer, and a bound integer turned back into the
-/// column's type for comparisons (so the column's index is used).
+/// column's type for comparisons (so the column's index is used). A source
+/// walked in key order alone compares the key alone.
 struct Keyset {
     /// Quoted order column.
     o: String,
@@ -74,12 +128,20 @@ struct Keyset {
     o_int: String,
     /// A bound BIGINT as a value of the order column's type.
     param: &'static str,
+    /// The order column is the key.
+    key_only: bool,
+    /// Rows whose key and order value can be read as the source is typed:
+    /// the one predicate identification and paging share.
+    readable: String,
 }
 
 impl Keyset {
     fn of(c: &Connection, source: &Source) -> Result<Self, StoreError> {
         let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
-        let (o_int, param) = match (source.order_kind, c.dialect()) {
+        let key_only = source.is_key_ordered();
+        let kind = source.order_kind.unwrap_or_default();
+        let (o_int, param) = match (kind, c.dialect()) {
+            _ if key_only => (format!("CAST({k} AS BIGINT)"), "?"),
             (OrderKind::Integer, _) => (format!("CAST({o} AS BIGINT)"), "?"),
             (OrderKind::Timestamp, Dialect::Postgres) => (
                 format!("CAST(EXTRACT(EPOCH FROM {o}) * 1000000 AS BIGINT)"),
@@ -93,15 +155,58 @@ impl Keyset {
                 )))
             }
         };
-        Ok(Self { o, k, o_int, param })
+        // SQLite keeps whatever a row was given, whatever the column's
+        // type: an order value stored as text or a real compares above
+        // every integer and casts to a wrong one, so only integers are
+        // read as positions. PostgreSQL enforces the type; NULL is the
+        // one value a row comparison cannot place.
+        let readable_one = |col: &str| match c.dialect() {
+            Dialect::Sqlite => format!("typeof({col}) = 'integer'"),
+            Dialect::Postgres => format!("{col} IS NOT NULL"),
+        };
+        let readable = if key_only {
+            readable_one(&k)
+        } else {
+            format!("{} AND {}", readable_one(&k), readable_one(&o))
+        };
+        Ok(Self {
+            o,
+            k,
+            o_int,
+            param,
+            key_only,
+            readable,
+        })
     }
 
     /// ` AND (order, key) op (c)`.
     fn push_cmp(&self, sql: &mut Sql, op: &str, c: Cursor) {
-        sql.push(
-            &format!(" AND ({}, {}) {op} ({}, ?)", self.o, self.k, self.param),
-            [Bind::Int(c.order), Bind::Int(c.key)],
-        );
+        if self.key_only {
+            sql.push(&format!(" AND {} {op} ?", self.k), [Bind::Int(c.key)]);
+        } else {
+            sql.push(
+                &format!(" AND ({}, {}) {op} ({}, ?)", self.o, self.k, self.param),
+                [Bind::Int(c.order), Bind::Int(c.key)],
+            );
+        }
+    }
+
+    /// The keyset order, ascending or descending.
+    fn order_by(&self, desc: bool) -> String {
+        let dir = if desc { " DESC" } else { "" };
+        if self.key_only {
+            format!(" ORDER BY {}{dir}", self.k)
+        } else {
+            format!(" ORDER BY {}{dir}, {}{dir}", self.o, self.k)
+        }
+    }
+
+    /// `FROM table WHERE filter AND scope AND readable`: the rows a run
+    /// identifies and pages through.
+    fn eligible(&self, source: &Source, scope: &Scope) -> Sql {
+        let mut sql = from_where(source, scope);
+        sql.push(&format!(" AND {}", self.readable), []);
+        sql
     }
 }
 
@@ -135,16 +240,13 @@ pub(crate) fn scope_stats(
     scope: &Scope,
 ) -> Result<(u64, Option<Cursor>), StoreError> {
     let ks = Keyset::of(c, source)?;
-    let base = from_where(source, scope);
+    let base = ks.eligible(source, scope);
     let mut last = Sql::new(format!(
         "SELECT {} AS ord, CAST({} AS BIGINT) AS k ",
         ks.o_int, ks.k
     ));
     last.push(base.text_ref(), base.binds_ref().iter().cloned());
-    last.push(
-        &format!(" ORDER BY {} DESC, {} DESC LIMIT 1", ks.o, ks.k),
-        [],
-    );
+    last.push(&format!("{} LIMIT 1", ks.order_by(true)), []);
     let Some(hwm) = c
         .load::<Pos>(&last)?
         .into_iter()
@@ -175,7 +277,7 @@ pub(crate) fn rows_at(
     positions: &[u64],
 ) -> Result<Vec<Cursor>, StoreError> {
     let ks = Keyset::of(c, source)?;
-    let base = from_where(source, scope);
+    let base = ks.eligible(source, scope);
     let mut cuts = Vec::with_capacity(positions.len());
     let mut at = 0u64;
     for &position in positions {
@@ -195,7 +297,7 @@ pub(crate) fn rows_at(
             ks.push_cmp(&mut sql, ">", prev);
         }
         sql.push(
-            &format!(" ORDER BY {}, {} LIMIT 1 OFFSET ?", ks.o, ks.k),
+            &format!("{} LIMIT 1 OFFSET ?", ks.order_by(false)),
             [Bind::Int(skip as i64)],
         );
         let Some(row) = c.load::<Pos>(&sql)?.into_iter().next() else {
@@ -234,7 +336,7 @@ pub(crate) fn modulo_counts(
         modulo_expr(source)
     ));
     sql.push("", [Bind::Int(m), Bind::Int(m), Bind::Int(m)]);
-    let base = from_where(source, scope);
+    let base = ks.eligible(source, scope);
     sql.push(base.text_ref(), base.binds_ref().iter().cloned());
     ks.push_cmp(&mut sql, "<=", hwm);
     sql.push(" GROUP BY 1", []);
@@ -255,15 +357,47 @@ pub(crate) fn modulo_counts(
 /// `(order, key) > (c, k)`: SQLite would otherwise seek on `order` alone
 /// and rescan a whole group of rows sharing one order value on every page.
 /// PostgreSQL seeks to the row value directly (behind equality columns of
-/// the index too), so there the page is the one range scan.
+/// the index too), so there the page is the one range scan. A source in
+/// key order compares the key alone on both.
+///
+/// When the source accepts duplicate keys, a full page is completed with
+/// the rest of the rows that share its last `(order, key)`, so that the
+/// next page, which starts after that position, skips none of them: such a
+/// page may hold more than `limit` rows.
 pub(crate) fn fetch_page(
     c: &mut Connection,
     source: &Source,
     partition: &PartitionRecord,
     after: Option<Cursor>,
     limit: usize,
-) -> Result<Vec<SourceRow>, StoreError> {
-    page(c, source, partition, after, limit, true)
+) -> Result<Page, StoreError> {
+    let mut rows = page(c, source, partition, after, limit, true)?;
+    if source.allow_duplicate_keys && rows.len() == limit {
+        if let Some(last) = rows.last().map(|r| (r.ord, r.k)) {
+            let group = page_group(c, source, partition, Cursor::new(last.0, last.1))?;
+            rows.retain(|r| (r.ord, r.k) != last);
+            rows.extend(group);
+        }
+    }
+    let mut page = Page::default();
+    for r in rows {
+        match r.columns {
+            Ok(columns) => page.rows.push(SourceRow {
+                key: r.k,
+                order: r.ord,
+                columns,
+            }),
+            Err((at, why)) => {
+                let column = source
+                    .columns
+                    .get(at)
+                    .map_or("?".into(), ToString::to_string);
+                let reason = format!("column {column} {why}");
+                page.unreadable.push((Cursor::new(r.ord, r.k), reason));
+            }
+        }
+    }
+    Ok(page)
 }
 
 /// The `n`th row (from 1) of a partition after `after` (or from its lower
@@ -277,8 +411,52 @@ pub(crate) fn nth_row(
 ) -> Result<Option<Cursor>, StoreError> {
     let rows = page(c, source, partition, after, n, false)?;
     Ok((rows.len() == n)
-        .then(|| rows.last().map(|r| Cursor::new(r.order, r.key)))
+        .then(|| rows.last().map(|r| Cursor::new(r.ord, r.k)))
         .flatten())
+}
+
+/// The extra columns as text, named by position (`c0, c1, ...`), or
+/// nothing when only `(order, key)` are read.
+fn extra_columns(source: &Source, columns: bool) -> (String, String) {
+    if !columns {
+        return (String::new(), String::new());
+    }
+    let select = source
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, col)| format!(", CAST({} AS TEXT) AS c{i}", col.quoted()))
+        .collect();
+    let outer = (0..source.columns.len())
+        .map(|i| format!(", c{i}"))
+        .collect();
+    (select, outer)
+}
+
+/// Every row of a partition at exactly `at` (rows sharing a key and an
+/// order value, where duplicate keys are accepted).
+fn page_group(
+    c: &mut Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    at: Cursor,
+) -> Result<Vec<PageRow>, StoreError> {
+    let ks = Keyset::of(c, source)?;
+    let (extra, _) = extra_columns(source, true);
+    let mut sql = Sql::new(format!(
+        "SELECT {} AS ord, CAST({} AS BIGINT) AS k{extra} ",
+        ks.o_int, ks.k
+    ));
+    let base = ks.eligible(source, &partition.scope);
+    sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+    ks.push_cmp(&mut sql, "=", at);
+    if let Some((m, r)) = partition.modulo {
+        sql.push(
+            &format!(" AND {} = ?", modulo_expr(source)),
+            [Bind::Int(m), Bind::Int(m), Bind::Int(m), Bind::Int(r)],
+        );
+    }
+    c.load::<PageRow>(&sql)
 }
 
 /// A keyset page; without `columns`, only `(order, key)` are read.
@@ -289,32 +467,15 @@ fn page(
     after: Option<Cursor>,
     limit: usize,
     columns: bool,
-) -> Result<Vec<SourceRow>, StoreError> {
+) -> Result<Vec<PageRow>, StoreError> {
     let ks = Keyset::of(c, source)?;
     let (o, k, param) = (&ks.o, &ks.k, ks.param);
-    // The extra columns as text, named by position: c0, c1, ...
-    let extra: String = if columns {
-        source
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, col)| format!(", CAST({} AS TEXT) AS c{i}", col.quoted()))
-            .collect()
-    } else {
-        String::new()
-    };
-    let outer: String = if columns {
-        (0..source.columns.len())
-            .map(|i| format!(", c{i}"))
-            .collect()
-    } else {
-        String::new()
-    };
+    let (extra, outer) = extra_columns(source, columns);
     let select = format!(
         "SELECT {} AS ord, CAST({k} AS BIGINT) AS k{extra} ",
         ks.o_int
     );
-    let base = from_where(source, &partition.scope);
+    let base = ks.eligible(source, &partition.scope);
     // Conditions every branch shares: the partition's end and its slice.
     let mut tail = Sql::new("");
     if let Some(upper) = partition.range.and_then(|r| r.upper) {
@@ -329,7 +490,7 @@ fn page(
     }
     let order_limit = |sql: &mut Sql| {
         sql.push(
-            &format!(" ORDER BY {o}, {k} LIMIT ?"),
+            &format!("{} LIMIT ?", ks.order_by(false)),
             [Bind::Int(limit as i64)],
         )
     };
@@ -342,8 +503,9 @@ fn page(
     let mut sql = Sql::new("").prepared();
     match start {
         // PostgreSQL seeks a btree to a row value, even behind equality
-        // columns of the index: one range scan.
-        Some((from, op)) if c.dialect() == Dialect::Postgres => {
+        // columns of the index: one range scan. A key alone is one range
+        // scan on both.
+        Some((from, op)) if c.dialect() == Dialect::Postgres || ks.key_only => {
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
             ks.push_cmp(&mut sql, op, from);
@@ -375,14 +537,94 @@ fn page(
             sql.push(") rest ORDER BY ord, k LIMIT ?", [Bind::Int(limit as i64)]);
         }
     }
-    Ok(c.load::<PageRow>(&sql)?
+    c.load::<PageRow>(&sql)
+}
+
+/// A row of the source that planning cannot place: its key or its order
+/// value is NULL, or (SQLite) of another storage class than an integer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct UnreadableRow {
+    /// The key, when it is an integer.
+    pub(crate) key: Option<i64>,
+    /// What is wrong with it, naming the column and the value.
+    pub(crate) reason: String,
+}
+
+#[derive(QueryableByName)]
+struct UnreadableRaw {
+    #[diesel(sql_type = Text)]
+    kt: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    kv: Option<String>,
+    #[diesel(sql_type = Text)]
+    ot: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    ov: Option<String>,
+}
+
+/// The rows of a scope that the source's filter admits but whose key or
+/// order value cannot be read: how many, and the first `limit` of them.
+pub(crate) fn unreadable_rows(
+    c: &mut Connection,
+    source: &Source,
+    scope: &Scope,
+    limit: u64,
+) -> Result<(u64, Vec<UnreadableRow>), StoreError> {
+    let ks = Keyset::of(c, source)?;
+    let base = from_where(source, scope);
+    let not = format!(" AND NOT ({})", ks.readable);
+    let mut count = Sql::new("SELECT COUNT(*) AS n ");
+    count.push(base.text_ref(), base.binds_ref().iter().cloned());
+    count.push(&not, []);
+    let n = c.load::<Count>(&count)?.first().map_or(0, |r| r.n) as u64;
+    if n == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let storage = |col: &str| match c.dialect() {
+        Dialect::Sqlite => format!("typeof({col})"),
+        Dialect::Postgres => format!("CASE WHEN {col} IS NULL THEN 'null' ELSE 'integer' END"),
+    };
+    let (k, o) = (&ks.k, &ks.o);
+    let mut sample = Sql::new(format!(
+        "SELECT {} AS kt, CAST({k} AS TEXT) AS kv, {} AS ot, CAST({o} AS TEXT) AS ov ",
+        storage(k),
+        if ks.key_only { storage(k) } else { storage(o) },
+    ));
+    sample.push(base.text_ref(), base.binds_ref().iter().cloned());
+    sample.push(&not, []);
+    sample.push(" LIMIT ?", [Bind::Int(limit.min(i64::MAX as u64) as i64)]);
+    let rows = c.load::<UnreadableRaw>(&sample)?;
+    let describe =
+        |what: &str, col: &crate::ident::Ident, class: &str, value: &Option<String>| match value {
+            None => format!("{what} column {col} is NULL"),
+            Some(v) => {
+                let shown: String = v.chars().take(60).collect();
+                let more = if shown.len() < v.len() { "..." } else { "" };
+                format!("{what} column {col} holds the {class} {shown:?}{more}, not an integer")
+            }
+        };
+    let out = rows
         .into_iter()
-        .map(|r| SourceRow {
-            key: r.k,
-            order: r.ord,
-            columns: r.columns,
+        .map(|r| {
+            let key = if r.kt == "integer" {
+                r.kv.as_deref().and_then(|v| v.parse().ok())
+            } else {
+                None
+            };
+            let reason = if key.is_none() {
+                let mut reason = describe("key", &source.key_column, &r.kt, &r.kv);
+                if !ks.key_only {
+                    let at = r.ov.as_deref().unwrap_or("NULL");
+                    reason.push_str(&format!(" (its {} is {at})", source.order_column));
+                }
+                reason
+            } else {
+                describe("order", &source.order_column, &r.ot, &r.ov)
+            };
+            UnreadableRow { key, reason }
         })
-        .collect())
+        .collect();
+    Ok((n, out))
 }
 
 /// The in-process update step: advance `version_column` of the row with the
