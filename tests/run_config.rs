@@ -194,6 +194,76 @@ fn a_bad_job_file_fails_before_anything_is_touched_and_names_the_field() {
 }
 
 #[test]
+fn mistakes_the_catalog_shows_are_refused_before_a_run_or_a_file_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let db = format!("sqlite://{}", db_path.display());
+    let mut c = SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();
+    c.batch_execute(&format!("{ORDERS}{}", insert_orders()))
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let config = job_file(
+        dir.path(),
+        &db,
+        "kind = \"range\"\npartitions = 2",
+        &format!("kind = \"jsonl\"\npath = \"{}\"", out.display()),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let update = "kind = \"update\"\ntable = \"orders\"\nkey_column = \"id\"\n\
+                  version_column = \"revision\"";
+    let jsonl = format!("kind = \"jsonl\"\npath = \"{}\"", out.display());
+    for (from, to, field) in [
+        ("table = \"orders\"", "table = \"order\"", "source.table"),
+        (
+            "order_column = \"placed_at\"",
+            "order_column = \"placed\"",
+            "source.order_column",
+        ),
+        (
+            "columns = [\"status\"]",
+            "columns = [\"email\"]",
+            "source.columns[0]",
+        ),
+        ("value = \"paid\"", "value = 1", "source.filter[0].value"),
+        (
+            "order_column = \"placed_at\"",
+            "order_column = \"placed_at\"\norder_kind = \"timestamp\"",
+            "source.order_kind",
+        ),
+        (
+            "order_column = \"placed_at\"",
+            "order_column = \"version\"",
+            "CREATE INDEX",
+        ),
+        (jsonl.as_str(), update, "sink.version_column"),
+    ] {
+        std::fs::write(&config, text.replace(from, to)).unwrap();
+        let run = common::run_tranche(&["run", "--config", &config, "--quiet"]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{to} should be refused");
+        assert!(
+            stderr.contains(field),
+            "{to}: should name {field}: {stderr}"
+        );
+        let runs = diesel::sql_query("SELECT COUNT(*) AS n FROM tranche_runs")
+            .load::<Count>(&mut c)
+            .unwrap()[0]
+            .n;
+        assert_eq!(runs, 0, "{to}: no run was opened");
+        assert!(!out.exists(), "{to}: no output file was created");
+    }
+    // Fixed, the job runs.
+    std::fs::write(&config, &text).unwrap();
+    let run = common::run_tranche(&["run", "--config", &config, "--quiet"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2250);
+}
+
+#[test]
 fn a_one_time_schedule_runs_once_and_the_history_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("app.db");
