@@ -247,6 +247,7 @@ struct Summary {
     rows_published: u64,
     rows_updated: u64,
     rows_replayed: u64,
+    rows_possibly_replayed: u64,
     rows_done: i64,
     rows_done_at_start: i64,
     partitions: usize,
@@ -255,6 +256,7 @@ struct Summary {
     leases_lost: u64,
     elapsed_s: f64,
     rows_per_s: f64,
+    run_rows_per_s: Option<f64>,
     resumed: bool,
     interrupted: bool,
     verified: bool,
@@ -413,6 +415,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             rows_published: report.rows_published,
             rows_updated,
             rows_replayed,
+            rows_possibly_replayed: report.rows_possibly_replayed,
             rows_done: report.rows_done,
             rows_done_at_start: report.rows_done_at_start,
             partitions: report.partitions.len(),
@@ -421,6 +424,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             leases_lost: report.leases_lost,
             elapsed_s: elapsed.as_secs_f64(),
             rows_per_s,
+            run_rows_per_s: report.run_rows_per_s,
             resumed: report.resumed,
             interrupted: report.interrupted,
             verified,
@@ -465,6 +469,7 @@ struct RunSummary {
     rows_checkpointed: u64,
     rows_published: u64,
     rows_replayed: u64,
+    rows_possibly_replayed: u64,
     dead_letters: u64,
     partitions: usize,
     failed_partitions: usize,
@@ -473,6 +478,8 @@ struct RunSummary {
     leases_lost: u64,
     elapsed_s: f64,
     rows_per_s: f64,
+    run_rows_per_s: Option<f64>,
+    error: Option<String>,
     resumed: bool,
     interrupted: bool,
     /// Peak resident memory of this process, bytes (Linux).
@@ -551,6 +558,7 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
             rows_checkpointed: report.rows_checkpointed,
             rows_published: report.rows_published,
             rows_replayed: report.rows_replayed,
+            rows_possibly_replayed: report.rows_possibly_replayed,
             dead_letters: report.dead_letters,
             partitions: report.partitions.len(),
             failed_partitions: failed,
@@ -559,6 +567,8 @@ async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
             leases_lost: report.leases_lost,
             elapsed_s: elapsed.as_secs_f64(),
             rows_per_s,
+            run_rows_per_s: report.run_rows_per_s,
+            error: report.error.clone(),
             resumed: report.resumed,
             interrupted: report.interrupted,
             peak_rss_bytes: tranche::peak_rss_bytes(),
@@ -863,6 +873,19 @@ fn print_report(
         report.rows_published,
         report.rows_replayed
     );
+    if report.rows_possibly_replayed > 0 {
+        println!(
+            "  at most {} rows may have been delivered twice: this instance resumed partitions \
+             from checkpoints an earlier holder may have published past",
+            report.rows_possibly_replayed
+        );
+    }
+    if let Some(rate) = report.run_rows_per_s {
+        println!("  the whole run, every instance: {rate:.0} rows/s");
+    }
+    if let Some(error) = &report.error {
+        println!("  run error: {error}");
+    }
     if report.takeovers + report.steals + report.leases_lost > 0 {
         println!(
             "  took over {} expired partitions, split {} busy ranges, lost {} leases",

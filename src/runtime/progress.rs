@@ -68,6 +68,11 @@ pub struct RunProgress {
     pub rows_published: u64,
     /// Messages the sink reported as already delivered or applied.
     pub rows_replayed: u64,
+    /// At most this many rows were delivered again because this instance
+    /// resumed a partition from its checkpoint (a takeover, or a restart
+    /// after a failure): the rows an earlier holder may have published past
+    /// that checkpoint, at most a page per resume. A bound, not a count.
+    pub rows_possibly_replayed: u64,
     /// Rows rejected as poison by this instance.
     pub dead_letters: u64,
     /// Partitions this instance took over from an expired lease.
@@ -107,6 +112,10 @@ pub struct RunReport {
     pub rows_published: u64,
     /// Messages the sink reported as replays.
     pub rows_replayed: u64,
+    /// At most this many rows were delivered again because this instance
+    /// resumed partitions from their checkpoints (see
+    /// [`RunProgress::rows_possibly_replayed`]): a bound, not a count.
+    pub rows_possibly_replayed: u64,
     /// Rows rejected as poison by this instance.
     pub dead_letters: u64,
     /// Partitions this instance took over.
@@ -119,6 +128,12 @@ pub struct RunReport {
     pub partitions: Vec<PartitionProgress>,
     /// Time the run took on this instance.
     pub elapsed: Duration,
+    /// Rows per second of the whole run, every instance together, from its
+    /// stored start and end (database clock); `None` until it closed.
+    pub run_rows_per_s: Option<f64>,
+    /// Why the run failed, as stored with it (a planning error, or the rows
+    /// left unaccounted for).
+    pub error: Option<String>,
 }
 
 impl RunReport {
@@ -135,12 +150,15 @@ impl RunReport {
             rows_checkpointed: p.rows_checkpointed,
             rows_published: p.rows_published,
             rows_replayed: p.rows_replayed,
+            rows_possibly_replayed: p.rows_possibly_replayed,
             dead_letters: p.dead_letters,
             takeovers: p.takeovers,
             steals: p.steals,
             leases_lost: p.leases_lost,
             partitions: p.partitions,
             elapsed: p.elapsed,
+            run_rows_per_s: None,
+            error: None,
         }
     }
 

@@ -239,7 +239,17 @@ impl RunSupervisor {
         lost: Option<Arc<AtomicBool>>,
         ctx: &mut Context<Self>,
     ) {
+        let restarted = lost.is_some();
         let lost = lost.unwrap_or_else(|| self.held.hold(record.id, record.epoch));
+        // Resuming from a checkpoint that an earlier holder (another
+        // process, or this worker before it failed) may have published past:
+        // up to a page of those rows may be delivered again.
+        let possibly_replayed = if record.taken_over || restarted {
+            let left = (record.rows_planned - record.rows_done).max(0) as u64;
+            left.min(self.config.page_size as u64)
+        } else {
+            0
+        };
         if record.taken_over {
             tracing::info!(partition = record.id, from = ?record.cursor, "took over an expired lease");
         }
@@ -248,6 +258,7 @@ impl RunSupervisor {
             if taken_over {
                 p.takeovers += 1;
             }
+            p.rows_possibly_replayed += possibly_replayed;
             if !p.partitions.iter().any(|pp| pp.id == record.id) {
                 // Made by a split after this instance read the plan.
                 p.partitions.push(PartitionProgress::from(&record));
@@ -314,11 +325,16 @@ impl RunSupervisor {
                         p.elapsed = act.started.elapsed();
                         p.rows_done = p.rows_done.max(run.rows_done);
                     });
-                    let report = RunReport::from_progress(
+                    let mut report = RunReport::from_progress(
                         act.progress.borrow().clone(),
                         run.state,
                         interrupted,
                     );
+                    report.run_rows_per_s = run.finished_ms.map(|end| {
+                        let ms = (end - run.started_ms).max(1) as f64;
+                        run.rows_done as f64 * 1000.0 / ms
+                    });
+                    report.error = run.last_error.clone();
                     tracing::info!(
                         run = run_id,
                         state = ?run.state,
