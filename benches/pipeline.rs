@@ -33,7 +33,7 @@ fn job(sink: Arc<dyn Sink>, body: bool) -> Job {
         .source(source)
         .strategy(Strategy::Range { partitions: 8 })
         .processor(|row: &SourceRow, _: &Scope| {
-            let payload = row.columns.first().cloned().flatten().unwrap_or_default();
+            let payload = row.text("body")?.unwrap_or_default().to_owned();
             Ok(Some(Message::new(
                 "bench",
                 row.key,

@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .strategy(Strategy::Range { partitions: 4 })
         .processor(|row: &SourceRow, _: &Scope| {
-            let payload = serde_json::json!({"order": row.key, "status": row.columns[0]});
+            let payload = serde_json::json!({"order": row.key, "status": row.text("status")?});
             Ok(Some(Message::new(
                 "resend-confirmations",
                 row.key,

@@ -49,6 +49,59 @@ pub enum ColumnKind {
     Other,
 }
 
+/// A PostgreSQL type's `format_type` text without its modifiers:
+/// `timestamp(3) with time zone` is a `timestamp with time zone`.
+pub(crate) fn pg_base_type(type_name: &str) -> String {
+    let mut base = String::with_capacity(type_name.len());
+    let mut depth = 0u32;
+    for ch in type_name.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => base.push(ch),
+            _ => {}
+        }
+    }
+    base.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The PostgreSQL types whose values are read in their own binary format
+/// (by their base type names); a column of any other type is read as its
+/// text form.
+const PG_TYPED: &[&str] = &[
+    "smallint",
+    "integer",
+    "bigint",
+    "oid",
+    "real",
+    "double precision",
+    "boolean",
+    "text",
+    "character varying",
+    "character",
+    "name",
+    "\"char\"",
+    "json",
+    "jsonb",
+    "timestamp without time zone",
+    "timestamp with time zone",
+    "date",
+    "numeric",
+    "bytea",
+    "uuid",
+];
+
+impl ColumnInfo {
+    /// Whether the column's values are read typed (see [`crate::Datum`]):
+    /// SQLite's always are, by storage class; PostgreSQL's when the type
+    /// is one tranche reads, others arriving as their text.
+    pub fn read_typed(&self, sqlite: bool) -> bool {
+        sqlite
+            || (!self.type_name.ends_with("[]")
+                && PG_TYPED.contains(&pg_base_type(&self.type_name).as_str()))
+    }
+}
+
 /// One column of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnInfo {
@@ -187,9 +240,12 @@ pub(crate) fn check_source(
     }
     let mut checked = source.clone();
     checked.order_kind = Some(order_kind(source, info)?);
+    let mut typed = Vec::with_capacity(source.columns.len());
     for (i, name) in source.columns.iter().enumerate() {
-        column(info, table, &format!("source.columns[{i}]"), name)?;
+        let col = column(info, table, &format!("source.columns[{i}]"), name)?;
+        typed.push(col.read_typed(info.sqlite));
     }
+    checked.typed = Some(typed);
     for (i, cond) in source.filter.iter().enumerate() {
         let col = column(
             info,

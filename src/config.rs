@@ -18,7 +18,8 @@
 //! key_column = "id"
 //! order_column = "placed_at"      # absent: rows are read in key order
 //! order_kind = "timestamp"        # or "integer"; absent: from the column's type
-//! columns = ["status", "email"]   # read as text, sent in the payload
+//! columns = ["status", "email"]   # sent in the payload, typed (see tranche::Datum)
+//! # columns_as_text = true        # send each as its text form instead
 //! # allow_duplicate_keys = true   # read a key column without a unique index
 //! # allow_sequential_scan = true  # accept a page order no index serves
 //! filter = [{ column = "status", op = "eq", value = "paid" }]
@@ -163,9 +164,13 @@ pub struct SourceSection {
     /// `CREATE INDEX` statement that would serve it).
     #[serde(default)]
     pub allow_sequential_scan: bool,
-    /// Extra columns read as text and sent in the payload.
+    /// Extra columns sent in the payload, each as its database type (see
+    /// [`crate::Datum`] for each type's JSON form).
     #[serde(default)]
     pub columns: Vec<String>,
+    /// Send every extra column as its text form (default false).
+    #[serde(default)]
+    pub columns_as_text: bool,
     /// Conditions every row must meet.
     #[serde(default)]
     pub filter: Vec<FilterEntry>,
@@ -431,6 +436,7 @@ impl JobFile {
         source.order_kind = s.order_kind;
         source.allow_duplicate_keys = s.allow_duplicate_keys;
         source.allow_sequential_scan = s.allow_sequential_scan;
+        source.columns_as_text = s.columns_as_text;
         for (i, c) in s.columns.iter().enumerate() {
             source
                 .columns
@@ -655,7 +661,8 @@ impl PayloadColumns {
 }
 
 /// A configured job's message payload,
-/// `{"columns": {name: text or null, ...}, "key": k, "order": o}`,
+/// `{"columns": {name: value, ...}, "key": k, "order": o}`, each value in
+/// its [`Datum`](crate::Datum) form,
 /// written straight from the row without building a JSON value first.
 struct RowPayload<'a> {
     row: &'a SourceRow,
@@ -671,8 +678,8 @@ impl serde::Serialize for RowPayload<'_> {
                 let RowPayload { row, columns } = self.0;
                 let mut map = s.serialize_map(Some(columns.sorted.len()))?;
                 for &i in &columns.sorted {
-                    let value = row.columns.get(i).and_then(|v| v.as_deref());
-                    map.serialize_entry(&columns.names[i], &value)?;
+                    let value = row.columns.get(i).unwrap_or(&crate::row::Datum::Null);
+                    map.serialize_entry(&columns.names[i], value)?;
                 }
                 map.end()
             }
@@ -692,11 +699,18 @@ mod tests {
     #[test]
     fn a_configured_payload_is_the_row_as_a_json_object_with_sorted_keys() {
         let columns = PayloadColumns::new(&["zone".into(), "status".into(), "note".into()]);
-        let row = SourceRow {
-            key: 7,
-            order: -3,
-            columns: vec![Some("eu \"west\"".into()), Some("paid".into()), None],
-        };
+        use crate::row::Datum;
+        let names: Arc<[String]> = vec!["zone".into(), "status".into(), "note".into()].into();
+        let row = SourceRow::new(
+            7,
+            -3,
+            names,
+            vec![
+                Datum::Text("eu \"west\"".into()),
+                Datum::Int(3),
+                Datum::Null,
+            ],
+        );
         let bytes = serde_json::to_vec(&RowPayload {
             row: &row,
             columns: &columns,
@@ -704,7 +718,7 @@ mod tests {
         .expect("serializes");
         assert_eq!(
             String::from_utf8(bytes).expect("UTF-8"),
-            r#"{"columns":{"note":null,"status":"paid","zone":"eu \"west\""},"key":7,"order":-3}"#
+            r#"{"columns":{"note":null,"status":3,"zone":"eu \"west\""},"key":7,"order":-3}"#
         );
     }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::ident::Ident;
+pub use crate::row::SourceRow;
 use crate::sink::{Message, Sink};
 use crate::store::{Connection, StoreError};
 
@@ -173,8 +174,13 @@ pub struct Source {
     /// when the run is checked (the store's queries read it as an integer
     /// until then).
     pub order_kind: Option<OrderKind>,
-    /// Extra columns read with each row, as text.
+    /// Extra columns read with each row, each with its database type (see
+    /// [`Datum`](crate::Datum) for how each type is carried).
     pub columns: Vec<Ident>,
+    /// Read every extra column as its text form instead (default false):
+    /// PostgreSQL's `CAST(column AS TEXT)`, each value a
+    /// [`Datum::Text`](crate::Datum::Text).
+    pub columns_as_text: bool,
     /// Conditions every row must meet.
     pub filter: Vec<Condition>,
     /// Accept a key column without a unique index (default false). Rows
@@ -184,6 +190,10 @@ pub struct Source {
     /// Accept a page order that no index serves (default false): every
     /// page may then scan the table.
     pub allow_sequential_scan: bool,
+    /// Which extra columns PostgreSQL hands over in a type read here (the
+    /// others are cast to text), as the catalog check found; `None` until
+    /// the source is checked.
+    pub(crate) typed: Option<Vec<bool>>,
 }
 
 impl Source {
@@ -200,6 +210,8 @@ impl Source {
             filter: Vec::new(),
             allow_duplicate_keys: false,
             allow_sequential_scan: false,
+            columns_as_text: false,
+            typed: None,
         })
     }
 
@@ -231,6 +243,13 @@ impl Source {
     pub fn column(mut self, name: &str) -> Result<Self, ConfigError> {
         self.columns.push(Ident::parse("source.columns", name)?);
         Ok(self)
+    }
+
+    /// Reads every extra column as text (see
+    /// [`Source::columns_as_text`](Source#structfield.columns_as_text)).
+    pub fn columns_as_text(mut self) -> Self {
+        self.columns_as_text = true;
+        self
     }
 
     /// Adds a filter condition.
@@ -302,17 +321,6 @@ impl Strategy {
             Strategy::Modulo { .. } => "modulo",
         }
     }
-}
-
-/// A row read from the source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceRow {
-    /// Unique key.
-    pub key: i64,
-    /// Order value (for a timestamp column: microseconds since the epoch).
-    pub order: i64,
-    /// The extra columns of [`Source::columns`], as text, in that order.
-    pub columns: Vec<Option<String>>,
 }
 
 /// Why a processor rejected a row: it goes to dead letters with this reason.

@@ -88,6 +88,7 @@ mod ident;
 mod job;
 mod keyset;
 pub mod plan;
+mod row;
 mod runtime;
 pub mod sink;
 pub mod store;
@@ -100,6 +101,9 @@ pub use job::{
     Source, SourceRow, Strategy, Value,
 };
 pub use keyset::{Cursor, KeyRange};
+pub use row::{
+    Datum, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
+};
 pub use runtime::{
     lane_of, peak_rss_bytes, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport,
     RuntimeConfig, RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,

@@ -630,7 +630,7 @@ fn job(source: Source, strategy: Strategy, sink: &MemorySink) -> Result<Job, tra
         .source(source)
         .strategy(strategy)
         .processor(|row: &SourceRow, _: &Scope| {
-            let payload = serde_json::to_vec(&row.columns).expect("text serializes");
+            let payload = serde_json::to_vec(&row.columns).expect("a row serializes");
             Ok(Some(Message::new("bad-data", row.key, 1, payload)))
         })
         .sink(Arc::new(sink.clone()))
@@ -758,7 +758,61 @@ async fn each_case_ends_delivered_dead_lettered_or_refused(url: String) {
     assert!(ran >= 30, "only {ran} cases ran");
 }
 
+/// A table shaped like pgbench's `pgbench_accounts`, whose only index is
+/// its integer primary key, read in key order alone with both strategies:
+/// every row arrives, and each page is an index range scan, never a scan
+/// of the table.
+async fn a_primary_key_alone_serves_every_page(url: String) {
+    let mut config = RuntimeConfig::new(&url);
+    config.page_size = 100;
+    let runtime = RuntimeHandle::start(config).await.unwrap();
+    let store = runtime.store().clone();
+    let dialect = store.dialect();
+    let analyze = match dialect {
+        Dialect::Postgres => "ANALYZE accounts",
+        Dialect::Sqlite => "ANALYZE",
+    };
+    let setup = format!(
+        "CREATE TABLE accounts (aid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, \
+           abalance INTEGER NOT NULL, filler CHAR(84)); \
+         INSERT INTO accounts (aid, bid, abalance, filler) WITH RECURSIVE g(n) AS \
+           (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000) \
+           SELECT n, 1 + n / 1000, 0, '' FROM g; {analyze}"
+    );
+    store.run(move |c| c.batch(&setup)).await.unwrap();
+    for strategy in [RANGE, MODULO] {
+        let sink = MemorySink::new();
+        let source = Source::by_key("accounts", "aid")
+            .unwrap()
+            .column("abalance")
+            .unwrap();
+        let job = job(source, strategy, &sink).unwrap();
+        let report = runtime.run(job.clone()).await.unwrap();
+        assert_eq!(report.state, RunState::Done, "{strategy:?}: {report:?}");
+        let mut keys: Vec<i64> = sink.messages().iter().map(|m| m.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, (1..=20_000).collect::<Vec<_>>(), "{strategy:?}");
+        let partitions = store.partitions(report.run_id).await.unwrap();
+        let second = partitions.get(1).expect("more than one partition");
+        for after in [None, Some(tranche::Cursor::new(5_000, 5_000))] {
+            let plan = store.explain_page(&job, second, after, 100).await.unwrap();
+            let text = plan.join("\n");
+            let indexed = match dialect {
+                Dialect::Postgres => {
+                    text.contains("Index Scan using accounts_pkey")
+                        || text.contains("Index Only Scan using accounts_pkey")
+                }
+                Dialect::Sqlite => text.contains("USING INTEGER PRIMARY KEY"),
+            };
+            let scans = text.contains("Seq Scan") || text.contains("SCAN accounts");
+            assert!(indexed && !scans, "{strategy:?} after {after:?}:\n{text}");
+        }
+    }
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test]
-    each_case_ends_delivered_dead_lettered_or_refused
+    each_case_ends_delivered_dead_lettered_or_refused,
+    a_primary_key_alone_serves_every_page,
 );

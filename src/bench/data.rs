@@ -96,18 +96,31 @@ pub(crate) async fn seed_sqlite(
         .map_err(|e| BenchError::step("seeding SQLite", e))
 }
 
-/// The bench job `name` over `table`: range partitions over `(at, id)`,
-/// one message per row carrying its body as the payload and `version`, for
-/// the rows with `id <= upto` when given.
+/// The order a bench job walks its table in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// `(at, id)`, over the `(at, id)` index.
+    Order,
+    /// The key alone, over the primary key.
+    Key,
+}
+
+/// The bench job `name` over `table`: range partitions over `(at, id)` (or
+/// the key alone), one message per row carrying its body as the payload
+/// and `version`, for the rows with `id <= upto` when given.
 pub(crate) fn job(
     name: &str,
     table: &str,
     sink: Arc<dyn Sink>,
     partitions: u32,
-    upto: Option<u64>,
+    (upto, walk): (Option<u64>, Walk),
     version: i64,
 ) -> Result<Job, BenchError> {
-    let mut source = Source::new(table, "id", "at")?.column("body")?;
+    let source = match walk {
+        Walk::Order => Source::new(table, "id", "at")?,
+        Walk::Key => Source::by_key(table, "id")?,
+    };
+    let mut source = source.column("body")?;
     if let Some(upto) = upto {
         source = source.filter("id", Op::Le, Value::Int(upto as i64))?;
     }
@@ -116,7 +129,7 @@ pub(crate) fn job(
         .source(source)
         .strategy(Strategy::Range { partitions })
         .processor(move |row: &SourceRow, _: &Scope| {
-            let body = row.columns.first().cloned().flatten().unwrap_or_default();
+            let body = row.text("body")?.unwrap_or_default().to_owned();
             Ok(Some(Message::new(
                 &job_name,
                 row.key,

@@ -328,7 +328,7 @@ impl Bench<'_> {
         upto: Option<u64>,
     ) -> Result<(), BenchError> {
         let seconds = self
-            .tranche_seconds(runtime, group, name, sink, upto)
+            .tranche_seconds(runtime, group, name, sink, (upto, data::Walk::Order))
             .await?;
         let want = upto.unwrap_or(self.config.rows);
         self.push(Measurement::new(
@@ -350,7 +350,7 @@ impl Bench<'_> {
         group: &str,
         name: &str,
         sink: Arc<dyn Sink>,
-        upto: Option<u64>,
+        (upto, walk): (Option<u64>, data::Walk),
     ) -> Result<f64, BenchError> {
         let c = self.config;
         self.runs += 1;
@@ -359,7 +359,14 @@ impl Bench<'_> {
             name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-"),
             self.runs
         );
-        let job = data::job(&job_name, data::TABLE, sink, c.partitions, upto, self.stamp)?;
+        let job = data::job(
+            &job_name,
+            data::TABLE,
+            sink,
+            c.partitions,
+            (upto, walk),
+            self.stamp,
+        )?;
         let started = Instant::now();
         let report = runtime.run(job).await;
         let seconds = started.elapsed().as_secs_f64();
@@ -558,7 +565,7 @@ pub async fn run(
 }
 
 /// The read group: the keyset walk, `COPY`, and tranche into the null
-/// sink, run [`BenchConfig::read_rounds`] times in turn (so a slow spell
+/// sink in `(order, key)` order and in key order alone, run [`BenchConfig::read_rounds`] times in turn (so a slow spell
 /// of the machine falls on all three alike), each after a `CHECKPOINT` so
 /// no flush of earlier writes lands inside a measurement. Each reports its
 /// median round.
@@ -569,6 +576,7 @@ async fn read_rows(b: &mut Bench<'_>) -> Result<(), BenchError> {
     let mut walk = Vec::with_capacity(rounds);
     let mut copy = Vec::with_capacity(rounds);
     let mut null = Vec::with_capacity(rounds);
+    let mut by_key = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let of = format!("round {round} of {rounds}");
         b.progress.step(&format!("keyset walk, {of}"));
@@ -588,15 +596,29 @@ async fn read_rows(b: &mut Bench<'_>) -> Result<(), BenchError> {
                 READ,
                 "tranche, null sink",
                 Arc::new(NullSink::new()),
-                None,
+                (None, data::Walk::Order),
             )
             .await?;
         null.push((c.rows, Duration::from_secs_f64(seconds)));
+        b.progress.step(&format!("tranche, key order only, {of}"));
+        let runtime = b.runtime(&url).await?;
+        tokio::task::block_in_place(|| limits::checkpoint(&url))?;
+        let seconds = b
+            .tranche_seconds(
+                runtime,
+                READ,
+                "tranche, key order only",
+                Arc::new(NullSink::new()),
+                (None, data::Walk::Key),
+            )
+            .await?;
+        by_key.push((c.rows, Duration::from_secs_f64(seconds)));
     }
     for (name, kind, runs) in [
         ("keyset walk, 1 connection", Kind::Limit, walk),
         ("COPY TO STDOUT", Kind::Limit, copy),
         ("tranche, null sink", Kind::Tranche, null),
+        ("tranche, key order only", Kind::Tranche, by_key),
     ] {
         let (rows, took) = median(runs);
         b.push(Measurement::new(

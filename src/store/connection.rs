@@ -416,7 +416,11 @@ impl CustomizeConnection<Pooled<SqliteConnection>, diesel::r2d2::Error> for Sqli
 /// with tranche's cursors the same way on every instance, whatever the
 /// server's or role's default time zone. Also names the session after the
 /// instance (`application_name`), so an operator sees in
-/// `pg_stat_activity` which instance holds a connection.
+/// `pg_stat_activity` which instance holds a connection. A database in
+/// `SQL_ASCII` holds bytes in no known encoding, which the server would
+/// refuse to hand to a UTF-8 session, failing a whole page: the session
+/// takes them as they are instead, and a value that is not UTF-8 poisons
+/// its row alone.
 #[derive(Debug)]
 struct PgSession {
     application_name: Option<String>,
@@ -424,7 +428,10 @@ struct PgSession {
 
 impl CustomizeConnection<Pooled<PgConnection>, diesel::r2d2::Error> for PgSession {
     fn on_acquire(&self, conn: &mut Pooled<PgConnection>) -> Result<(), diesel::r2d2::Error> {
-        let mut sql = String::from("SET TIME ZONE 'UTC'");
+        let mut sql = String::from(
+            "SET TIME ZONE 'UTC'; SELECT set_config('client_encoding', 'SQL_ASCII', false) \
+             WHERE current_setting('server_encoding') = 'SQL_ASCII'",
+        );
         if let Some(name) = &self.application_name {
             // A literal, quotes doubled; PostgreSQL keeps the first 63 bytes.
             let clean: String = name

@@ -14,7 +14,7 @@ use diesel::QueryableByName;
 
 use super::connection::{Bind, Connection, Dialect, Sql};
 use super::StoreError;
-use crate::catalog::{ColumnInfo, ColumnKind, IndexInfo, TableInfo};
+use crate::catalog::{pg_base_type, ColumnInfo, ColumnKind, IndexInfo, TableInfo};
 use crate::ident::Ident;
 
 #[derive(QueryableByName)]
@@ -131,17 +131,7 @@ fn pg_kind(type_name: &str) -> ColumnKind {
     if type_name.ends_with("[]") {
         return ColumnKind::Other;
     }
-    let mut base = String::with_capacity(type_name.len());
-    let mut depth = 0u32;
-    for ch in type_name.chars() {
-        match ch {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => base.push(ch),
-            _ => {}
-        }
-    }
-    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    let base = pg_base_type(type_name);
     match base.as_str() {
         "smallint" | "integer" | "bigint" | "oid" => ColumnKind::Integer,
         "real" | "double precision" => ColumnKind::Float,

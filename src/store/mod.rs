@@ -12,6 +12,7 @@
 //! protocol.
 
 mod connection;
+mod datum;
 mod describe;
 mod executor;
 pub mod lease;
@@ -382,6 +383,23 @@ impl Store {
         let source = job.source.clone();
         let partition = partition.clone();
         self.run(move |c| source::fetch_page(c, &source, &partition, after, limit))
+            .await
+    }
+
+    /// How the database would read `job`'s page of `partition` after
+    /// `after` (or its first page): PostgreSQL's `EXPLAIN` lines, or
+    /// SQLite's `EXPLAIN QUERY PLAN` details. Shows whether the page
+    /// query is served by an index.
+    pub async fn explain_page(
+        &self,
+        job: &Job,
+        partition: &PartitionRecord,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let source = job.source.clone();
+        let partition = partition.clone();
+        self.run(move |c| source::explain_page(c, &source, &partition, after, limit))
             .await
     }
 

@@ -5,14 +5,18 @@
 //! value is a bound parameter.
 
 use diesel::deserialize::FromSql;
-use diesel::sql_types::{BigInt, Binary, Nullable, Text};
+use std::sync::Arc;
+
+use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
 use super::connection::{Bind, Connection, Dialect, Sql};
+use super::datum::{AnyValue, Cell};
 use super::StoreError;
 use crate::ident::Ident;
 use crate::job::{Condition, OrderKind, Scope, Source, SourceRow, Value};
 use crate::keyset::Cursor;
+use crate::row::Datum;
 use crate::store::PartitionRecord;
 
 #[derive(QueryableByName)]
@@ -37,41 +41,34 @@ struct Remainder {
     n: i64,
 }
 
-/// A page row: `ord`, `k`, then the source's extra columns as text, read
-/// by position (however many the source has), so that no per-row JSON is
-/// built by the database and parsed here. A value that cannot be read
-/// (text that is not UTF-8, say) does not fail the page: the row keeps the
-/// reason, and goes to dead letters with it.
+/// A page row: `ord`, `k`, then the source's extra columns, read by
+/// position (however many the source has), each as the type it has, so
+/// that no per-row JSON is built by the database and parsed here. A value
+/// that cannot be read (text that is not UTF-8, say) does not fail the
+/// page: the row keeps the reason, and goes to dead letters with it.
 struct PageRow {
     ord: i64,
     k: i64,
-    /// The text of each extra column, or the position of the first that
-    /// could not be read and why.
-    columns: Result<Vec<Option<String>>, (usize, String)>,
+    /// Each extra column, or the position of the first that could not be
+    /// read and why.
+    columns: Result<Vec<Datum>, (usize, String)>,
 }
 
 impl<DB> QueryableByName<DB> for PageRow
 where
     DB: diesel::backend::Backend,
     i64: FromSql<BigInt, DB>,
-    Vec<u8>: FromSql<Binary, DB>,
+    Cell: FromSql<AnyValue, DB>,
 {
     fn build<'a>(row: &impl diesel::row::NamedRow<'a, DB>) -> diesel::deserialize::Result<Self> {
         // The page's predicate admits only rows whose order and key read.
         let ord = row.get_value::<BigInt, i64, usize>(0)?;
         let k = row.get_value::<BigInt, i64, usize>(1)?;
-        // Text is taken as bytes and checked here: SQLite would replace
-        // bytes that are not UTF-8 without a word, and a database in
-        // SQL_ASCII hands them over as they are.
         let columns = (2..row.field_count())
             .map(|i| {
                 let at = i - 2;
-                match row.get_value::<Nullable<Binary>, Option<Vec<u8>>, usize>(i) {
-                    Ok(None) => Ok(None),
-                    Ok(Some(bytes)) => String::from_utf8(bytes).map(Some).map_err(|e| {
-                        let valid = e.utf8_error().valid_up_to();
-                        (at, format!("is not valid UTF-8 (from byte {valid})"))
-                    }),
+                match row.get_value::<AnyValue, Cell, usize>(i) {
+                    Ok(Cell(cell)) => cell.map_err(|why| (at, why)),
                     Err(e) => Err((at, format!("cannot be read: {e}"))),
                 }
             })
@@ -81,7 +78,7 @@ where
 }
 
 /// A page of a partition, in keyset order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Page {
     /// The rows read.
     pub rows: Vec<SourceRow>,
@@ -380,13 +377,12 @@ pub(crate) fn fetch_page(
         }
     }
     let mut page = Page::default();
+    let names: Arc<[String]> = source.columns.iter().map(ToString::to_string).collect();
     for r in rows {
         match r.columns {
-            Ok(columns) => page.rows.push(SourceRow {
-                key: r.k,
-                order: r.ord,
-                columns,
-            }),
+            Ok(columns) => page
+                .rows
+                .push(SourceRow::new(r.k, r.ord, names.clone(), columns)),
             Err((at, why)) => {
                 let column = source
                     .columns
@@ -415,9 +411,12 @@ pub(crate) fn nth_row(
         .flatten())
 }
 
-/// The extra columns as text, named by position (`c0, c1, ...`), or
-/// nothing when only `(order, key)` are read.
-fn extra_columns(source: &Source, columns: bool) -> (String, String) {
+/// The extra columns, named by position (`c0, c1, ...`), or nothing when
+/// only `(order, key)` are read. On PostgreSQL a column whose type is not
+/// read here (or every column, for a source read as text or not checked
+/// against the catalog) is cast to text; SQLite hands each value over by
+/// its storage class.
+fn extra_columns(c: &Connection, source: &Source, columns: bool) -> (String, String) {
     if !columns {
         return (String::new(), String::new());
     }
@@ -425,7 +424,23 @@ fn extra_columns(source: &Source, columns: bool) -> (String, String) {
         .columns
         .iter()
         .enumerate()
-        .map(|(i, col)| format!(", CAST({} AS TEXT) AS c{i}", col.quoted()))
+        .map(|(i, col)| {
+            let typed = match c.dialect() {
+                Dialect::Sqlite => !source.columns_as_text,
+                Dialect::Postgres => {
+                    !source.columns_as_text
+                        && source
+                            .typed
+                            .as_ref()
+                            .is_some_and(|t| t.get(i).copied().unwrap_or(false))
+                }
+            };
+            if typed {
+                format!(", {} AS c{i}", col.quoted())
+            } else {
+                format!(", CAST({} AS TEXT) AS c{i}", col.quoted())
+            }
+        })
         .collect();
     let outer = (0..source.columns.len())
         .map(|i| format!(", c{i}"))
@@ -442,7 +457,7 @@ fn page_group(
     at: Cursor,
 ) -> Result<Vec<PageRow>, StoreError> {
     let ks = Keyset::of(c, source)?;
-    let (extra, _) = extra_columns(source, true);
+    let (extra, _) = extra_columns(c, source, true);
     let mut sql = Sql::new(format!(
         "SELECT {} AS ord, CAST({} AS BIGINT) AS k{extra} ",
         ks.o_int, ks.k
@@ -456,7 +471,7 @@ fn page_group(
             [Bind::Int(m), Bind::Int(m), Bind::Int(m), Bind::Int(r)],
         );
     }
-    c.load::<PageRow>(&sql)
+    in_key_order(c, source, partition, |c| c.load::<PageRow>(&sql))
 }
 
 /// A keyset page; without `columns`, only `(order, key)` are read.
@@ -468,9 +483,89 @@ fn page(
     limit: usize,
     columns: bool,
 ) -> Result<Vec<PageRow>, StoreError> {
+    let sql = page_sql(c, source, partition, after, limit, columns)?.prepared();
+    in_key_order(c, source, partition, |c| c.load::<PageRow>(&sql))
+}
+
+/// Runs a page query of `partition` so that PostgreSQL walks the index
+/// that serves the page order. A modulo slice's condition on the key is an
+/// expression the planner has no statistics for: it takes it to keep one
+/// row in 200 where it keeps one in `modulus`, and on a table of a few
+/// hundred thousand rows it would rather scan and sort the whole table for
+/// every page than walk the primary key. Inside the page's own transaction
+/// sequential scans and sorts are priced out, which leaves the ordered
+/// index scans (the catalog check made sure there is one, unless the source
+/// accepts sequential scans). Other pages, and SQLite, run as they are.
+fn in_key_order<T>(
+    c: &mut Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    read: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if c.dialect() != Dialect::Postgres
+        || partition.modulo.is_none()
+        || source.allow_sequential_scan
+    {
+        return read(c);
+    }
+    c.batch("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")?;
+    match read(c) {
+        Ok(v) => {
+            c.batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            c.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// One line of a query plan: the last column of `EXPLAIN` (PostgreSQL's
+/// only one, SQLite's `detail`).
+struct PlanLine(String);
+
+impl<DB> QueryableByName<DB> for PlanLine
+where
+    DB: diesel::backend::Backend,
+    String: FromSql<Text, DB>,
+{
+    fn build<'a>(row: &impl diesel::row::NamedRow<'a, DB>) -> diesel::deserialize::Result<Self> {
+        let last = row.field_count().saturating_sub(1);
+        Ok(Self(row.get_value::<Text, String, usize>(last)?))
+    }
+}
+
+/// How the database would read the page after `after`: the lines of
+/// PostgreSQL's `EXPLAIN`, or SQLite's `EXPLAIN QUERY PLAN` details.
+pub(crate) fn explain_page(
+    c: &mut Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let page = page_sql(c, source, partition, after, limit, true)?;
+    let mut explain = Sql::new(match c.dialect() {
+        Dialect::Postgres => "EXPLAIN ",
+        Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+    });
+    explain.push(page.text_ref(), page.binds_ref().iter().cloned());
+    let lines = in_key_order(c, source, partition, |c| c.load::<PlanLine>(&explain))?;
+    Ok(lines.into_iter().map(|l| l.0).collect())
+}
+
+fn page_sql(
+    c: &Connection,
+    source: &Source,
+    partition: &PartitionRecord,
+    after: Option<Cursor>,
+    limit: usize,
+    columns: bool,
+) -> Result<Sql, StoreError> {
     let ks = Keyset::of(c, source)?;
     let (o, k, param) = (&ks.o, &ks.k, ks.param);
-    let (extra, outer) = extra_columns(source, columns);
+    let (extra, outer) = extra_columns(c, source, columns);
     let select = format!(
         "SELECT {} AS ord, CAST({k} AS BIGINT) AS k{extra} ",
         ks.o_int
@@ -499,8 +594,8 @@ fn page(
         (None, Some(lower)) => Some((lower, ">=")),
         (None, None) => None,
     };
-    // Read once per page with the same text: kept prepared.
-    let mut sql = Sql::new("").prepared();
+    // Read once per page with the same text: the caller keeps it prepared.
+    let mut sql = Sql::new("");
     match start {
         // PostgreSQL seeks a btree to a row value, even behind equality
         // columns of the index: one range scan. A key alone is one range
@@ -537,7 +632,7 @@ fn page(
             sql.push(") rest ORDER BY ord, k LIMIT ?", [Bind::Int(limit as i64)]);
         }
     }
-    c.load::<PageRow>(&sql)
+    Ok(sql)
 }
 
 /// A row of the source that planning cannot place: its key or its order
