@@ -165,6 +165,12 @@ async fn beyond_the_skip_limit_a_partition_fails_and_the_others_finish(url: Stri
         error.contains("skip limit of 2") && error.contains("row 30"),
         "{error}"
     );
+    // The run's own error says why it failed, for `history` and the report.
+    let run_error = report.error.clone().unwrap_or_default();
+    assert!(
+        run_error.starts_with("1 partition failed (#0: ") && run_error.contains("row 30"),
+        "{run_error}"
+    );
     let done = report
         .partitions
         .iter()

@@ -1227,6 +1227,9 @@ pub(crate) fn finish_run_if_complete(
             .bind(Bind::Int(run_id)),
         )?;
         let run = run_record(c, run_id)?;
+        if run.state == RunState::Failed && run.last_error.is_none() {
+            return record_failed_partitions(c, run_id);
+        }
         let accounted = run.rows_done + run.rows_dead_at_plan;
         if run.state != RunState::Done || accounted >= run.rows_identified {
             return Ok(run);
@@ -1260,6 +1263,55 @@ pub(crate) fn finish_run_if_complete(
         )?;
         run_record(c, run_id)
     })
+}
+
+#[derive(QueryableByName)]
+struct FailedRow {
+    #[diesel(sql_type = Integer)]
+    number: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+}
+
+/// Gives a run that ended failed because partitions failed an error of its
+/// own: how many failed, and the first ones' errors.
+fn record_failed_partitions(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {
+    let failed: Vec<FailedRow> = c.load(
+        &Sql::new(
+            "SELECT number, last_error FROM tranche_partitions \
+             WHERE run_id = ? AND state = 'failed' ORDER BY number",
+        )
+        .bind(Bind::Int(run_id)),
+    )?;
+    let first = failed
+        .iter()
+        .take(3)
+        .map(|p| {
+            format!(
+                "#{}: {}",
+                p.number,
+                p.last_error.as_deref().unwrap_or("no error recorded")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let more = failed.len().saturating_sub(3);
+    let error = format!(
+        "{} partition{} failed ({first}{})",
+        failed.len(),
+        if failed.len() == 1 { "" } else { "s" },
+        if more > 0 {
+            format!("; {more} more")
+        } else {
+            String::new()
+        },
+    );
+    c.execute(
+        &Sql::new("UPDATE tranche_runs SET last_error = ? WHERE id = ?")
+            .bind(Bind::Text(error))
+            .bind(Bind::Int(run_id)),
+    )?;
+    run_record(c, run_id)
 }
 
 #[derive(QueryableByName)]
