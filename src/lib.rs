@@ -118,4 +118,4 @@ pub use sink::{KafkaConfig, KafkaSink};
 #[cfg(feature = "nats")]
 pub use sink::{NatsConfig, NatsSink};
 pub use store::lease::LeaseConfig;
-pub use store::{run_migrations, DeadLetter, Page, Store, StoreError, StoreOptions};
+pub use store::{run_migrations, DatabaseUrl, DeadLetter, Page, Store, StoreError, StoreOptions};

@@ -101,9 +101,7 @@ impl RuntimeConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.trim().is_empty() {
-            return Err(ConfigError::new("database_url", "must not be empty"));
-        }
+        crate::store::DatabaseUrl::parse(&self.database_url)?;
         let positive = [
             ("concurrency", self.concurrency),
             ("page_size", self.page_size),
@@ -244,7 +242,8 @@ impl RuntimeHandle {
                         if options.application_name.is_none() {
                             options.application_name = Some(format!("tranche {owner}"));
                         }
-                        let store = Store::open(&config.database_url, &options)?;
+                        let url = crate::store::DatabaseUrl::parse(&config.database_url)?;
+                        let store = Store::open_url(&url, &options)?;
                         LeaseKeeper::new(store.clone(), owner, config.lease, held).start();
                         Ok::<_, Error>((store, System::current(), Arbiter::current()))
                     });

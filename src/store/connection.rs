@@ -17,8 +17,8 @@ use diesel::sql_types::{BigInt, Binary, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel::{PgConnection, QueryableByName, SqliteConnection};
 
+use super::DatabaseUrl;
 use super::StoreError;
-use crate::error::redact_url;
 
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,16 +30,6 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// The dialect a database URL names: `postgres://` or `postgresql://`
-    /// for PostgreSQL, anything else (`sqlite://path`, a bare path) SQLite.
-    pub fn of_url(url: &str) -> Self {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Dialect::Postgres
-        } else {
-            Dialect::Sqlite
-        }
-    }
-
     /// The database clock in epoch milliseconds, as SQL. Leases are decided by
     /// this clock alone, so instances with skewed clocks still agree.
     pub fn now_ms(self) -> &'static str {
@@ -404,8 +394,10 @@ struct SqlitePragmas;
 impl CustomizeConnection<Pooled<SqliteConnection>, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut Pooled<SqliteConnection>) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
+            // The busy timeout first: switching a fresh file to WAL takes
+            // a lock, which another process opening it may hold.
+            "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA cache_size = -4096;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
@@ -468,16 +460,16 @@ impl Pool {
     /// Builds a pool of `size` connections to `url`, failing (with the URL
     /// redacted) when the database cannot be reached within `timeout`.
     pub(crate) fn connect(
-        url: &str,
+        url: &DatabaseUrl,
         size: u32,
         timeout: Duration,
         application_name: Option<String>,
     ) -> Result<Self, StoreError> {
         let connect_err = |e: diesel::r2d2::PoolError| StoreError::Connect {
-            url: redact_url(url),
-            reason: e.to_string(),
+            url: url.redacted().to_owned(),
+            reason: url.redact(&e.to_string()),
         };
-        Ok(match Dialect::of_url(url) {
+        Ok(match url.dialect() {
             Dialect::Postgres => Pool::Postgres({
                 init_openssl();
                 diesel::r2d2::Pool::builder()
@@ -486,7 +478,7 @@ impl Pool {
                     .connection_timeout(timeout)
                     .connection_customizer(Box::new(PgSession { application_name }))
                     .build(Manager {
-                        inner: ConnectionManager::new(url),
+                        inner: ConnectionManager::new(url.connect_str()),
                     })
                     .map_err(connect_err)?
             }),
@@ -497,7 +489,7 @@ impl Pool {
                     .connection_timeout(timeout)
                     .connection_customizer(Box::new(SqlitePragmas))
                     .build(Manager {
-                        inner: ConnectionManager::new(sqlite_path(url)),
+                        inner: ConnectionManager::new(url.connect_str()),
                     })
                     .map_err(connect_err)?,
             ),
@@ -519,11 +511,6 @@ impl Pool {
             Pool::Sqlite(_) => Dialect::Sqlite,
         }
     }
-}
-
-/// The file path of an SQLite URL (`sqlite://path` or a bare path).
-pub(crate) fn sqlite_path(url: &str) -> &str {
-    url.strip_prefix("sqlite://").unwrap_or(url)
 }
 
 #[cfg(test)]
@@ -575,14 +562,5 @@ mod tests {
             let got: Vec<N> = conn.load(&fine).expect("a prepared statement, run twice");
             assert_eq!(got.iter().map(|r| r.n).collect::<Vec<_>>(), [a + b]);
         }
-    }
-
-    #[test]
-    fn urls_choose_the_dialect() {
-        assert_eq!(Dialect::of_url("postgres://h/db"), Dialect::Postgres);
-        assert_eq!(Dialect::of_url("postgresql://h/db"), Dialect::Postgres);
-        assert_eq!(Dialect::of_url("sqlite://x.db"), Dialect::Sqlite);
-        assert_eq!(Dialect::of_url("x.db"), Dialect::Sqlite);
-        assert_eq!(sqlite_path("sqlite://x.db"), "x.db");
     }
 }

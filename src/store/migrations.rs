@@ -1,12 +1,11 @@
 //! Embedded migrations, one set per backend.
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection as _, PgConnection, SqliteConnection};
+use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::connection::{sqlite_path, Dialect};
-use super::StoreError;
-use crate::error::redact_url;
+use super::connection::{Connection, Pool};
+use super::{DatabaseUrl, StoreError};
 
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -18,16 +17,21 @@ const PG_MIGRATION_LOCK: i64 = 0x0074_7261_6e63_6865;
 /// Applies tranche's pending migrations to the database at `url`; returns the
 /// versions applied (empty when it was up to date).
 pub fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
-    let connect_err = |e: diesel::ConnectionError| StoreError::Connect {
-        url: redact_url(url),
-        reason: e.to_string(),
-    };
+    let url = DatabaseUrl::parse(url).map_err(StoreError::Config)?;
+    let pool = Pool::connect(&url, 1, std::time::Duration::from_secs(10), None)?;
+    migrate(&mut pool.get()?)
+}
+
+/// Applies the pending migrations over `conn`, one instance at a time:
+/// PostgreSQL under an advisory lock, SQLite in one write transaction
+/// (another process opening a fresh file waits for it, then finds the
+/// tables made).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
     let migrate_err =
         |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
-    let applied = match Dialect::of_url(url) {
-        Dialect::Postgres => {
-            super::init_openssl();
-            let mut conn = PgConnection::establish(url).map_err(connect_err)?;
+    let applied = match conn {
+        Connection::Postgres(pooled) => {
+            let conn: &mut diesel::PgConnection = &mut *pooled;
             conn.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
                 .map_err(|e| StoreError::query("migration lock", e))?;
             let result = conn
@@ -37,13 +41,14 @@ pub fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
                 .map_err(|e| StoreError::query("migration unlock", e))?;
             result.map_err(migrate_err)?
         }
-        Dialect::Sqlite => {
-            let mut conn = SqliteConnection::establish(sqlite_path(url)).map_err(connect_err)?;
-            conn.batch_execute("PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL;")
-                .map_err(|e| StoreError::query("sqlite pragmas", e))?;
-            conn.run_pending_migrations(SQLITE)
-                .map(|v| v.into_iter().map(|m| m.to_string()).collect::<Vec<_>>())
-                .map_err(migrate_err)?
+        Connection::Sqlite(pooled) => {
+            let conn: &mut SqliteConnection = &mut *pooled;
+            conn.immediate_transaction(|conn| {
+                conn.run_pending_migrations(SQLITE)
+                    .map(|v| v.into_iter().map(|m| m.to_string()).collect::<Vec<_>>())
+                    .map_err(diesel::result::Error::QueryBuilderError)
+            })
+            .map_err(|e| StoreError::Migration(e.to_string()))?
         }
     };
     Ok(applied)

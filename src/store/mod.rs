@@ -12,6 +12,7 @@
 //! protocol.
 
 mod connection;
+mod database_url;
 mod datum;
 mod describe;
 mod executor;
@@ -26,6 +27,7 @@ use actix::{Addr, SyncArbiter};
 
 pub(crate) use connection::{init_openssl, Pool};
 pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
+pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::run_migrations;
@@ -117,6 +119,9 @@ pub enum StoreError {
     /// The source asks for something this database cannot do.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The database URL is not one tranche reads.
+    #[error(transparent)]
+    Config(#[from] crate::error::ConfigError),
     /// The executor is gone (the runtime is shutting down).
     #[error("the database executor has stopped")]
     ExecutorGone,
@@ -156,6 +161,7 @@ impl StoreError {
             | StoreError::Unsupported(_)
             | StoreError::UnreadableRows { .. }
             | StoreError::RunActive { .. }
+            | StoreError::Config(_)
             | StoreError::ExecutorGone => false,
         }
     }
@@ -201,9 +207,11 @@ impl Store {
     /// Must be called inside a running actix `System` (the runtime does this
     /// for you); it blocks while the pool makes its first connection.
     pub fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        if options.migrate {
-            run_migrations(url)?;
-        }
+        Self::open_url(&DatabaseUrl::parse(url)?, options)
+    }
+
+    /// [`Store::open`] with a URL already parsed.
+    pub fn open_url(url: &DatabaseUrl, options: &StoreOptions) -> Result<Self, StoreError> {
         let threads = options.threads.max(1);
         let pool = Pool::connect(
             url,
@@ -211,6 +219,9 @@ impl Store {
             options.connect_timeout,
             options.application_name.clone(),
         )?;
+        if options.migrate {
+            migrations::migrate(&mut pool.get()?)?;
+        }
         let dialect = pool.dialect();
         let executor = SyncArbiter::start(threads, move || DbExecutor::new(pool.clone()));
         Ok(Self { executor, dialect })
