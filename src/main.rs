@@ -601,6 +601,7 @@ async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
     let mut seen = tranche::ScheduleStatus::default();
     let mut failed = false;
     let mut interrupted = false;
+    let mut stop = StopSignal::new()?;
     loop {
         let now = status.borrow_and_update().clone();
         if now.next_tick != seen.next_tick {
@@ -641,7 +642,7 @@ async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
         }
         tokio::select! {
             changed = status.changed() => if changed.is_err() { break },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = stop.recv(), if !interrupted => {
                 interrupted = true;
                 println!("  interrupted: finishing pages and checkpointing…");
                 handle.cancel();
@@ -740,7 +741,33 @@ async fn prepare_data(store: &Store, args: &DemoArgs, multi: &MultiProgress) -> 
     Ok(())
 }
 
-/// Draws live progress until the run reports; Ctrl-C shuts down gracefully.
+/// A request to stop: Ctrl-C (SIGINT) or SIGTERM, which every
+/// long-running command treats alike: pages in flight finish and are
+/// checkpointed, partitions are handed back at once (their leases
+/// released, not left to expire), the summary is written and the command
+/// exits 130.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn new() -> anyhow::Result<Self> {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        Ok(Self { term })
+    }
+
+    /// Resolves at the next Ctrl-C or SIGTERM.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Draws live progress until the run reports; Ctrl-C or SIGTERM shuts
+/// down gracefully.
 async fn follow(
     runtime: &RuntimeHandle,
     run: tranche::RunHandle,
@@ -765,6 +792,7 @@ async fn follow(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut interrupted = false;
     let mut counted_from: Option<(i64, Instant)> = None;
+    let mut stop = StopSignal::new()?;
     loop {
         tokio::select! {
             report = &mut wait => {
@@ -772,7 +800,7 @@ async fn follow(
                 total.finish_and_clear();
                 return Ok(report?);
             }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = stop.recv(), if !interrupted => {
                 interrupted = true;
                 total.set_message("interrupted: finishing pages and checkpointing…");
                 let rt = runtime.clone();

@@ -242,6 +242,60 @@ fn ctrl_c_checkpoints_hands_partitions_back_and_the_next_run_resumes() {
     );
 }
 
+/// SIGTERM, as a rolling deploy sends it, stops a run as Ctrl-C does: the
+/// pages in flight are checkpointed, the partitions handed back at once
+/// (no lease is left to expire), the summary written; a second instance
+/// then finishes the run without taking anything over.
+#[test]
+fn sigterm_hands_partitions_back_at_once_and_the_next_instance_finishes_on_postgres() {
+    let Some(pg) = common::pg_database("sigterm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let sink = format!("jsonl:{}", out.display());
+    let json = dir.path().join("summary.json");
+    let json_s = json.to_str().unwrap();
+    // Leases far longer than the test: one left held would be taken over.
+    let mut args = demo_args(&pg.url, &sink, json_s);
+    let at = args.iter().position(|a| *a == "--lease-ms").unwrap();
+    args[at + 1] = "120000";
+
+    let child = spawn(&args);
+    common::wait_until("the run to make progress", 300, || lines(&out) >= 10_000);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("send SIGTERM");
+    let first = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(130),
+        "SIGTERM exits 130: {stdout}"
+    );
+    let s = read_summary(&json);
+    assert_eq!(s["interrupted"], true, "{s}");
+    let done_before = s["rows_done"].as_u64().unwrap();
+    assert!(done_before > 0, "{s}");
+    let mut conn = PgConnection::establish(&pg.url).unwrap();
+    let held = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM tranche_partitions \
+         WHERE state = 'claimed' OR lease_expires_ms IS NOT NULL",
+    )
+    .get_result::<Count>(&mut conn)
+    .unwrap()
+    .n;
+    assert_eq!(held, 0, "every partition is handed back at once");
+
+    let last = spawn(&args).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&last.stdout);
+    assert!(last.status.success(), "{stdout}");
+    let s = read_summary(&json);
+    assert_eq!(s["resumed"], true, "{s}");
+    assert_eq!(s["rows_done_at_start"].as_u64(), Some(done_before), "{s}");
+    assert_eq!(s["takeovers"], 0, "nothing was left to take over: {s}");
+    assert_eq!(s["verification"]["lost"], 0, "{s}");
+    assert_eq!(s["verified"], true, "{s}");
+}
+
 #[test]
 fn a_killed_outbox_run_writes_every_message_once() {
     let Some(db) = common::pg_database("crash_outbox") else {
