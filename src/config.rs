@@ -72,8 +72,8 @@ pub(crate) fn toml_error(what: &str, text: &str, e: &toml::de::Error) -> ConfigE
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFile {
-    /// Database URL (`TRANCHE_DATABASE_URL`, `--db`).
-    pub database_url: String,
+    /// Database URL (`TRANCHE_DATABASE_URL`, `--db`), shown masked.
+    pub database_url: crate::SecretUrl,
     /// The job's identity.
     pub job: JobSection,
     /// The table to read.
@@ -231,8 +231,8 @@ pub enum SinkSection {
     /// and confirmed; see [`AmqpSink`](crate::sink::AmqpSink).
     #[cfg(feature = "amqp")]
     Amqp {
-        /// `amqp://user:pass@host:5672/vhost`.
-        url: String,
+        /// `amqp://user:pass@host:5672/vhost`, shown masked.
+        url: crate::SecretUrl,
         /// Exchange (a durable direct exchange when declared).
         exchange: String,
         /// Routing key of every message.
@@ -248,8 +248,8 @@ pub enum SinkSection {
     /// `nats`); see [`NatsSink`](crate::sink::NatsSink).
     #[cfg(feature = "nats")]
     Nats {
-        /// `nats://host:4222`.
-        url: String,
+        /// `nats://host:4222`, shown masked.
+        url: crate::SecretUrl,
         /// Stream storing the subject (created when missing unless
         /// `declare = false`).
         stream: String,
@@ -308,8 +308,8 @@ pub enum SinkSection {
 /// Command-line overrides, applied after the environment.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// `--db`.
-    pub database_url: Option<String>,
+    /// `--db`, shown masked.
+    pub database_url: Option<crate::SecretUrl>,
     /// `--concurrency`.
     pub concurrency: Option<usize>,
     /// `--page-size`.
@@ -354,7 +354,7 @@ impl JobFile {
                 .map_err(|_| ConfigError::new(var, format!("{v:?} is not a valid number")))
         }
         if let Some(v) = lookup("TRANCHE_DATABASE_URL") {
-            self.database_url = v;
+            self.database_url = v.into();
         }
         let r = &mut self.runtime;
         if let Some(v) = lookup("TRANCHE_CONCURRENCY") {
@@ -467,7 +467,7 @@ impl JobFile {
         else {
             return Err(ConfigError::new("sink.kind", "is not amqp"));
         };
-        let mut c = crate::sink::AmqpConfig::new(url, exchange, routing_key);
+        let mut c = crate::sink::AmqpConfig::new(url.expose(), exchange, routing_key);
         c.queue = queue.clone();
         c.declare = declare.unwrap_or(true);
         c.window = window.unwrap_or(c.window);
@@ -519,7 +519,7 @@ impl JobFile {
         else {
             return Err(ConfigError::new("sink.kind", "is not nats"));
         };
-        let mut c = crate::sink::NatsConfig::new(url, stream, subject);
+        let mut c = crate::sink::NatsConfig::new(url.expose(), stream, subject);
         c.declare = declare.unwrap_or(true);
         c.window = window.unwrap_or(c.window);
         let lease = self.runtime.lease_ms.map_or(
@@ -772,7 +772,7 @@ path = "out.jsonl"
         });
         let c = f.runtime_config().unwrap();
         assert_eq!((c.page_size, c.concurrency), (300, 7));
-        assert_eq!(c.database_url, "sqlite://env.db");
+        assert_eq!(c.database_url.expose(), "sqlite://env.db");
         let err = f
             .apply_env(|k| (k == "TRANCHE_PAGE_SIZE").then(|| "lots".into()))
             .unwrap_err();

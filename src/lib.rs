@@ -88,19 +88,21 @@ mod ident;
 mod job;
 mod keyset;
 pub mod plan;
+mod redact;
 mod row;
 mod runtime;
 pub mod sink;
 pub mod store;
 
 pub use backoff::Backoff;
-pub use error::{redact_url, ConfigError, Error};
+pub use error::{ConfigError, Error};
 pub use ident::Ident;
 pub use job::{
     Condition, IdentifyScopes, Job, JobBuilder, Op, OrderKind, Poison, Processor, Scope, Scopes,
     Source, SourceRow, Strategy, Value,
 };
 pub use keyset::{Cursor, KeyRange};
+pub use redact::{redact_text, redact_url, SecretUrl};
 pub use row::{
     Datum, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
 };

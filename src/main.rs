@@ -407,7 +407,7 @@ async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     if let Some(path) = &args.summary_json {
         let summary = Summary {
             db: shown_db,
-            sink: args.sink.clone(),
+            sink: redact_url(&args.sink),
             instance_id,
             run_id: report.run_id,
             rows_identified: report.rows_identified,
@@ -491,7 +491,7 @@ fn load_job_file(args: &RunArgs) -> anyhow::Result<tranche::config::JobFile> {
     let mut file = tranche::config::JobFile::from_path(&args.config)?;
     file.apply_env(|k| std::env::var(k).ok())?;
     file.apply_overrides(&tranche::config::Overrides {
-        database_url: args.db.clone(),
+        database_url: args.db.clone().map(Into::into),
         concurrency: args.concurrency,
         page_size: args.page_size,
         lease_ms: args.lease_ms,
@@ -511,7 +511,7 @@ async fn start_job(
     what: &str,
 ) -> anyhow::Result<(RuntimeHandle, tranche::Job)> {
     let config = file.runtime_config()?;
-    let shown_db = redact_url(&config.database_url);
+    let shown_db = config.database_url.to_string();
     let runtime = RuntimeHandle::start(config)
         .await
         .with_context(|| format!("starting tranche on {shown_db}"))?;
@@ -667,8 +667,9 @@ async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(tranche::config::JobFile::from_path)
         .transpose()?;
-    let db = args
+    let db: tranche::SecretUrl = args
         .db
+        .map(Into::into)
         .or_else(|| file.as_ref().map(|f| f.database_url.clone()))
         .context("--db or --config is required")?;
     let job = args
@@ -682,7 +683,7 @@ async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
     config.store.threads = 1;
     let runtime = RuntimeHandle::start(config)
         .await
-        .with_context(|| format!("opening {}", redact_url(&db)))?;
+        .with_context(|| format!("opening {db}"))?;
     let runs = runtime.store().runs(&job, args.limit).await;
     runtime.shutdown().await;
     let runs = runs?;

@@ -67,7 +67,7 @@ impl BenchError {
     pub(crate) fn step(what: &str, e: impl std::fmt::Display) -> Self {
         Self::Step {
             what: what.to_owned(),
-            reason: crate::redact_url(&e.to_string()),
+            reason: crate::redact_text(&e.to_string()),
         }
     }
 
@@ -285,7 +285,7 @@ impl Bench<'_> {
     }
 
     fn skip(&mut self, what: &str, why: impl std::fmt::Display) {
-        let why = crate::redact_url(&why.to_string());
+        let why = crate::redact_text(&why.to_string());
         println!("    skipped {what}: {why}");
         self.report.skipped.push((what.to_owned(), why));
     }

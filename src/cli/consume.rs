@@ -139,7 +139,7 @@ pub async fn start_group(
                 tranche::consume::AmqpSource::new(c.clone())
             })
             .await?;
-            let what = format!("queue {queue} on {}", redact_url(url));
+            let what = format!("queue {queue} on {}", url);
             Ok((group, what))
         }
         #[cfg(feature = "nats")]
@@ -154,10 +154,7 @@ pub async fn start_group(
                 tranche::consume::NatsSource::new(c.clone())
             })
             .await?;
-            let what = format!(
-                "durable consumer {durable} of stream {stream} on {}",
-                redact_url(url)
-            );
+            let what = format!("durable consumer {durable} of stream {stream} on {}", url);
             Ok((group, what))
         }
         #[cfg(feature = "kafka")]
@@ -203,7 +200,7 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     let mut file = ConsumeFile::from_path(&args.config)?;
     file.apply_env(|k| std::env::var(k).ok());
     if let Some(db) = &args.db {
-        file.database_url.clone_from(db);
+        file.database_url = db.into();
     }
     file.validate()?;
     let mut config = RuntimeConfig::new(file.database_url.clone());
@@ -211,7 +208,7 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
         threads: args.consumers.clamp(1, 8),
         ..StoreOptions::default()
     };
-    let shown_db = redact_url(&file.database_url);
+    let shown_db = file.database_url.to_string();
     let runtime = RuntimeHandle::start(config)
         .await
         .with_context(|| format!("starting tranche on {shown_db}"))?;

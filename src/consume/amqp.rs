@@ -9,13 +9,13 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use super::{Inbound, InboundError, Incoming};
-use crate::error::{redact_url, ConfigError};
+use crate::error::ConfigError;
 
 /// Which queue a [`AmqpSource`] reads, and how much it holds unacknowledged.
 #[derive(Clone, Debug)]
 pub struct AmqpSourceConfig {
     /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
-    pub url: String,
+    pub url: crate::SecretUrl,
     /// The queue to consume.
     pub queue: String,
     /// Declare the queue (durable) when it is missing (default false: it
@@ -30,7 +30,7 @@ impl AmqpSourceConfig {
     /// Consumes `queue` on the broker at `url`, with the defaults above.
     pub fn new(url: &str, queue: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            url: url.into(),
             queue: queue.to_owned(),
             declare: false,
             prefetch: 2000,
@@ -39,13 +39,11 @@ impl AmqpSourceConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+        if !(self.url.expose().starts_with("amqp://") || self.url.expose().starts_with("amqps://"))
+        {
             return Err(ConfigError::new(
                 "from.url",
-                format!(
-                    "{} must start with amqp:// or amqps://",
-                    redact_url(&self.url)
-                ),
+                format!("{} must start with amqp:// or amqps://", self.url),
             ));
         }
         if self.queue.is_empty() || self.queue.len() > 255 {
@@ -96,12 +94,7 @@ impl AmqpSource {
     fn error(&self, e: lapin::Error) -> InboundError {
         InboundError {
             source_name: "amqp".into(),
-            reason: format!(
-                "queue {:?}: {} ({})",
-                self.config.queue,
-                e,
-                redact_url(&self.config.url)
-            ),
+            reason: format!("queue {:?}: {} ({})", self.config.queue, e, self.config.url),
             retryable: !crate::sink::amqp::is_permanent(&e),
         }
     }
@@ -123,7 +116,8 @@ impl AmqpSource {
 
     async fn open(&mut self) -> Result<Link, lapin::Error> {
         let c = &self.config;
-        let connection = Connection::connect(&c.url, ConnectionProperties::default()).await?;
+        let connection =
+            Connection::connect(c.url.expose(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         channel
             .basic_qos(c.prefetch, BasicQosOptions::default())
@@ -205,8 +199,7 @@ impl Inbound for AmqpSource {
                 source_name: "amqp".into(),
                 reason: format!(
                     "queue {:?}: {reason} ({})",
-                    self.config.queue,
-                    redact_url(&self.config.url)
+                    self.config.queue, self.config.url
                 ),
                 retryable: true,
             });

@@ -39,8 +39,8 @@ use crate::store::UpdateSpec;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumeFile {
-    /// Database URL (`TRANCHE_DATABASE_URL`, `--db`).
-    pub database_url: String,
+    /// Database URL (`TRANCHE_DATABASE_URL`, `--db`), shown masked.
+    pub database_url: crate::SecretUrl,
     /// The consumer's name and batching.
     pub consume: ConsumeSection,
     /// Where messages come from.
@@ -70,8 +70,8 @@ pub enum FromSection {
     /// [`AmqpSourceConfig`](super::AmqpSourceConfig).
     #[cfg(feature = "amqp")]
     Amqp {
-        /// `amqp://user:pass@host:5672/vhost`.
-        url: String,
+        /// `amqp://user:pass@host:5672/vhost`, shown masked.
+        url: crate::SecretUrl,
         /// The queue.
         queue: String,
         /// Declare the queue when missing (default false).
@@ -83,8 +83,8 @@ pub enum FromSection {
     /// [`NatsSourceConfig`](super::NatsSourceConfig).
     #[cfg(feature = "nats")]
     Nats {
-        /// `nats://host:4222`.
-        url: String,
+        /// `nats://host:4222`, shown masked.
+        url: crate::SecretUrl,
         /// The stream.
         stream: String,
         /// The durable consumer's name.
@@ -158,7 +158,7 @@ impl ConsumeFile {
     /// Applies `TRANCHE_DATABASE_URL` when `lookup` finds it.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         if let Some(url) = lookup("TRANCHE_DATABASE_URL") {
-            self.database_url = url;
+            self.database_url = url.into();
         }
     }
 
@@ -212,7 +212,7 @@ impl ConsumeFile {
         else {
             return None;
         };
-        let mut c = super::AmqpSourceConfig::new(url, queue);
+        let mut c = super::AmqpSourceConfig::new(url.expose(), queue);
         c.declare = declare.unwrap_or(c.declare);
         c.prefetch = prefetch.unwrap_or(c.prefetch);
         Some(
@@ -238,7 +238,7 @@ impl ConsumeFile {
         else {
             return None;
         };
-        let mut c = super::NatsSourceConfig::new(url, stream, durable);
+        let mut c = super::NatsSourceConfig::new(url.expose(), stream, durable);
         c.filter_subject.clone_from(filter_subject);
         c.declare = declare.unwrap_or(c.declare);
         c.prefetch = prefetch.unwrap_or(c.prefetch);
@@ -284,9 +284,7 @@ impl ConsumeFile {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.is_empty() {
-            return Err(ConfigError::new("database_url", "must not be empty"));
-        }
+        crate::store::DatabaseUrl::parse(self.database_url.expose())?;
         self.consumer_config()?;
         #[cfg(feature = "amqp")]
         if let Some(c) = self.amqp_source() {

@@ -7,14 +7,14 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::{Inbound, InboundError, Incoming};
-use crate::error::{redact_url, ConfigError};
+use crate::error::ConfigError;
 
 /// Which durable consumer a [`NatsSource`] reads, and how much it holds
 /// unacknowledged.
 #[derive(Clone, Debug)]
 pub struct NatsSourceConfig {
     /// Server URL, `nats://host:4222`.
-    pub url: String,
+    pub url: crate::SecretUrl,
     /// The stream holding the messages (it must exist).
     pub stream: String,
     /// The durable consumer's name; consumers sharing it share the work.
@@ -37,7 +37,7 @@ impl NatsSourceConfig {
     /// `url`, with the defaults above.
     pub fn new(url: &str, stream: &str, durable: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            url: url.into(),
             stream: stream.to_owned(),
             durable: durable.to_owned(),
             filter_subject: None,
@@ -49,13 +49,10 @@ impl NatsSourceConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
+        if !(self.url.expose().starts_with("nats://") || self.url.expose().starts_with("tls://")) {
             return Err(ConfigError::new(
                 "from.url",
-                format!(
-                    "{} must start with nats:// or tls://",
-                    redact_url(&self.url)
-                ),
+                format!("{} must start with nats:// or tls://", self.url),
             ));
         }
         let plain = |v: &str| {
@@ -109,7 +106,7 @@ impl NatsSource {
     fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> InboundError {
         InboundError {
             source_name: "nats".into(),
-            reason: format!("{what}: {e} ({})", redact_url(&self.config.url)),
+            reason: format!("{what}: {e} ({})", self.config.url),
             retryable,
         }
     }
@@ -117,7 +114,7 @@ impl NatsSource {
     async fn stream(&mut self) -> Result<&mut pull::Stream, InboundError> {
         if self.messages.is_none() {
             let c = &self.config;
-            let client = async_nats::connect(&c.url)
+            let client = crate::sink::nats::connect(&c.url)
                 .await
                 .map_err(|e| self.fail("connect", e, true))?;
             let js = jetstream::new(client);

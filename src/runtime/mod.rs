@@ -44,8 +44,9 @@ use supervisor::{RunSupervisor, SupervisorSetup};
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// Database holding tranche's tables (and, for the update step, the
-    /// source): `postgres://...`, `sqlite://path` or a bare SQLite path.
-    pub database_url: String,
+    /// source): see [`DatabaseUrl`](crate::DatabaseUrl) for the forms it
+    /// takes. Shown with its password masked.
+    pub database_url: crate::SecretUrl,
     /// Pool and executor settings.
     pub store: StoreOptions,
     /// This instance's identity in leases (default: host, pid and a random
@@ -78,7 +79,7 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     /// Defaults for the database at `database_url`.
-    pub fn new(database_url: impl Into<String>) -> Self {
+    pub fn new(database_url: impl Into<crate::SecretUrl>) -> Self {
         Self {
             database_url: database_url.into(),
             store: StoreOptions::default(),
@@ -101,7 +102,7 @@ impl RuntimeConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::store::DatabaseUrl::parse(&self.database_url)?;
+        crate::store::DatabaseUrl::parse(self.database_url.expose())?;
         let positive = [
             ("concurrency", self.concurrency),
             ("page_size", self.page_size),
@@ -242,7 +243,7 @@ impl RuntimeHandle {
                         if options.application_name.is_none() {
                             options.application_name = Some(format!("tranche {owner}"));
                         }
-                        let url = crate::store::DatabaseUrl::parse(&config.database_url)?;
+                        let url = crate::store::DatabaseUrl::parse(config.database_url.expose())?;
                         let store = Store::open_url(&url, &options)?;
                         LeaseKeeper::new(store.clone(), owner, config.lease, held).start();
                         Ok::<_, Error>((store, System::current(), Arbiter::current()))

@@ -13,13 +13,13 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::error::{redact_url, ConfigError};
+use crate::error::ConfigError;
 
 /// Where and how the RabbitMQ sink publishes.
 #[derive(Clone, Debug)]
 pub struct AmqpConfig {
     /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
-    pub url: String,
+    pub url: crate::SecretUrl,
     /// Exchange to publish to (a durable direct exchange when declared);
     /// empty for the default exchange, which routes by queue name.
     pub exchange: String,
@@ -46,7 +46,7 @@ impl AmqpConfig {
     /// with the defaults above.
     pub fn new(url: &str, exchange: &str, routing_key: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            url: url.into(),
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
             queue: None,
@@ -59,13 +59,11 @@ impl AmqpConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+        if !(self.url.expose().starts_with("amqp://") || self.url.expose().starts_with("amqps://"))
+        {
             return Err(ConfigError::new(
                 "sink.url",
-                format!(
-                    "{} must start with amqp:// or amqps://",
-                    redact_url(&self.url)
-                ),
+                format!("{} must start with amqp:// or amqps://", self.url),
             ));
         }
         let short = |field: &str, v: &str| {
@@ -181,7 +179,7 @@ impl AmqpSink {
     /// declaration that contradicts an existing one), retryable otherwise
     /// (the broker unreachable, restarting, closing connections).
     fn error(&self, e: lapin::Error) -> SinkError {
-        let reason = format!("{} ({})", e, redact_url(&self.config.url));
+        let reason = format!("{} ({})", e, self.config.url);
         if is_permanent(&e) {
             SinkError::Fatal {
                 sink: "amqp".into(),
@@ -205,7 +203,7 @@ impl AmqpSink {
         }
         *link = None;
         let connection =
-            Connection::connect(&self.config.url, ConnectionProperties::default()).await?;
+            Connection::connect(self.config.url.expose(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -419,7 +417,7 @@ impl Sink for AmqpSink {
                     // away or restarted): retry within the deadline.
                     let err = SinkError::Retryable {
                         sink: "amqp".into(),
-                        reason: format!("{} ({})", broken.error, redact_url(&self.config.url)),
+                        reason: format!("{} ({})", broken.error, self.config.url),
                     };
                     self.drop_link().await;
                     if Instant::now() >= deadline {

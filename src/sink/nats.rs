@@ -11,13 +11,13 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::error::{redact_url, ConfigError};
+use crate::error::ConfigError;
 
 /// Where and how the JetStream sink publishes.
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
     /// Server URL, `nats://host:4222`.
-    pub url: String,
+    pub url: crate::SecretUrl,
     /// Stream that stores the subject.
     pub stream: String,
     /// Subject every message is published to.
@@ -45,7 +45,7 @@ impl NatsConfig {
     /// Publishes to `subject`, stored by `stream`, on the server at `url`.
     pub fn new(url: &str, stream: &str, subject: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            url: url.into(),
             stream: stream.to_owned(),
             subject: subject.to_owned(),
             declare: true,
@@ -59,13 +59,10 @@ impl NatsConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
+        if !(self.url.expose().starts_with("nats://") || self.url.expose().starts_with("tls://")) {
             return Err(ConfigError::new(
                 "sink.url",
-                format!(
-                    "{} must start with nats:// or tls://",
-                    redact_url(&self.url)
-                ),
+                format!("{} must start with nats:// or tls://", self.url),
             ));
         }
         let name_ok = !self.stream.is_empty()
@@ -136,7 +133,7 @@ impl NatsSink {
     fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> SinkError {
         let (sink, reason) = (
             "nats".to_owned(),
-            format!("{what}: {e} ({})", redact_url(&self.config.url)),
+            format!("{what}: {e} ({})", self.config.url),
         );
         if retryable {
             SinkError::Retryable { sink, reason }
@@ -147,7 +144,7 @@ impl NatsSink {
 
     async fn open(&self) -> Result<(jetstream::Context, Vec<String>), SinkError> {
         let c = &self.config;
-        let client = async_nats::connect(&c.url)
+        let client = connect(&c.url)
             .await
             .map_err(|e| self.fail("connect", e, true))?;
         let js = jetstream::new(client);
@@ -323,6 +320,34 @@ impl Sink for NatsSink {
             pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// Connects to the NATS server at `url`, handing its user and password
+/// (or token) to the client as options and the address without them, so
+/// that the client's own log lines, which print the address, hold no
+/// secret.
+pub(crate) async fn connect(
+    url: &crate::SecretUrl,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let Ok(mut address) = url::Url::parse(url.expose()) else {
+        return async_nats::connect(url.expose()).await;
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(address.username());
+    let password = address.password().map(decode);
+    let options = match (user.is_empty(), password) {
+        (true, None) => async_nats::ConnectOptions::new(),
+        (false, None) => async_nats::ConnectOptions::with_token(user),
+        (_, Some(password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
+    };
+    // Both only fail for URLs that cannot carry user info.
+    let _ = address.set_username("");
+    let _ = address.set_password(None);
+    options.connect(address.as_str()).await
 }
 
 #[cfg(test)]

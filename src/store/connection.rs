@@ -449,6 +449,21 @@ pub(crate) fn init_openssl() {
     openssl_sys::init();
 }
 
+/// Logs the pool's failed connection attempts with the URL's secrets
+/// masked (r2d2's own handler logs the driver's message as it is).
+#[derive(Debug)]
+struct RedactingErrors(DatabaseUrl);
+
+impl diesel::r2d2::HandleError<diesel::r2d2::Error> for RedactingErrors {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::error!(
+            database = %self.0,
+            error = %self.0.redact(&error.to_string()),
+            "database connection failed"
+        );
+    }
+}
+
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub(crate) enum Pool {
@@ -477,6 +492,7 @@ impl Pool {
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
                     .connection_customizer(Box::new(PgSession { application_name }))
+                    .error_handler(Box::new(RedactingErrors(url.clone())))
                     .build(Manager {
                         inner: ConnectionManager::new(url.connect_str()),
                     })
@@ -488,6 +504,7 @@ impl Pool {
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
                     .connection_customizer(Box::new(SqlitePragmas))
+                    .error_handler(Box::new(RedactingErrors(url.clone())))
                     .build(Manager {
                         inner: ConnectionManager::new(url.connect_str()),
                     })

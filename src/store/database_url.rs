@@ -6,7 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::connection::Dialect;
-use crate::error::{is_secret_key, keywords, shown_keywords, shown_scheme, shown_url, ConfigError};
+use crate::error::ConfigError;
+use crate::redact::{is_secret_key, keywords, shown_keywords, shown_scheme, shown_url};
 
 /// The forms a database URL may take, as errors list them.
 pub const ACCEPTED_FORMS: &str = "postgres://user:password@host:port/database (or postgresql://; \
@@ -179,7 +180,7 @@ impl DatabaseUrl {
                 out = out.replace(secret.as_str(), "***");
             }
         }
-        crate::error::redact_text(&out)
+        crate::redact::redact_text(&out)
     }
 }
 

@@ -577,7 +577,8 @@ pub(crate) fn fail_planning(
             "UPDATE tranche_runs SET state = 'failed', last_error = ?, finished_ms = {now} \
              WHERE id = ? AND state = 'planning'"
         ))
-        .bind(Bind::Text(error.into()))
+        // Stored errors are shown by `history` and reports: masked again.
+        .bind(Bind::Text(crate::redact::redact_text(error)))
         .bind(Bind::Int(run_id)),
     )?;
     run_record(c, run_id)
@@ -1188,7 +1189,7 @@ pub(crate) fn record_failure(
              WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed' \
              RETURNING CAST(attempts AS BIGINT) AS v"
         ))
-        .bind(Bind::Text(error.into()))
+        .bind(Bind::Text(crate::redact::redact_text(error)))
         .bind(Bind::Int(i64::from(fail)))
         .bind(Bind::Int(partition_id))
         .bind(Bind::Text(owner.into()))
