@@ -142,7 +142,16 @@ fn job_file(dir: &Path, database_url: &str) -> PathBuf {
     path
 }
 
-fn consume_file(dir: &Path, database_url: &str, amqp: &str) -> PathBuf {
+/// A consumer file reading from `from` (an `amqp://` or `nats://` URL).
+fn consume_file(dir: &Path, database_url: &str, from: &str) -> PathBuf {
+    let source = if from.starts_with("nats") {
+        format!(
+            "kind = \"nats\"\nurl = {from:?}\nstream = \"tranche-secrets\"\n\
+             durable = \"tranche-secrets\"\n"
+        )
+    } else {
+        format!("kind = \"amqp\"\nurl = {from:?}\nqueue = \"tranche-secrets\"\n")
+    };
     let path = dir.join("consume.toml");
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -150,7 +159,7 @@ fn consume_file(dir: &Path, database_url: &str, amqp: &str) -> PathBuf {
         format!(
             "database_url = {database_url:?}\n\
              [consume]\nname = \"secrets\"\n\
-             [from]\nkind = \"amqp\"\nurl = {amqp:?}\nqueue = \"tranche-secrets\"\n\
+             [from]\n{source}\
              [apply]\nkind = \"versions\"\ntable = \"t\"\nkey_column = \"id\"\n\
              version_column = \"version\"\n"
         ),
@@ -249,17 +258,16 @@ fn passwords_appear_in_no_output_summary_or_history() {
         ));
         if let Some(nats) = &nats {
             let at = url::Url::parse(nats).unwrap();
+            let with_password = format!(
+                "nats://u:{enc}@{}:{}",
+                at.host_str().unwrap(),
+                at.port().unwrap_or(4222)
+            );
             broker_cases.push((
                 "demo, nats sink".into(),
-                vec![
-                    "--sink".into(),
-                    format!(
-                        "nats://u:{enc}@{}:{}",
-                        at.host_str().unwrap(),
-                        at.port().unwrap_or(4222)
-                    ),
-                ],
+                vec!["--sink".into(), with_password.clone()],
             ));
+            broker_cases.push(("consume, nats source".into(), vec![with_password]));
         }
         for (what, extra) in broker_cases {
             n += 1;
@@ -383,7 +391,8 @@ fn urls_naming_no_backend_create_nothing_and_list_the_accepted_forms() {
 }
 
 /// Two processes opening one fresh SQLite file at the same moment both
-/// start (one waits on the other's lock) and share the run.
+/// start (one waits on the other's lock) and share the run (one run key,
+/// so that the later one joins it however quickly the first finished).
 #[test]
 fn two_processes_on_a_fresh_sqlite_file_both_start_and_share_the_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,6 +407,8 @@ fn two_processes_on_a_fresh_sqlite_file_both_start_and_share_the_run() {
                 "--rows",
                 "20000",
                 "--quiet",
+                "--run-key",
+                "fresh",
                 "--summary-json",
                 &summary,
             ])

@@ -14,8 +14,9 @@ use rdkafka::util::Timeout;
 use super::{Delivery, Message, Sink, SinkError};
 use crate::error::ConfigError;
 
-/// Where and how the Kafka sink produces.
-#[derive(Clone, Debug)]
+/// Where and how the Kafka sink produces. Its `Debug` masks the values of
+/// properties that hold secrets (`sasl.password`, `ssl.key.password`...).
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
     pub brokers: String,
@@ -35,6 +36,30 @@ pub struct KafkaConfig {
     /// cannot be weakened, and the delivery timeout is set by
     /// `delivery_timeout` alone.
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "token", "private"]
+                    .iter()
+                    .any(|word| k.to_ascii_lowercase().contains(word))
+                    || k.ends_with(".key.pem");
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("declare", &self.declare)
+            .field("partitions", &self.partitions)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -307,6 +332,20 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_masks_secret_properties() {
+        let mut c = KafkaConfig::new("k:9092", "t");
+        c.properties = vec![
+            ("sasl.password".into(), "Pq7Zx9Kw".into()),
+            ("linger.ms".into(), "5".into()),
+        ];
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("Pq7Zx9Kw") && shown.contains("linger.ms"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn properties_apply_over_the_sinks_own_but_never_weaken_it() {
