@@ -89,6 +89,7 @@ mod job;
 mod keyset;
 pub mod plan;
 mod redact;
+mod retry;
 mod row;
 mod runtime;
 pub mod sink;

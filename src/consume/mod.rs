@@ -304,7 +304,7 @@ impl<I: Inbound> Consumer<I> {
                     tokio::select! {
                         biased;
                         _ = &mut stop => break,
-                        _ = tokio::time::sleep(self.config.retry.delay(failures)) => continue,
+                        _ = tokio::time::sleep(self.config.retry.jittered(failures)) => continue,
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -441,7 +441,7 @@ async fn try_commit<S: Future<Output = ()>>(
                 tokio::select! {
                     biased;
                     _ = stop.as_mut() => return Ok(None),
-                    _ = tokio::time::sleep(config.retry.delay(attempt)) => {}
+                    _ = tokio::time::sleep(config.retry.jittered(attempt)) => {}
                 }
             }
             Err(e) => return Ok(Some(Err(e))),

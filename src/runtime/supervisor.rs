@@ -464,7 +464,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                         };
                         match res {
                             Ok((attempts, Some(fresh), reason)) => {
-                                let delay = act.config.backoff.delay(attempts as u32);
+                                let delay = act.config.backoff.jittered(attempts as u32);
                                 tracing::warn!(partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
                                 act.set_partition(id, PartitionState::Claimed, Some(reason));
                                 let lost = Arc::clone(&active.lost);

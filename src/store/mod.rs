@@ -135,26 +135,9 @@ impl StoreError {
     /// Whether another attempt may succeed (a dropped connection, a busy
     /// database, a serialization failure), as opposed to a bug or lost lease.
     pub fn is_retryable(&self) -> bool {
-        use diesel::result::{DatabaseErrorKind as K, Error as D};
         match self {
             StoreError::Connect { .. } | StoreError::Pool(_) => true,
-            StoreError::Query { source, .. } => match source {
-                D::DatabaseError(kind, info) => {
-                    matches!(
-                        kind,
-                        K::ClosedConnection | K::SerializationFailure | K::UnableToSendCommand
-                    ) || {
-                        let m = info.message().to_ascii_lowercase();
-                        m.contains("locked")
-                            || m.contains("busy")
-                            || m.contains("deadlock")
-                            || m.contains("terminat")
-                            || m.contains("connection")
-                    }
-                }
-                D::BrokenTransactionManager => true,
-                _ => false,
-            },
+            StoreError::Query { source, .. } => crate::retry::retryable_query(source),
             StoreError::Migration(_)
             | StoreError::LeaseLost { .. }
             | StoreError::Corrupt { .. }
