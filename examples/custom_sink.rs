@@ -8,7 +8,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use tranche::store::{Bind, Sql};
 use tranche::{
     Delivery, Job, Message, RuntimeConfig, RuntimeHandle, Scope, Sink, SinkError, Source,
@@ -21,7 +20,7 @@ struct AuditSink {
     batches: AtomicU64,
 }
 
-#[async_trait]
+#[tranche::async_trait]
 impl Sink for AuditSink {
     fn name(&self) -> &str {
         "audit"

@@ -95,6 +95,9 @@ mod runtime;
 pub mod sink;
 pub mod store;
 
+/// The attribute a [`Sink`] implementation needs (`#[tranche::async_trait]`
+/// on the `impl`), re-exported so that a sink author needs no other crate.
+pub use async_trait::async_trait;
 pub use backoff::Backoff;
 pub use error::{ConfigError, Error};
 pub use ident::Ident;
@@ -121,4 +124,6 @@ pub use sink::{KafkaConfig, KafkaSink};
 #[cfg(feature = "nats")]
 pub use sink::{NatsConfig, NatsSink};
 pub use store::lease::LeaseConfig;
-pub use store::{run_migrations, DatabaseUrl, DeadLetter, Page, Store, StoreError, StoreOptions};
+pub use store::{
+    migrate, run_migrations, DatabaseUrl, DeadLetter, Page, Store, StoreError, StoreOptions,
+};

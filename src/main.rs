@@ -55,16 +55,22 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
-        /// Database URL: postgres://... or sqlite://path (or a bare path).
-        #[arg(long, env = "TRANCHE_DB")]
+        /// Database URL: postgres://..., a keyword DSN, or sqlite://path (or a
+        /// path ending .db, .sqlite or .sqlite3).
+        #[arg(long, env = "TRANCHE_DATABASE_URL")]
         db: String,
     },
 }
 
 #[derive(Parser)]
 struct DemoArgs {
-    /// Database URL: sqlite://path (or a bare path) or postgres://...
-    #[arg(long, env = "TRANCHE_DB", default_value = "sqlite://tranche-demo.db")]
+    /// Database URL: sqlite://path (or a path ending .db, .sqlite or
+    /// .sqlite3), postgres://... or a keyword DSN.
+    #[arg(
+        long,
+        env = "TRANCHE_DATABASE_URL",
+        default_value = "sqlite://tranche-demo.db"
+    )]
     db: String,
     /// Subscriptions to seed.
     #[arg(long, default_value_t = 1_000_000)]

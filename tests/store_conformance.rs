@@ -118,6 +118,22 @@ async fn migrations_are_idempotent(url: String) {
         "every migration applied on a fresh database"
     );
     assert!(tranche::run_migrations(&url).unwrap().is_empty());
+    // The async entry point agrees, without blocking the caller's executor.
+    assert!(tranche::migrate(&url).await.unwrap().is_empty());
+}
+
+/// Outside an actix System a store cannot run its executor: opening one
+/// says so, instead of panicking.
+#[test]
+fn opening_a_store_outside_a_runtime_is_an_error_not_a_panic() {
+    let (_dir, url) = common::sqlite_database();
+    match Store::open(&url, &StoreOptions::default()) {
+        Err(StoreError::Unsupported(why)) => {
+            assert!(why.contains("RuntimeHandle::start"), "{why}")
+        }
+        Err(other) => panic!("expected Unsupported, got {other}"),
+        Ok(_) => panic!("expected an error outside an actix System"),
+    }
 }
 
 async fn range_plan_covers_every_row_once_and_is_reused(url: String) {

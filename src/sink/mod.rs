@@ -137,6 +137,9 @@ impl SinkError {
 /// `deliver` must return only when every message of `batch` is durably
 /// confirmed, and must keep the order of the batch for messages of the same
 /// key. It may be called concurrently for different lanes (disjoint keys).
+///
+/// Implement it under `#[tranche::async_trait]` (re-exported from the
+/// `async-trait` crate), as `examples/custom_sink.rs` does.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// Short name for logs and errors.

@@ -16,17 +16,30 @@ const PG_MIGRATION_LOCK: i64 = 0x0074_7261_6e63_6865;
 
 /// Applies tranche's pending migrations to the database at `url`; returns the
 /// versions applied (empty when it was up to date).
+///
+/// This blocks the calling thread while it connects and migrates: from
+/// async code, use [`migrate`]. (`RuntimeHandle::start` migrates by itself
+/// unless `store.migrate` is off.)
 pub fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
     let url = DatabaseUrl::parse(url).map_err(StoreError::Config)?;
     let pool = Pool::connect(&url, 1, std::time::Duration::from_secs(10), None)?;
-    migrate(&mut pool.get()?)
+    apply_pending(&mut pool.get()?)
+}
+
+/// [`run_migrations`] for async code: the blocking work runs on tokio's
+/// blocking pool, so the caller's executor is not held up.
+pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || run_migrations(&url))
+        .await
+        .map_err(|e| StoreError::Migration(format!("the migration task failed: {e}")))?
 }
 
 /// Applies the pending migrations over `conn`, one instance at a time:
 /// PostgreSQL under an advisory lock, SQLite in one write transaction
 /// (another process opening a fresh file waits for it, then finds the
 /// tables made).
-pub(crate) fn migrate(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
+pub(crate) fn apply_pending(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
     let migrate_err =
         |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
     let applied = match conn {

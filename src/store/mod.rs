@@ -30,7 +30,7 @@ pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub use executor::DbExecutor;
 use executor::Execute;
-pub use migrations::run_migrations;
+pub use migrations::{migrate, run_migrations};
 pub(crate) use queries::active_run as active_run_of;
 pub use queries::{
     Checkpoint, CheckpointAck, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord,
@@ -184,17 +184,25 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `url` (`postgres://...`, `sqlite://path` or a bare SQLite
-    /// path), optionally applies migrations, and starts the executor threads.
+    /// Connects to `url` (see [`DatabaseUrl`] for its forms), optionally
+    /// applies migrations, and starts the executor threads.
     ///
-    /// Must be called inside a running actix `System` (the runtime does this
-    /// for you); it blocks while the pool makes its first connection.
+    /// Needs a running actix `System` (the runtime runs one; outside one
+    /// this is an error, not a panic); it blocks while the pool makes its
+    /// first connection. Hosts use [`RuntimeHandle::start`](crate::RuntimeHandle::start).
     pub fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         Self::open_url(&DatabaseUrl::parse(url)?, options)
     }
 
     /// [`Store::open`] with a URL already parsed.
     pub fn open_url(url: &DatabaseUrl, options: &StoreOptions) -> Result<Self, StoreError> {
+        if actix::System::try_current().is_none() {
+            return Err(StoreError::Unsupported(
+                "Store::open needs a running actix System; start tranche with \
+                 RuntimeHandle::start, which runs one"
+                    .into(),
+            ));
+        }
         let threads = options.threads.max(1);
         let pool = Pool::connect(
             url,
@@ -203,7 +211,7 @@ impl Store {
             options.application_name.clone(),
         )?;
         if options.migrate {
-            migrations::migrate(&mut pool.get()?)?;
+            migrations::apply_pending(&mut pool.get()?)?;
         }
         let dialect = pool.dialect();
         let executor = SyncArbiter::start(threads, move || DbExecutor::new(pool.clone()));
