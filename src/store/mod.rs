@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use actix::{Addr, SyncArbiter};
 
-pub(crate) use connection::{init_openssl, Pool};
+#[cfg(feature = "bench")]
+pub(crate) use connection::init_openssl;
+pub(crate) use connection::Pool;
 pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub use executor::DbExecutor;
