@@ -302,7 +302,8 @@ impl ConsumeFile {
     }
 }
 
-#[cfg(test)]
+// The example files name a RabbitMQ source.
+#[cfg(all(test, feature = "amqp"))]
 mod tests {
     use super::*;
 
