@@ -330,7 +330,7 @@ fn passwords_appear_in_no_output_summary_or_history() {
     assert!(!histories.is_empty());
     for db in histories {
         let url = format!("sqlite://{}", db.display());
-        let out = common::run_tranche(&["history", "--db", &url, "--job", "demo-s0"]);
+        let out = common::run_tranche(&["history", "--db", &url, "--job", "demo-s0", "--json"]);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -433,15 +433,25 @@ async fn release_failure_and_dead_letters(url: String) {
     );
     assert_eq!(
         store
-            .record_failure(again.id, "me", again.epoch, "boom", true)
+            .record_failure(
+                again.id,
+                "me",
+                again.epoch,
+                "boom at amqp://app:s3cr%2Fet@rabbit:5672/%2f",
+                true
+            )
             .await
             .unwrap(),
         2
     );
+    // A stored error never holds a password, whoever wrote it.
     let failed = store.partition(again.id).await.unwrap();
     assert_eq!(
         (failed.state, failed.last_error.as_deref()),
-        (PartitionState::Failed, Some("boom"))
+        (
+            PartitionState::Failed,
+            Some("boom at amqp://app:***@rabbit:5672/%2f")
+        )
     );
     let other = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
     assert_eq!(

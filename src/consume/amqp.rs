@@ -94,7 +94,10 @@ impl AmqpSource {
     fn error(&self, e: lapin::Error) -> InboundError {
         InboundError {
             source_name: "amqp".into(),
-            reason: format!("queue {:?}: {} ({})", self.config.queue, e, self.config.url),
+            reason: crate::redact_text(&format!(
+                "queue {:?}: {} ({})",
+                self.config.queue, e, self.config.url
+            )),
             retryable: !crate::sink::amqp::is_permanent(&e),
         }
     }

@@ -106,7 +106,7 @@ impl NatsSource {
     fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> InboundError {
         InboundError {
             source_name: "nats".into(),
-            reason: format!("{what}: {e} ({})", self.config.url),
+            reason: crate::redact_text(&format!("{what}: {e} ({})", self.config.url)),
             retryable,
         }
     }

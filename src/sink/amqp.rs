@@ -179,7 +179,7 @@ impl AmqpSink {
     /// declaration that contradicts an existing one), retryable otherwise
     /// (the broker unreachable, restarting, closing connections).
     fn error(&self, e: lapin::Error) -> SinkError {
-        let reason = format!("{} ({})", e, self.config.url);
+        let reason = crate::redact_text(&format!("{} ({})", e, self.config.url));
         if is_permanent(&e) {
             SinkError::Fatal {
                 sink: "amqp".into(),
@@ -417,7 +417,10 @@ impl Sink for AmqpSink {
                     // away or restarted): retry within the deadline.
                     let err = SinkError::Retryable {
                         sink: "amqp".into(),
-                        reason: format!("{} ({})", broken.error, self.config.url),
+                        reason: crate::redact_text(&format!(
+                            "{} ({})",
+                            broken.error, self.config.url
+                        )),
                     };
                     self.drop_link().await;
                     if Instant::now() >= deadline {

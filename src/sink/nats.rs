@@ -133,7 +133,7 @@ impl NatsSink {
     fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> SinkError {
         let (sink, reason) = (
             "nats".to_owned(),
-            format!("{what}: {e} ({})", self.config.url),
+            crate::redact_text(&format!("{what}: {e} ({})", self.config.url)),
         );
         if retryable {
             SinkError::Retryable { sink, reason }
