@@ -457,6 +457,7 @@ fn flag_of(field: &str) -> String {
         "heartbeat" => "--heartbeat-ms".into(),
         "store.threads" => "--db-threads".into(),
         "database_url" => "--db".into(),
+        "poll_interval" => "--poll-ms".into(),
         other => format!("--{}", other.replace('_', "-")),
     }
 }

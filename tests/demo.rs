@@ -103,6 +103,7 @@ fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
         (vec!["--sink", "kafka"], "--sink"),
         (vec!["--rows", "0"], "--rows"),
         (vec!["--page-size", "0"], "--page-size"),
+        (vec!["--poll-ms", "0"], "--poll-ms"),
         (
             vec!["--lease-ms", "1000", "--heartbeat-ms", "1000"],
             "--heartbeat-ms",

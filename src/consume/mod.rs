@@ -218,8 +218,8 @@ impl std::ops::AddAssign for ConsumeProgress {
 /// A consumer failure that retrying cannot fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
-    /// Invalid configuration.
-    #[error("invalid configuration: {0}")]
+    /// Invalid configuration (its text already says so, once).
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The source failed for good (a missing queue, refused credentials).
     #[error(transparent)]
@@ -446,5 +446,19 @@ async fn try_commit<S: Future<Output = ()>>(
             }
             Err(e) => return Ok(Some(Err(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_error_says_so_once() {
+        let e = ConsumeError::from(ConfigError::new("from.queue", "must not be empty"));
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: from.queue: must not be empty"
+        );
     }
 }
