@@ -38,8 +38,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use tranche::{
-    Datum, Job, Message, NullSink, Op, Poison, RuntimeConfig, RuntimeHandle, Scope, Sink, Source,
-    SourceRow, Strategy, Value,
+    Datum, FilterValue, Job, Message, NullSink, Op, Poison, RuntimeConfig, RuntimeHandle, Scope,
+    Sink, Source, SourceRow, Strategy,
 };
 
 const ROWS: i64 = 1_000_000;
@@ -101,7 +101,7 @@ fn job(name: &str, sink: Arc<dyn Sink>, upto: Option<i64>) -> Job {
         .column("body")
         .unwrap();
     if let Some(upto) = upto {
-        source = source.filter("id", Op::Le, Value::Int(upto)).unwrap();
+        source = source.filter("id", Op::Le, FilterValue::Int(upto)).unwrap();
     }
     let owned = name.to_owned();
     Job::builder(name)

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 .filter(
                     "status",
                     tranche::Op::Eq,
-                    tranche::Value::Text("paid".into()),
+                    tranche::FilterValue::Text("paid".into()),
                 )?,
         )
         .strategy(Strategy::Range { partitions: 4 })

@@ -22,7 +22,7 @@
 
 use crate::error::ConfigError;
 use crate::ident::Ident;
-use crate::job::{Op, OrderKind, Scopes, Source, Value};
+use crate::job::{FilterValue, Op, OrderKind, Scopes, Source};
 
 /// How a column's values are read and compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,15 +356,15 @@ fn order_kind(source: &Source, info: &TableInfo) -> Result<OrderKind, ConfigErro
 
 /// Whether a filter's bound value compares with the column as it is, with
 /// no cast that would hide a mistake or defeat an index.
-fn check_value(info: &TableInfo, col: &ColumnInfo, value: &Value) -> Result<(), String> {
+fn check_value(info: &TableInfo, col: &ColumnInfo, value: &FilterValue) -> Result<(), String> {
     use ColumnKind as K;
     let fits = match value {
-        Value::Int(_) => match col.kind {
+        FilterValue::Int(_) => match col.kind {
             K::Integer | K::Float | K::Numeric => true,
             K::Bool | K::Bytes => info.sqlite,
             _ => false,
         },
-        Value::Text(_) => match col.kind {
+        FilterValue::Text(_) => match col.kind {
             K::Text => true,
             K::Numeric | K::Bytes | K::Other => info.sqlite,
             _ => false,
@@ -374,8 +374,8 @@ fn check_value(info: &TableInfo, col: &ColumnInfo, value: &Value) -> Result<(), 
         return Ok(());
     }
     let given = match value {
-        Value::Int(i) => format!("the integer {i}"),
-        Value::Text(t) => format!("the text {t:?}"),
+        FilterValue::Int(i) => format!("the integer {i}"),
+        FilterValue::Text(t) => format!("the text {t:?}"),
     };
     Err(format!(
         "{given} does not compare with {} ({}); filters compare integers with numeric \
@@ -559,17 +559,17 @@ mod tests {
         assert_eq!(field(s, &info), "source.columns[0]");
         let s = Source::new("orders", "id", "placed_at")
             .unwrap()
-            .filter("status", Op::Eq, Value::Int(3))
+            .filter("status", Op::Eq, FilterValue::Int(3))
             .unwrap();
         assert_eq!(field(s, &info), "source.filter[0].value");
         let s = Source::new("orders", "id", "placed_at")
             .unwrap()
-            .filter("total", Op::Gt, Value::Text("10".into()))
+            .filter("total", Op::Gt, FilterValue::Text("10".into()))
             .unwrap();
         assert_eq!(field(s, &info), "source.filter[0].value");
         let s = Source::new("orders", "id", "placed_at")
             .unwrap()
-            .filter("total", Op::Gt, Value::Int(10))
+            .filter("total", Op::Gt, FilterValue::Int(10))
             .unwrap();
         assert!(check(&s, &info).is_ok());
     }
@@ -613,12 +613,14 @@ mod tests {
         assert!(check(&s, &lead).is_err());
         let filtered = s
             .clone()
-            .filter("status", Op::Eq, Value::Text("paid".into()))
+            .filter("status", Op::Eq, FilterValue::Text("paid".into()))
             .unwrap();
         assert!(check(&filtered, &lead).is_ok());
         let scope = Scope {
             label: "paid".into(),
-            conditions: vec![Condition::new("status", Op::Eq, Value::Text("paid".into())).unwrap()],
+            conditions: vec![
+                Condition::new("status", Op::Eq, FilterValue::Text("paid".into())).unwrap(),
+            ],
             params: serde_json::Value::Null,
         };
         assert!(check_source(&s, &Scopes::Fixed(vec![scope]), Some(&lead)).is_ok());

@@ -51,7 +51,7 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::ident::Ident;
-use crate::job::{Condition, Job, Op, Scope, Source, SourceRow, Strategy, Value};
+use crate::job::{Condition, FilterValue, Job, Op, Scope, Source, SourceRow, Strategy};
 use crate::runtime::{RuntimeConfig, Schedule};
 use crate::sink::{JsonLinesSink, Message, OutboxSink, Sink, UpdateSink};
 use crate::store::{Store, UpdateSpec};
@@ -185,7 +185,7 @@ pub struct FilterEntry {
     /// `eq`, `ne`, `lt`, `le`, `gt` or `ge`.
     pub op: Op,
     /// An integer or a string, bound as a parameter.
-    pub value: Value,
+    pub value: FilterValue,
 }
 
 /// `[runtime]`: overrides of [`RuntimeConfig`]'s defaults.
@@ -752,8 +752,8 @@ path = "out.jsonl"
         assert_eq!((c.page_size, c.concurrency), (200, 4));
         let s = f.source().unwrap();
         assert_eq!(s.filter.len(), 2);
-        assert_eq!(s.filter[1].value, Value::Int(10));
-        assert_eq!(s.filter[0].value, Value::Text("paid".into()));
+        assert_eq!(s.filter[1].value, FilterValue::Int(10));
+        assert_eq!(s.filter[0].value, FilterValue::Text("paid".into()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use serde::Serialize;
 
-use crate::job::{Condition, Job, Op, Scope, Scopes, Source, SourceRow, Strategy, Value};
+use crate::job::{Condition, FilterValue, Job, Op, Scope, Scopes, Source, SourceRow, Strategy};
 use crate::sink::{Message, Sink};
 use crate::store::{Bind, Connection, Dialect, Sql, Store, StoreError, UpdateSpec};
 use crate::Ident;
@@ -271,8 +271,10 @@ pub fn changed_products(c: &mut Connection) -> Result<Vec<Scope>, StoreError> {
             Ok(Scope {
                 label: format!("product {} → v{}", p.id, p.version),
                 conditions: vec![
-                    Condition::new("product_id", Op::Eq, Value::Int(p.id)).map_err(config_bug)?,
-                    Condition::new("version", Op::Lt, Value::Int(p.version)).map_err(config_bug)?,
+                    Condition::new("product_id", Op::Eq, FilterValue::Int(p.id))
+                        .map_err(config_bug)?,
+                    Condition::new("version", Op::Lt, FilterValue::Int(p.version))
+                        .map_err(config_bug)?,
                 ],
                 params: serde_json::json!({"product_id": p.id, "version": p.version}),
             })

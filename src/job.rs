@@ -2,7 +2,7 @@
 //! messages, a sink that delivers them, and a partitioning strategy.
 //!
 //! Everything that reaches SQL from here is either a validated, quoted
-//! [`Ident`] or a bound parameter ([`Value`]); no text is spliced raw.
+//! [`Ident`] or a bound parameter ([`FilterValue`]); no text is spliced raw.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::store::{Connection, StoreError};
 /// A value bound as a query parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Value {
+pub enum FilterValue {
     /// An integer.
     Int(i64),
     /// A string.
@@ -65,12 +65,12 @@ pub struct Condition {
     /// Comparison.
     pub op: Op,
     /// Bound value.
-    pub value: Value,
+    pub value: FilterValue,
 }
 
 impl Condition {
     /// Builds a condition, validating the column name.
-    pub fn new(column: &str, op: Op, value: Value) -> Result<Self, ConfigError> {
+    pub fn new(column: &str, op: Op, value: FilterValue) -> Result<Self, ConfigError> {
         Ok(Self {
             column: Ident::parse("source.filter.column", column)?,
             op,
@@ -253,7 +253,7 @@ impl Source {
     }
 
     /// Adds a filter condition.
-    pub fn filter(mut self, column: &str, op: Op, value: Value) -> Result<Self, ConfigError> {
+    pub fn filter(mut self, column: &str, op: Op, value: FilterValue) -> Result<Self, ConfigError> {
         self.filter.push(Condition::new(column, op, value)?);
         Ok(self)
     }

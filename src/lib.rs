@@ -102,8 +102,8 @@ pub use backoff::Backoff;
 pub use error::{ConfigError, Error};
 pub use ident::Ident;
 pub use job::{
-    Condition, IdentifyScopes, Job, JobBuilder, Op, OrderKind, Poison, Processor, Scope, Scopes,
-    Source, SourceRow, Strategy, Value,
+    Condition, FilterValue, IdentifyScopes, Job, JobBuilder, Op, OrderKind, Poison, Processor,
+    Scope, Scopes, Source, SourceRow, Strategy,
 };
 pub use keyset::{Cursor, KeyRange};
 pub use redact::{redact_text, redact_url, SecretUrl};

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use diesel::QueryableByName;
 use tranche::store::{Dialect, RunState, Sql};
 use tranche::{
-    Error, Job, MemorySink, Message, Op, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow,
-    Store, StoreError, Strategy, Value,
+    Error, FilterValue, Job, MemorySink, Message, Op, RuntimeConfig, RuntimeHandle, Scope, Source,
+    SourceRow, Store, StoreError, Strategy,
 };
 
 /// What a case must end in.
@@ -190,7 +190,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "a filter that admits nothing",
             setup: |_| Some(table(50, 2)),
-            source: || plain().filter("at", Op::Gt, Value::Int(1_000)).unwrap(),
+            source: || {
+                plain()
+                    .filter("at", Op::Gt, FilterValue::Int(1_000))
+                    .unwrap()
+            },
             strategy: RANGE,
             admitted: "SELECT COUNT(*) AS n FROM t WHERE at > 1000",
             expect: Expect::Ran {
@@ -255,7 +259,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "a missing filter column",
             setup: |_| Some(table(10, 1)),
-            source: || plain().filter("status", Op::Eq, Value::Int(1)).unwrap(),
+            source: || {
+                plain()
+                    .filter("status", Op::Eq, FilterValue::Int(1))
+                    .unwrap()
+            },
             strategy: RANGE,
             admitted: "SELECT 0 AS n",
             expect: Expect::Refused("source.filter[0].column"),
@@ -265,7 +273,7 @@ fn cases() -> Vec<Case> {
             setup: |_| Some(table(10, 1)),
             source: || {
                 plain()
-                    .filter("at", Op::Gt, Value::Text("5".into()))
+                    .filter("at", Op::Gt, FilterValue::Text("5".into()))
                     .unwrap()
             },
             strategy: RANGE,
@@ -559,7 +567,7 @@ fn cases() -> Vec<Case> {
             source: || {
                 Source::new("t", "id", "at")
                     .unwrap()
-                    .filter("at", Op::Gt, Value::Text("2024-01-01".into()))
+                    .filter("at", Op::Gt, FilterValue::Text("2024-01-01".into()))
                     .unwrap()
             },
             strategy: RANGE,

@@ -12,8 +12,8 @@ use tranche::store::{
     Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions, UpdateSpec,
 };
 use tranche::{
-    Cursor, DeadLetter, Ident, Job, MemorySink, Op, Scope, Source, SourceRow, StoreError, Strategy,
-    Value,
+    Cursor, DeadLetter, FilterValue, Ident, Job, MemorySink, Op, Scope, Source, SourceRow,
+    StoreError, Strategy,
 };
 
 /// `items`: `rows` rows; the order column `ts` has heavy ties (a third of
@@ -204,11 +204,11 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
     seed_items(&store, 300).await;
     let hostile = "x'); DROP TABLE items; --";
     let source = items()
-        .filter("note", Op::Ne, Value::Text(hostile.into()))
+        .filter("note", Op::Ne, FilterValue::Text(hostile.into()))
         .unwrap();
     let scope = Scope {
         label: "grp 1".into(),
-        conditions: vec![tranche::Condition::new("grp", Op::Eq, Value::Int(1)).unwrap()],
+        conditions: vec![tranche::Condition::new("grp", Op::Eq, FilterValue::Int(1)).unwrap()],
         params: serde_json::json!({"grp": 1}),
     };
     let job = Job::builder("scoped")

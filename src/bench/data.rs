@@ -7,7 +7,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use super::BenchError;
-use crate::job::{Job, Op, Scope, Source, SourceRow, Strategy, Value};
+use crate::job::{FilterValue, Job, Op, Scope, Source, SourceRow, Strategy};
 use crate::sink::{Message, Sink};
 use crate::store::Store;
 
@@ -122,7 +122,7 @@ pub(crate) fn job(
     };
     let mut source = source.column("body")?;
     if let Some(upto) = upto {
-        source = source.filter("id", Op::Le, Value::Int(upto as i64))?;
+        source = source.filter("id", Op::Le, FilterValue::Int(upto as i64))?;
     }
     let job_name = name.to_owned();
     Ok(Job::builder(name)

@@ -14,7 +14,7 @@ use super::connection::{Bind, Connection, Dialect, Sql};
 use super::datum::{AnyValue, Cell};
 use super::StoreError;
 use crate::ident::Ident;
-use crate::job::{Condition, OrderKind, Scope, Source, SourceRow, Value};
+use crate::job::{Condition, FilterValue, OrderKind, Scope, Source, SourceRow};
 use crate::keyset::Cursor;
 use crate::row::Datum;
 use crate::store::PartitionRecord;
@@ -207,10 +207,10 @@ impl Keyset {
     }
 }
 
-fn value_bind(v: &Value) -> Bind {
+fn value_bind(v: &FilterValue) -> Bind {
     match v {
-        Value::Int(i) => Bind::Int(*i),
-        Value::Text(s) => Bind::Text(s.clone()),
+        FilterValue::Int(i) => Bind::Int(*i),
+        FilterValue::Text(s) => Bind::Text(s.clone()),
     }
 }
 
