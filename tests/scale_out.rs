@@ -193,12 +193,15 @@ struct Part {
     attempts: i64,
     #[diesel(sql_type = BigInt)]
     epoch: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lease_expires_ms: Option<i64>,
 }
 
 fn parts(c: &mut PgConnection) -> Vec<Part> {
     diesel::sql_query(
         "SELECT id, owner, state, claimed_ms, rows_done, split_from, \
-         CAST(attempts AS BIGINT) AS attempts, epoch FROM tranche_partitions ORDER BY id",
+         CAST(attempts AS BIGINT) AS attempts, epoch, lease_expires_ms \
+         FROM tranche_partitions ORDER BY id",
     )
     .load(c)
     .unwrap_or_default()
@@ -379,7 +382,7 @@ fn three_instances_share_one_run_and_all_of_them_work() {
 }
 
 #[test]
-fn a_killed_instance_s_partitions_are_taken_over_within_lease_and_poll() {
+fn a_killed_instance_s_partitions_are_taken_over_only_after_their_leases_expire() {
     let _one = lock();
     let Some((db, cluster, _dir)) = cluster("takeover", 200_000, 6) else {
         return;
@@ -394,7 +397,17 @@ fn a_killed_instance_s_partitions_are_taken_over_within_lease_and_poll() {
     victim.kill();
     let mut survivors = [cluster.start("s1", 3, false), cluster.start("s2", 3, false)];
     wait_gone(&mut c, "victim");
-    let held: Vec<i64> = claimed_by(&mut c, "victim").iter().map(|p| p.id).collect();
+    // The victim is gone: its leases, by the database clock, are final.
+    let leases: std::collections::HashMap<i64, i64> = claimed_by(&mut c, "victim")
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                p.lease_expires_ms.expect("a claimed partition has a lease"),
+            )
+        })
+        .collect();
+    let held: Vec<i64> = leases.keys().copied().collect();
     assert!(!held.is_empty(), "the victim died holding partitions");
     common::wait_until("every held partition to be taken over", 60, || {
         parts(&mut c)
@@ -414,13 +427,18 @@ fn a_killed_instance_s_partitions_are_taken_over_within_lease_and_poll() {
         .filter(|p| held.contains(&p.id))
         .map(|p| p.claimed_ms.unwrap() - killed_at)
         .collect();
-    let worst = *delays.iter().max().unwrap();
-    // Scheduling slack for a loaded 2-core machine; the bound itself is
-    // lease plus one poll interval.
-    assert!(
-        worst <= LEASE_MS + POLL_MS + 300,
-        "takeovers took {delays:?} ms after the kill; lease {LEASE_MS} + poll {POLL_MS}"
-    );
+    // The safety side of a takeover: no survivor claimed a partition
+    // before the victim's lease on it had expired, by the database clock.
+    // (How soon after expiry is a matter of speed, not asserted here.)
+    for p in parts(&mut c).iter().filter(|p| held.contains(&p.id)) {
+        let claimed = p.claimed_ms.unwrap();
+        assert!(
+            claimed >= leases[&p.id],
+            "partition {} was taken over at {claimed}, before the lease expired at {}",
+            p.id,
+            leases[&p.id]
+        );
+    }
     let summaries: Vec<serde_json::Value> = survivors.iter_mut().map(|i| i.finish().1).collect();
     let taken: u64 = summaries
         .iter()
