@@ -27,10 +27,7 @@ impl Sink for AuditSink {
     }
 
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
-        let fatal = |e: std::io::Error| SinkError::Fatal {
-            sink: "audit".into(),
-            reason: e.to_string(),
-        };
+        let fatal = |e: std::io::Error| SinkError::fatal("audit", e);
         {
             let mut file = self.file.lock().unwrap();
             for m in batch {

@@ -253,10 +253,10 @@ impl Sink for RejectsLowKeys {
     }
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
         if batch.iter().any(|m| m.key <= 100) {
-            return Err(SinkError::Retryable {
-                sink: "rejects-low-keys".into(),
-                reason: "broker refused the batch".into(),
-            });
+            return Err(SinkError::retryable(
+                "rejects-low-keys",
+                "broker refused the batch",
+            ));
         }
         self.0.deliver(batch).await
     }

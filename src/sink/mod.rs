@@ -115,6 +115,24 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// A failure of `sink` that another attempt may get past (a broker
+    /// down, a timeout): the worker retries the batch after a backoff.
+    pub fn retryable(sink: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        SinkError::Retryable {
+            sink: sink.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A failure of `sink` that another attempt will not fix: the
+    /// partition fails once its attempts are spent.
+    pub fn fatal(sink: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        SinkError::Fatal {
+            sink: sink.into(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// A store failure of a sink that writes to the database: retryable
     /// when the store says another attempt may pass.
     pub(crate) fn from_store(sink: &str, e: crate::store::StoreError) -> Self {
