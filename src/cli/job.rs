@@ -1,0 +1,324 @@
+//! `tranche run`, `schedule` and `history`: configured jobs from a job file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use indicatif::{MultiProgress, ProgressDrawTarget};
+use serde::Serialize;
+use tranche::{RuntimeConfig, RuntimeHandle};
+
+use super::progress::{follow, print_report, StopSignal};
+use super::InstanceArgs;
+
+#[derive(Parser)]
+pub(crate) struct HistoryArgs {
+    /// A job file, for its database and job name.
+    #[arg(long, required_unless_present_all = ["db", "job"])]
+    pub(crate) config: Option<PathBuf>,
+    /// Database URL (overrides the file's).
+    #[arg(long, env = "TRANCHE_DATABASE_URL")]
+    pub(crate) db: Option<String>,
+    /// Job name (overrides the file's).
+    #[arg(long)]
+    pub(crate) job: Option<String>,
+    /// Runs to list.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: i64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Parser)]
+pub(crate) struct RunArgs {
+    /// The job file (see the README for every field).
+    #[arg(long)]
+    pub(crate) config: PathBuf,
+    /// Database URL, overriding the file and TRANCHE_DATABASE_URL.
+    #[arg(long)]
+    pub(crate) db: Option<String>,
+    /// Partitions worked at once.
+    #[arg(long)]
+    pub(crate) concurrency: Option<usize>,
+    /// Rows per page.
+    #[arg(long)]
+    pub(crate) page_size: Option<usize>,
+    /// Lease duration in milliseconds.
+    #[arg(long)]
+    pub(crate) lease_ms: Option<u64>,
+    /// Lease renewal interval in milliseconds.
+    #[arg(long)]
+    pub(crate) heartbeat_ms: Option<u64>,
+    /// Write a JSON summary of the run here.
+    #[arg(long)]
+    pub(crate) summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) instance: InstanceArgs,
+    /// Draw no progress bars.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+/// The `run --summary-json` object.
+#[derive(Serialize)]
+pub(crate) struct RunSummary {
+    pub(crate) job: String,
+    pub(crate) instance_id: String,
+    pub(crate) run_id: i64,
+    pub(crate) run_key: Option<String>,
+    pub(crate) state: tranche::store::RunState,
+    pub(crate) rows_identified: i64,
+    pub(crate) rows_done: i64,
+    pub(crate) rows_done_at_start: i64,
+    pub(crate) rows_checkpointed: u64,
+    pub(crate) rows_published: u64,
+    pub(crate) rows_replayed: u64,
+    pub(crate) rows_possibly_replayed: u64,
+    pub(crate) dead_letters: u64,
+    pub(crate) partitions: usize,
+    pub(crate) failed_partitions: usize,
+    pub(crate) takeovers: u64,
+    pub(crate) steals: u64,
+    pub(crate) leases_lost: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) rows_per_s: f64,
+    pub(crate) run_rows_per_s: Option<f64>,
+    pub(crate) error: Option<String>,
+    pub(crate) resumed: bool,
+    pub(crate) interrupted: bool,
+    /// Peak resident memory of this process, bytes (Linux).
+    pub(crate) peak_rss_bytes: Option<u64>,
+}
+
+/// The job file with the environment and flags applied, validated.
+pub(crate) fn load_job_file(args: &RunArgs) -> anyhow::Result<tranche::config::JobFile> {
+    let mut file = tranche::config::JobFile::from_path(&args.config)?;
+    file.apply_env(|k| std::env::var(k).ok())?;
+    file.apply_overrides(&tranche::config::Overrides {
+        database_url: args.db.clone().map(Into::into),
+        concurrency: args.concurrency,
+        page_size: args.page_size,
+        lease_ms: args.lease_ms,
+        heartbeat_ms: args.heartbeat_ms,
+        instance_id: args.instance.instance_id.clone(),
+        poll_ms: args.instance.poll_ms,
+        run_key: args.instance.run_key.clone(),
+        work_stealing: args.instance.no_work_stealing.then_some(false),
+    });
+    file.validate()?;
+    Ok(file)
+}
+
+/// Starts a runtime for a job file and builds its job.
+pub(crate) async fn start_job(
+    file: &tranche::config::JobFile,
+    what: &str,
+) -> anyhow::Result<(RuntimeHandle, tranche::Job)> {
+    let config = file.runtime_config()?;
+    let shown_db = config.database_url.to_string();
+    let runtime = RuntimeHandle::start(config)
+        .await
+        .with_context(|| format!("starting tranche on {shown_db}"))?;
+    let job = file.job(runtime.store(), runtime.instance_id())?;
+    println!(
+        "tranche {what}: job {} on {shown_db} as {}",
+        file.job.name,
+        runtime.instance_id()
+    );
+    Ok((runtime, job))
+}
+
+pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
+    let file = load_job_file(&args)?;
+    let (runtime, job) = start_job(&file, "run").await?;
+    let multi = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let started = Instant::now();
+    let run = runtime.start_run(job)?;
+    let report = follow(&runtime, run, &multi).await?;
+    let elapsed = started.elapsed();
+    multi.clear().ok();
+    let instance_id = runtime.instance_id().to_owned();
+    runtime.shutdown().await;
+    let rows_per_s = report.rows_checkpointed as f64 / elapsed.as_secs_f64().max(1e-9);
+    print_report(&report, elapsed, rows_per_s, None);
+    let failed = report.failed_partitions().count();
+    if !report.interrupted {
+        println!("  run {} ended {:?}", report.run_id, report.state);
+    }
+    if let Some(path) = &args.summary_json {
+        let summary = RunSummary {
+            job: report.job.clone(),
+            instance_id,
+            run_id: report.run_id,
+            run_key: file.job.run_key.clone(),
+            state: report.state,
+            rows_identified: report.rows_identified,
+            rows_done: report.rows_done,
+            rows_done_at_start: report.rows_done_at_start,
+            rows_checkpointed: report.rows_checkpointed,
+            rows_published: report.rows_published,
+            rows_replayed: report.rows_replayed,
+            rows_possibly_replayed: report.rows_possibly_replayed,
+            dead_letters: report.dead_letters,
+            partitions: report.partitions.len(),
+            failed_partitions: failed,
+            takeovers: report.takeovers,
+            steals: report.steals,
+            leases_lost: report.leases_lost,
+            elapsed_s: elapsed.as_secs_f64(),
+            rows_per_s,
+            run_rows_per_s: report.run_rows_per_s,
+            error: report.error.clone(),
+            resumed: report.resumed,
+            interrupted: report.interrupted,
+            peak_rss_bytes: tranche::peak_rss_bytes(),
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.interrupted {
+        130
+    } else if report.state == tranche::store::RunState::Done {
+        0
+    } else {
+        1
+    })
+}
+
+pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
+    let file = load_job_file(&args)?;
+    let Some(section) = &file.schedule else {
+        bail!(
+            "invalid configuration: schedule: {} has no [schedule] section \
+             (every, cron or at); use `tranche run` for a run now",
+            args.config.display()
+        );
+    };
+    let schedule = section.schedule()?;
+    let (runtime, job) = start_job(&file, "schedule").await?;
+    let handle = runtime.schedule(job, schedule)?;
+    let mut status = handle.subscribe();
+    let mut seen = tranche::ScheduleStatus::default();
+    let mut failed = false;
+    let mut interrupted = false;
+    let mut stop = StopSignal::new()?;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if now.next_tick != seen.next_tick {
+            if let Some(t) = now.next_tick {
+                println!("  next tick: {}", tranche::tick_key(t));
+            }
+        }
+        if now.skipped > seen.skipped {
+            println!("  tick skipped: the previous run is still active");
+        }
+        if let Some(r) = now
+            .last_report
+            .as_ref()
+            .filter(|r| seen.last_report.as_ref().map(|s| s.run_id) != Some(r.run_id))
+        {
+            failed |= r.state != tranche::store::RunState::Done && !r.interrupted;
+            println!(
+                "  run {} ended {:?}: {} of {} rows done, {} published here in {:.2} s",
+                r.run_id,
+                r.state,
+                r.rows_done,
+                r.rows_identified,
+                r.rows_published,
+                r.elapsed.as_secs_f64()
+            );
+        }
+        if let Some(e) = now
+            .last_error
+            .as_ref()
+            .filter(|e| seen.last_error.as_ref() != Some(e))
+        {
+            failed = true;
+            println!("  error: {e}");
+        }
+        seen = now;
+        if seen.finished {
+            break;
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = stop.recv(), if !interrupted => {
+                interrupted = true;
+                println!("  interrupted: finishing pages and checkpointing…");
+                handle.cancel();
+                let rt = runtime.clone();
+                tokio::spawn(async move { rt.shutdown().await });
+            }
+        }
+    }
+    runtime.shutdown().await;
+    Ok(if interrupted {
+        130
+    } else if failed {
+        1
+    } else {
+        0
+    })
+}
+
+pub(crate) async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
+    let file = args
+        .config
+        .as_deref()
+        .map(tranche::config::JobFile::from_path)
+        .transpose()?;
+    let db: tranche::SecretUrl = args
+        .db
+        .map(Into::into)
+        .or_else(|| file.as_ref().map(|f| f.database_url.clone()))
+        .context("--db or --config is required")?;
+    let job = args
+        .job
+        .or_else(|| file.as_ref().map(|f| f.job.name.clone()))
+        .context("--job or --config is required")?;
+    if args.limit < 1 {
+        bail!("invalid configuration: --limit: must be at least 1");
+    }
+    let mut config = RuntimeConfig::new(db.clone());
+    config.store.threads = 1;
+    let runtime = RuntimeHandle::start(config)
+        .await
+        .with_context(|| format!("opening {db}"))?;
+    let runs = runtime.store().runs(&job, args.limit).await;
+    runtime.shutdown().await;
+    let runs = runs?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<8}  {:>10}  {:>10}  {:>5}  {:>9}  key",
+        "run", "state", "identified", "done", "parts", "seconds"
+    );
+    for r in &runs {
+        let seconds = r
+            .finished_ms
+            .map(|f| format!("{:.1}", (f - r.started_ms) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>6}  {:<8}  {:>10}  {:>10}  {:>5}  {:>9}  {}",
+            r.id,
+            format!("{:?}", r.state).to_lowercase(),
+            r.rows_identified,
+            r.rows_done,
+            r.partitions,
+            seconds,
+            r.run_key.as_deref().unwrap_or("-")
+        );
+    }
+    if runs.is_empty() {
+        println!("  no runs of {job} yet");
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Live progress for a run, the stop signal every long command shares,
+//! and the report printed at the end.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tranche::demo::Verification;
+use tranche::{PartitionProgress, RunReport, RuntimeHandle};
+
+/// A request to stop: Ctrl-C (SIGINT) or SIGTERM, which every
+/// long-running command treats alike: pages in flight finish and are
+/// checkpointed, partitions are handed back at once (their leases
+/// released, not left to expire), the summary is written and the command
+/// exits 130.
+pub(crate) struct StopSignal {
+    pub(crate) term: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        Ok(Self { term })
+    }
+
+    /// Resolves at the next Ctrl-C or SIGTERM.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Draws live progress until the run reports; Ctrl-C or SIGTERM shuts
+/// down gracefully.
+pub(crate) async fn follow(
+    runtime: &RuntimeHandle,
+    run: tranche::RunHandle,
+    multi: &MultiProgress,
+) -> anyhow::Result<RunReport> {
+    let progress = run.subscribe();
+    let total = multi.add(ProgressBar::new(0));
+    total.set_style(
+        ProgressStyle::with_template(
+            "  total     [{bar:40}] {human_pos}/{human_len} rows  eta {eta}  {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    total.set_message("identifying…");
+    let part_style =
+        ProgressStyle::with_template("  {prefix:>9} [{bar:40}] {human_pos}/{human_len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
+    let mut bars: std::collections::HashMap<i64, ProgressBar> = Default::default();
+    let mut wait = Box::pin(run.wait());
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut interrupted = false;
+    let mut counted_from: Option<(i64, Instant)> = None;
+    let mut stop = StopSignal::new()?;
+    loop {
+        tokio::select! {
+            report = &mut wait => {
+                for b in bars.values() { b.finish_and_clear(); }
+                total.finish_and_clear();
+                return Ok(report?);
+            }
+            _ = stop.recv(), if !interrupted => {
+                interrupted = true;
+                total.set_message("interrupted: finishing pages and checkpointing…");
+                let rt = runtime.clone();
+                tokio::spawn(async move { rt.shutdown().await });
+            }
+            _ = tick.tick() => {
+                let p = progress.borrow().clone();
+                if !p.planned {
+                    continue;
+                }
+                if counted_from.is_none() {
+                    counted_from = Some((p.rows_done_at_start, Instant::now()));
+                    total.set_length(p.rows_identified.max(0) as u64);
+                    total.set_position(p.rows_done_at_start.max(0) as u64);
+                    total.reset_eta();
+                    if p.resumed {
+                        total.println(format!(
+                            "  resuming from checkpoints: {} of {} rows already done",
+                            p.rows_done_at_start, p.rows_identified
+                        ));
+                    }
+                }
+                total.set_position(p.rows_done.max(0) as u64);
+                if let (Some((start, since)), false) = (counted_from, interrupted) {
+                    let rate = (p.rows_done - start) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+                    let active = p.partitions.iter().filter(|pp| pp.active).count();
+                    let held_elsewhere = p
+                        .partitions
+                        .iter()
+                        .filter(|pp| !pp.active && pp.state == tranche::store::PartitionState::Claimed)
+                        .count();
+                    total.set_message(if active == 0 && held_elsewhere > 0 {
+                        format!(
+                            "waiting for {held_elsewhere} partitions held by a stopped process \
+                             (their leases expire within --lease-ms)"
+                        )
+                    } else {
+                        format!("{rate:.0} rows/s  {active} of {} partitions active", p.partitions.len())
+                    });
+                }
+                draw_partitions(multi, &part_style, &mut bars, &p.partitions);
+            }
+        }
+    }
+}
+
+pub(crate) fn draw_partitions(
+    multi: &MultiProgress,
+    style: &ProgressStyle,
+    bars: &mut std::collections::HashMap<i64, ProgressBar>,
+    partitions: &[PartitionProgress],
+) {
+    for p in partitions {
+        match (p.active, bars.get(&p.id)) {
+            (true, Some(bar)) => bar.set_position(p.rows_done.max(0) as u64),
+            (true, None) => {
+                let bar = multi.add(ProgressBar::new(p.rows_planned.max(0) as u64));
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("part {}", p.number));
+                bar.set_message(p.scope.clone());
+                bar.set_position(p.rows_done.max(0) as u64);
+                bars.insert(p.id, bar);
+            }
+            (false, Some(_)) => {
+                if let Some(bar) = bars.remove(&p.id) {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                }
+            }
+            (false, None) => {}
+        }
+    }
+}
+
+pub(crate) fn print_report(
+    report: &RunReport,
+    elapsed: Duration,
+    rows_per_s: f64,
+    verification: Option<&Verification>,
+) {
+    println!(
+        "  identified {} rows in {} partitions (run {})",
+        report.rows_identified,
+        report.partitions.len(),
+        report.run_id
+    );
+    if report.resumed {
+        println!(
+            "  resumed from checkpoints: {} rows were already done",
+            report.rows_done_at_start
+        );
+    }
+    println!(
+        "  this instance processed {} rows in {:.2} s ({:.0} rows/s); published {}, replayed {}",
+        report.rows_checkpointed,
+        elapsed.as_secs_f64(),
+        rows_per_s,
+        report.rows_published,
+        report.rows_replayed
+    );
+    if report.rows_possibly_replayed > 0 {
+        println!(
+            "  at most {} rows may have been delivered twice: this instance resumed partitions \
+             from checkpoints an earlier holder may have published past",
+            report.rows_possibly_replayed
+        );
+    }
+    if let Some(rate) = report.run_rows_per_s {
+        println!("  the whole run, every instance: {rate:.0} rows/s");
+    }
+    if let Some(error) = &report.error {
+        println!("  run error: {error}");
+    }
+    if report.takeovers + report.steals + report.leases_lost > 0 {
+        println!(
+            "  took over {} expired partitions, split {} busy ranges, lost {} leases",
+            report.takeovers, report.steals, report.leases_lost
+        );
+    }
+    for p in report.failed_partitions() {
+        println!(
+            "  partition {} FAILED after {} attempts: {}",
+            p.number,
+            p.attempts,
+            p.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if report.interrupted {
+        println!(
+            "  interrupted: {} of {} rows done; run the same command again to continue",
+            report.rows_done, report.rows_identified
+        );
+        return;
+    }
+    if let Some(v) = verification {
+        println!(
+            "  verification: {} — {} eligible, {} delivered, {} lost, {} unexpected, {} duplicates",
+            if v.verified { "OK" } else { "FAILED" },
+            v.eligible,
+            v.delivered,
+            v.lost,
+            v.unexpected,
+            v.duplicates
+        );
+    }
+}
