@@ -46,6 +46,39 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Concepts
+//!
+//! * A **job** names the work: a [`Source`] (the table, its unique integer
+//!   key, the order its rows are walked in, extra columns, filters), a
+//!   [`Processor`] turning each [`SourceRow`] into a [`Message`], and a
+//!   [`Sink`] the messages go to.
+//! * A **run** is one pass of a job over its rows. It is planned once:
+//!   **identification** counts the rows, fixes the **high-water mark** (the
+//!   last row, in `(order, key)` order, that the run will read; rows added
+//!   later wait for the next run) and cuts the rows into **partitions**
+//!   (ranges of `(order, key)`, or `key % N = k` slices). A **scope** is a
+//!   subset of the rows (a condition such as `product_id = 7`) planned on
+//!   its own; a run has one scope or many.
+//! * An instance **claims** a partition and holds it under a **lease**: a
+//!   time by the database clock, renewed by heartbeats, after which any
+//!   instance may take the partition over. Each claim raises the
+//!   partition's **epoch**; every write of the holder is fenced by owner
+//!   and epoch, so a holder that lost its lease writes nothing more.
+//! * A worker reads its partition a **page** at a time with a keyset
+//!   cursor, hands the page to the sink and, once the sink confirmed all of
+//!   it, **checkpoints** the cursor. A crash repeats at most the page in
+//!   flight. An instance with an idle worker may **steal** work: it cuts
+//!   the busiest range partition in two and takes the part its owner has
+//!   not reached.
+//! * Messages of one key travel one **lane** of the publisher, so they
+//!   reach the sink in order; each has the id `job:key:version`.
+//! * A **run key** names a run, so that every instance given the same key
+//!   (a schedule's tick, a deploy's backfill) joins that one run, even
+//!   after it ended.
+//! * Rows that cannot be processed (a value that cannot be read, a
+//!   processor's [`Poison`]) go to **dead letters** with their reason, up to
+//!   a **skip limit** per partition.
+//!
 //! ## Guarantees
 //!
 //! * **Plan once.** Identification runs on one instance at a time (a job
