@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::ident::Ident;
-pub use crate::row::SourceRow;
+pub use crate::row::{Poison, SourceRow};
 use crate::sink::{Message, Sink};
 use crate::store::{Connection, StoreError};
 
@@ -322,11 +322,6 @@ impl Strategy {
         }
     }
 }
-
-/// Why a processor rejected a row: it goes to dead letters with this reason.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Poison(pub String);
 
 /// Turns a row into a message, skips it (`Ok(None)`) or rejects it as poison.
 pub trait Processor: Send + Sync + 'static {

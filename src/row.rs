@@ -7,8 +7,6 @@ use std::sync::Arc;
 use serde::ser::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::job::Poison;
-
 /// Microseconds from the Unix epoch for `+infinity` timestamps.
 pub const TIMESTAMP_INFINITY: i64 = i64::MAX;
 /// Microseconds from the Unix epoch for `-infinity` timestamps.
@@ -255,6 +253,12 @@ impl fmt::Display for Base64<'_> {
         f.write_str(&out)
     }
 }
+
+/// Why a processor rejected a row (or a typed getter could not read a
+/// column): it goes to dead letters with this reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Poison(pub String);
 
 /// A row read from the source: its key, its order value and the extra
 /// columns of [`Source::columns`](crate::Source::columns), typed.
