@@ -587,32 +587,18 @@ async fn read_rows(b: &mut Bench<'_>) -> Result<(), BenchError> {
         b.progress.step(&format!("COPY TO STDOUT, {of}"));
         tokio::task::block_in_place(|| limits::checkpoint(&url))?;
         copy.push(tokio::task::block_in_place(|| limits::copy_out(&url))?);
-        b.progress.step(&format!("tranche, null sink, {of}"));
-        let runtime = b.runtime(&url).await?;
-        tokio::task::block_in_place(|| limits::checkpoint(&url))?;
-        let seconds = b
-            .tranche_seconds(
-                runtime,
-                READ,
-                "tranche, null sink",
-                Arc::new(NullSink::new()),
-                (None, data::Walk::Order),
-            )
-            .await?;
-        null.push((c.rows, Duration::from_secs_f64(seconds)));
-        b.progress.step(&format!("tranche, key order only, {of}"));
-        let runtime = b.runtime(&url).await?;
-        tokio::task::block_in_place(|| limits::checkpoint(&url))?;
-        let seconds = b
-            .tranche_seconds(
-                runtime,
-                READ,
-                "tranche, key order only",
-                Arc::new(NullSink::new()),
-                (None, data::Walk::Key),
-            )
-            .await?;
-        by_key.push((c.rows, Duration::from_secs_f64(seconds)));
+        for (name, walk, runs) in [
+            ("tranche, null sink", data::Walk::Order, &mut null),
+            ("tranche, key order only", data::Walk::Key, &mut by_key),
+        ] {
+            b.progress.step(&format!("{name}, {of}"));
+            let runtime = b.runtime(&url).await?;
+            tokio::task::block_in_place(|| limits::checkpoint(&url))?;
+            let seconds = b
+                .tranche_seconds(runtime, READ, name, Arc::new(NullSink::new()), (None, walk))
+                .await?;
+            runs.push((c.rows, Duration::from_secs_f64(seconds)));
+        }
     }
     for (name, kind, runs) in [
         ("keyset walk, 1 connection", Kind::Limit, walk),
