@@ -167,7 +167,10 @@ fn postgres_read(c: &mut Criterion) {
             async move {
                 let job = job(&name, Arc::new(NullSink::new()), None);
                 let run = store.open_run(&name, "{}", None).await.unwrap();
-                let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+                let plan = store
+                    .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+                    .await
+                    .unwrap();
                 assert_eq!(plan.run.rows_identified, ROWS);
                 assert_eq!(plan.partitions.len(), 8);
             }

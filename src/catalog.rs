@@ -20,9 +20,9 @@
 //!   equality-filtered columns, or the key alone when the source is walked
 //!   in key order (or `allow_sequential_scan`).
 
-use crate::error::ConfigError;
-use crate::ident::Ident;
-use crate::job::{FilterValue, Op, OrderKind, Scopes, Source};
+use crate::model::ConfigError;
+use crate::model::Ident;
+use crate::model::{FilterValue, Op, OrderKind, Scope, Source};
 
 /// How a column's values are read and compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,11 +214,13 @@ fn column<'a>(
 
 /// Checks `source` against its table as described (`None`: there is no
 /// such table or view) and returns it with its order kind resolved.
-/// `scopes` says which columns a scope may add equality conditions on,
-/// which an index may lead with.
+/// `scopes` are the run's scopes as far as they are known before planning
+/// (`None`: found by a query at planning, so they may add conditions on
+/// any column; an empty list: the whole source): an index may lead with a
+/// column every scope puts an equality condition on.
 pub(crate) fn check_source(
     source: &Source,
-    scopes: &Scopes,
+    scopes: Option<&[Scope]>,
     info: Option<&TableInfo>,
 ) -> Result<Source, ConfigError> {
     let table = &source.table;
@@ -270,9 +272,8 @@ pub(crate) fn check_source(
     let o = source.order_column.name();
     let leading_ok = |col: &str| match scopes {
         // Scopes found at planning may add conditions on any column.
-        Scopes::Identify(_) => true,
-        Scopes::Whole => eq_filtered(source, col),
-        Scopes::Fixed(list) => {
+        None => true,
+        Some(list) => {
             eq_filtered(source, col)
                 || (!list.is_empty()
                     && list.iter().all(|s| {
@@ -455,7 +456,7 @@ pub(crate) fn check_outbox_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Condition, Scope};
+    use crate::model::Condition;
 
     fn col(name: &str, type_name: &str, kind: ColumnKind) -> ColumnInfo {
         ColumnInfo {
@@ -496,7 +497,7 @@ mod tests {
     }
 
     fn check(source: &Source, info: &TableInfo) -> Result<Source, ConfigError> {
-        check_source(source, &Scopes::Whole, Some(info))
+        check_source(source, Some(&[]), Some(info))
     }
 
     #[test]
@@ -520,7 +521,7 @@ mod tests {
         assert_eq!(
             check_source(
                 &Source::new("orders", "id", "placed_at").unwrap(),
-                &Scopes::Whole,
+                Some(&[]),
                 None
             )
             .unwrap_err()
@@ -623,7 +624,7 @@ mod tests {
             ],
             params: serde_json::Value::Null,
         };
-        assert!(check_source(&s, &Scopes::Fixed(vec![scope]), Some(&lead)).is_ok());
+        assert!(check_source(&s, Some(&[scope]), Some(&lead)).is_ok());
     }
 
     #[test]

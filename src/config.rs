@@ -49,12 +49,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::ConfigError;
-use crate::ident::Ident;
-use crate::job::{Condition, FilterValue, Job, Op, Scope, Source, SourceRow, Strategy};
+use crate::job::Job;
+use crate::model::ConfigError;
+use crate::model::Ident;
+use crate::model::{Condition, FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
 use crate::runtime::{RuntimeConfig, Schedule};
-use crate::sink::{JsonLinesSink, Message, OutboxSink, Sink, UpdateSink};
-use crate::store::{Store, UpdateSpec};
+use crate::sink::UpdateSpec;
+use crate::sink::{JsonLinesSink, OutboxSink, Sink, UpdateSink};
+use crate::store::Store;
 
 /// A TOML parse error of `what`, with the line it points at.
 pub(crate) fn toml_error(what: &str, text: &str, e: &toml::de::Error) -> ConfigError {
@@ -154,7 +156,7 @@ pub struct SourceSection {
     pub order_column: Option<String>,
     /// `integer` or `timestamp` (PostgreSQL); absent, it is taken from the
     /// column's type.
-    pub order_kind: Option<crate::job::OrderKind>,
+    pub order_kind: Option<crate::model::OrderKind>,
     /// Read every row even though the key column has no unique index
     /// (default false: such a source is refused, since rows sharing a key
     /// share a message id).
@@ -628,7 +630,7 @@ impl JobFile {
                     row,
                     columns: &columns,
                 })
-                .map_err(|e| crate::job::Poison(format!("payload: {e}")))?;
+                .map_err(|e| crate::model::Poison(format!("payload: {e}")))?;
                 Ok(Some(Message::new(&name, row.key, version, payload)))
             })
             .sink(sink)
@@ -678,7 +680,7 @@ impl serde::Serialize for RowPayload<'_> {
                 let RowPayload { row, columns } = self.0;
                 let mut map = s.serialize_map(Some(columns.sorted.len()))?;
                 for &i in &columns.sorted {
-                    let value = row.columns.get(i).unwrap_or(&crate::row::Datum::Null);
+                    let value = row.columns.get(i).unwrap_or(&crate::model::Datum::Null);
                     map.serialize_entry(&columns.names[i], value)?;
                 }
                 map.end()
@@ -699,7 +701,7 @@ mod tests {
     #[test]
     fn a_configured_payload_is_the_row_as_a_json_object_with_sorted_keys() {
         let columns = PayloadColumns::new(&["zone".into(), "status".into(), "note".into()]);
-        use crate::row::Datum;
+        use crate::model::Datum;
         let names: Arc<[String]> = vec!["zone".into(), "status".into(), "note".into()].into();
         let row = SourceRow::new(
             7,

@@ -23,9 +23,12 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use serde::Serialize;
 
-use crate::job::{Condition, FilterValue, Job, Op, Scope, Scopes, Source, SourceRow, Strategy};
-use crate::sink::{Message, Sink};
-use crate::store::{Bind, Connection, Dialect, Sql, Store, StoreError, UpdateSpec};
+use crate::job::Job;
+use crate::model::{Condition, FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
+use crate::sink::Sink;
+use crate::sink::UpdateSpec;
+use crate::store::Scopes;
+use crate::store::{Bind, Connection, Dialect, Sql, Store, StoreError};
 use crate::Ident;
 
 /// The demo job's name.

@@ -6,29 +6,9 @@
 //! lease, a poison-row limit) is not. Credentials never appear in them: URLs
 //! are shown with their password removed.
 
+use crate::model::ConfigError;
 use crate::sink::SinkError;
 use crate::store::StoreError;
-
-/// Invalid configuration, naming the offending field. Raised before anything
-/// is claimed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {field}: {reason}")]
-pub struct ConfigError {
-    /// Dotted path of the field, e.g. `source.order_column`.
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl ConfigError {
-    /// An error for `field`.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// Anything a run or the runtime can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +50,4 @@ impl Error {
             Error::Config(_) | Error::SkipLimitExceeded { .. } | Error::Shutdown => false,
         }
     }
-}
-
-/// The text of a caught panic's payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

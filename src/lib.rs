@@ -117,13 +117,11 @@ pub mod config;
 pub mod consume;
 pub mod demo;
 mod error;
-mod ident;
 mod job;
-mod keyset;
+mod model;
+mod panic;
 pub mod plan;
-mod redact;
 mod retry;
-mod row;
 mod runtime;
 pub mod sink;
 pub mod store;
@@ -132,16 +130,13 @@ pub mod store;
 /// on the `impl`), re-exported so that a sink author needs no other crate.
 pub use async_trait::async_trait;
 pub use backoff::Backoff;
-pub use error::{ConfigError, Error};
-pub use ident::Ident;
-pub use job::{
-    Condition, FilterValue, IdentifyScopes, Job, JobBuilder, Op, OrderKind, Poison, Processor,
-    Scope, Scopes, Source, SourceRow, Strategy,
-};
-pub use keyset::{Cursor, KeyRange};
-pub use redact::{redact_text, redact_url, SecretUrl};
-pub use row::{
-    Datum, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
+pub use error::Error;
+pub use job::{Job, JobBuilder, Processor};
+pub use model::redact::{redact_text, redact_url, SecretUrl};
+pub use model::{
+    Condition, ConfigError, Cursor, Datum, FilterValue, Ident, KeyRange, Message, Op, OrderKind,
+    Poison, Scope, Source, SourceRow, Strategy, DATE_INFINITY, DATE_NEG_INFINITY,
+    TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
 };
 pub use runtime::{
     lane_of, peak_rss_bytes, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport,
@@ -150,7 +145,8 @@ pub use runtime::{
 #[cfg(feature = "amqp")]
 pub use sink::{AmqpConfig, AmqpSink};
 pub use sink::{
-    Delivery, JsonLinesSink, MemorySink, Message, NullSink, OutboxSink, Sink, SinkError, UpdateSink,
+    Delivery, JsonLinesSink, MemorySink, NullSink, OutboxSink, Sink, SinkError, UpdateSink,
+    UpdateSpec,
 };
 #[cfg(feature = "kafka")]
 pub use sink::{KafkaConfig, KafkaSink};
@@ -158,5 +154,6 @@ pub use sink::{KafkaConfig, KafkaSink};
 pub use sink::{NatsConfig, NatsSink};
 pub use store::lease::LeaseConfig;
 pub use store::{
-    migrate, run_migrations, DatabaseUrl, DeadLetter, Page, Store, StoreError, StoreOptions,
+    migrate, run_migrations, DatabaseUrl, DeadLetter, IdentifyScopes, Page, Scopes, Store,
+    StoreError, StoreOptions,
 };

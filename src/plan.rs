@@ -18,7 +18,7 @@
 //! run, so rows committed later are left for the next run instead of being
 //! picked up by whichever partition happens to still be open.
 
-use crate::keyset::{Cursor, KeyRange};
+use crate::model::{Cursor, KeyRange};
 
 /// One range partition as planned, before it is persisted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -803,7 +803,10 @@ async fn a_primary_key_alone_serves_every_page(url: String) {
         let partitions = store.partitions(report.run_id).await.unwrap();
         let second = partitions.get(1).expect("more than one partition");
         for after in [None, Some(tranche::Cursor::new(5_000, 5_000))] {
-            let plan = store.explain_page(&job, second, after, 100).await.unwrap();
+            let plan = store
+                .explain_page(job.source(), second, after, 100)
+                .await
+                .unwrap();
             let text = plan.join("\n");
             let indexed = match dialect {
                 Dialect::Postgres => {

@@ -8,12 +8,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tranche::store::{
-    Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions, UpdateSpec,
-};
+use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions};
 use tranche::{
-    Cursor, DeadLetter, FilterValue, Ident, Job, MemorySink, Op, Scope, Source, SourceRow,
-    StoreError, Strategy,
+    Cursor, DeadLetter, FilterValue, Ident, Job, MemorySink, Message, Op, Scope, Sink, Source,
+    SourceRow, StoreError, Strategy, UpdateSink, UpdateSpec,
 };
 
 /// `items`: `rows` rows; the order column `ts` has heavy ties (a third of
@@ -89,7 +87,10 @@ async fn walk(
     let mut out = Vec::new();
     let mut cursor = p.cursor;
     loop {
-        let fetched = store.fetch_page(job, p, cursor, page).await.unwrap();
+        let fetched = store
+            .fetch_page(job.source(), p, cursor, page)
+            .await
+            .unwrap();
         assert!(fetched.unreadable.is_empty(), "{:?}", fetched.unreadable);
         let rows = fetched.rows;
         if rows.is_empty() {
@@ -146,12 +147,18 @@ async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
         run.id,
         "one active run per job"
     );
-    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+    let plan = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     assert!(!plan.reused);
     assert_eq!(plan.partitions.len(), 7);
     assert_eq!(plan.run.state, RunState::Running);
     assert_eq!(plan.run.rows_identified, 3000);
-    let again = store.plan_run(run.id, &job, 100).await.unwrap();
+    let again = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     assert!(again.reused, "planning twice reuses the partitions");
     assert_eq!(
         again.partitions.iter().map(|p| p.id).collect::<Vec<_>>(),
@@ -183,7 +190,10 @@ async fn the_high_water_mark_excludes_later_rows(url: String) {
     seed_items(&store, 500).await;
     let job = job("hwm", Strategy::Range { partitions: 3 }, items());
     let run = store.open_run("hwm", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+    let plan = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     store
         .run(|c| {
             c.batch("INSERT INTO items (id, grp, ts) VALUES (100000, 0, 5000), (100001, 0, 996)")
@@ -220,7 +230,10 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
         .build()
         .unwrap();
     let run = store.open_run("scoped", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+    let plan = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     assert_eq!(plan.run.rows_identified, 100);
     for p in &plan.partitions {
         assert_eq!(p.scope.param_i64("grp"), Some(1));
@@ -237,7 +250,10 @@ async fn modulo_partitions_take_key_mod_n(url: String) {
     seed_items(&store, 1000).await;
     let job = job("modulo", Strategy::Modulo { modulus: 5 }, items());
     let run = store.open_run("modulo", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+    let plan = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     assert_eq!(plan.partitions.len(), 5);
     let mut all = BTreeSet::new();
     for p in &plan.partitions {
@@ -255,7 +271,10 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
     seed_items(&store, 100).await;
     let job = job("claims", Strategy::Range { partitions: 2 }, items());
     let run = store.open_run("claims", "{}", None).await.unwrap();
-    store.plan_run(run.id, &job, 100).await.unwrap();
+    store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     let a = store.claim(run.id, "a", LEASE).await.unwrap().unwrap();
     let b = store.claim(run.id, "b", LEASE).await.unwrap().unwrap();
     assert_ne!(a.id, b.id);
@@ -284,7 +303,10 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     seed_items(&store, 100).await;
     let job = job("fence", Strategy::Range { partitions: 1 }, items());
     let run = store.open_run("fence", "{}", None).await.unwrap();
-    store.plan_run(run.id, &job, 100).await.unwrap();
+    store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     let zombie = store
         .claim(run.id, "zombie", Duration::from_millis(1))
         .await
@@ -382,7 +404,10 @@ async fn release_failure_and_dead_letters(url: String) {
     seed_items(&store, 100).await;
     let job = job("fail", Strategy::Range { partitions: 2 }, items());
     let run = store.open_run("fail", "{}", None).await.unwrap();
-    store.plan_run(run.id, &job, 100).await.unwrap();
+    store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     let p = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
     let letter = DeadLetter {
         run_id: run.id,
@@ -489,23 +514,42 @@ async fn updates_are_idempotent(url: String) {
         key_column: Ident::parse("k", "id").unwrap(),
         version_column: Ident::parse("v", "version").unwrap(),
     };
-    let batch = vec![(1, 3), (2, 3), (3, 4), (999, 3)];
+    let sink = UpdateSink::new(store.clone(), spec);
+    let batch = |pairs: &[(i64, i64)]| -> Vec<Message> {
+        pairs
+            .iter()
+            .map(|&(k, v)| Message::new("j", k, v, Vec::new()))
+            .collect()
+    };
+    let first = batch(&[(1, 3), (2, 3), (3, 4), (999, 3)]);
+    // Three rows move; key 999 has no row and changes nothing.
+    assert_eq!(sink.deliver(&first).await.unwrap().duplicates, 1);
+    assert_eq!(sink.deliver(&first).await.unwrap().duplicates, 4);
     assert_eq!(
-        store
-            .apply_updates(spec.clone(), batch.clone())
-            .await
-            .unwrap(),
-        (3, 1)
-    );
-    assert_eq!(
-        store.apply_updates(spec.clone(), batch).await.unwrap(),
-        (0, 4)
-    );
-    assert_eq!(
-        store.apply_updates(spec, vec![(3, 2)]).await.unwrap(),
-        (0, 1),
+        sink.deliver(&batch(&[(3, 2)])).await.unwrap().duplicates,
+        1,
         "never moves back"
     );
+    let versions: Vec<(i64, i64)> = store
+        .run(|c| {
+            c.load::<KeyVersion>(&Sql::new(
+                "SELECT id AS k, version AS v FROM items WHERE id <= 4 ORDER BY id",
+            ))
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.k, r.v))
+        .collect();
+    assert_eq!(versions, vec![(1, 3), (2, 3), (3, 4), (4, 1)]);
+}
+
+#[derive(diesel::QueryableByName)]
+struct KeyVersion {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    k: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    v: i64,
 }
 
 async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
@@ -520,7 +564,10 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
             .run(|c| c.batch("CREATE TABLE stamped (id INTEGER PRIMARY KEY, at TEXT)"))
             .await
             .unwrap();
-        let err = store.plan_run(run.id, &job, 100).await.unwrap_err();
+        let err = store
+            .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("source.order_kind"), "{err}");
         return;
     }
@@ -536,7 +583,10 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
         })
         .await
         .unwrap();
-    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+    let plan = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     assert_eq!((plan.partitions.len(), plan.run.rows_identified), (4, 1200));
     let mut seen = BTreeSet::new();
     for p in &plan.partitions {
@@ -578,7 +628,10 @@ async fn a_run_key_names_one_run_in_any_state(url: String) {
         }
         other => panic!("expected RunActive, got {other:?}"),
     }
-    store.plan_run(first.id, &job, 100).await.unwrap();
+    store
+        .plan_run(first.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     let p = store.claim(first.id, "a", LEASE).await.unwrap().unwrap();
     store
         .checkpoint(Checkpoint {
@@ -617,17 +670,20 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
     seed_items(&store, 3000).await;
     let job = job("steal", Strategy::Range { partitions: 2 }, items());
     let run = store.open_run("steal", "{}", None).await.unwrap();
-    let plan = store.plan_run(run.id, &job, 100).await.unwrap();
+    let plan = store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
     let steal = tranche::store::Steal::for_page_size(100);
     // Nothing claimed: nothing to steal (pending partitions are claimed).
     assert!(store
-        .steal(&job, run.id, "thief", LEASE, steal)
+        .steal(job.source(), run.id, "thief", LEASE, steal)
         .await
         .unwrap()
         .is_none());
     let holder = store.claim(run.id, "holder", LEASE).await.unwrap().unwrap();
     let first_page = store
-        .fetch_page(&job, &holder, None, 100)
+        .fetch_page(job.source(), &holder, None, 100)
         .await
         .unwrap()
         .rows;
@@ -647,7 +703,7 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
         .unwrap();
     let before = walk(&store, &job, &store.partition(holder.id).await.unwrap(), 97).await;
     let stolen = store
-        .steal(&job, run.id, "thief", LEASE, steal)
+        .steal(job.source(), run.id, "thief", LEASE, steal)
         .await
         .unwrap()
         .expect("a range of ~1400 rows is worth splitting");
@@ -701,7 +757,7 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
         min_rows: 100_000,
     };
     assert!(store
-        .steal(&job, run.id, "thief", LEASE, big)
+        .steal(job.source(), run.id, "thief", LEASE, big)
         .await
         .unwrap()
         .is_none());
@@ -719,8 +775,8 @@ async fn concurrent_planners_plan_once(url: String) {
     let job = job("twice", Strategy::Range { partitions: 6 }, items());
     let run = store.open_run("twice", "{}", None).await.unwrap();
     let (a, b) = futures::join!(
-        store.plan_run(run.id, &job, 100),
-        store.plan_run(run.id, &job, 100)
+        store.plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100),
+        store.plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(

@@ -7,8 +7,9 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use super::BenchError;
-use crate::job::{FilterValue, Job, Op, Scope, Source, SourceRow, Strategy};
-use crate::sink::{Message, Sink};
+use crate::job::Job;
+use crate::model::{FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
+use crate::sink::Sink;
 use crate::store::Store;
 
 /// The table every measurement reads.

@@ -10,7 +10,8 @@ use diesel::{Connection, PgConnection};
 
 use super::limits::page;
 use super::BenchError;
-use crate::sink::{Message, Sink};
+use crate::model::Message;
+use crate::sink::Sink;
 
 /// What a legacy measurement got through before it ended or ran out of
 /// time.

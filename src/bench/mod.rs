@@ -42,8 +42,9 @@ use std::time::{Duration, Instant};
 pub use report::{BenchReport, Kind, Measurement, MemoryMeasurement, Ratio, Target};
 
 use crate::runtime::{RuntimeConfig, RuntimeHandle};
+use crate::sink::UpdateSpec;
 use crate::sink::{NullSink, Sink, UpdateSink};
-use crate::store::{RunState, UpdateSpec};
+use crate::store::RunState;
 use crate::Ident;
 
 /// Why a bench run stopped.

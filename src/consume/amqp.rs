@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use super::{Inbound, InboundError, Incoming};
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// Which queue a [`AmqpSource`] reads, and how much it holds unacknowledged.
 #[derive(Clone, Debug)]

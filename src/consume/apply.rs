@@ -4,7 +4,8 @@
 use serde_json::Value as Json;
 
 use super::{Apply, RowsSpec};
-use crate::store::{Bind, Connection, Sql, StoreError, UpdateSpec};
+use crate::sink::UpdateSpec;
+use crate::store::{Bind, Connection, Sql, StoreError};
 
 /// One operation decoded from a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,7 +180,7 @@ fn apply_versions(
     ops: &[Operation],
 ) -> Result<Outcome, StoreError> {
     let updates: Vec<(i64, i64)> = ops.iter().map(|o| (o.key, o.version)).collect();
-    let (applied, stale) = crate::store::source::apply_updates_in(c, spec, &updates)?;
+    let (applied, stale) = crate::sink::update::apply_updates(c, spec, &updates)?;
     Ok(Outcome {
         applied,
         stale,

@@ -31,9 +31,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Apply, ConsumerConfig, RowsSpec};
-use crate::error::ConfigError;
-use crate::ident::Ident;
-use crate::store::UpdateSpec;
+use crate::model::ConfigError;
+use crate::model::Ident;
+use crate::sink::UpdateSpec;
 
 /// A consumer, as written in a consumer file.
 #[derive(Clone, Debug, Deserialize)]

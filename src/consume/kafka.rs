@@ -11,7 +11,7 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Inbound, InboundError, Incoming};
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 use crate::sink::kafka::{bootstrap, check_brokers, check_topic, check_topic_name};
 
 /// Which topic and group a [`KafkaSource`] reads, and how much it fetches

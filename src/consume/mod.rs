@@ -52,9 +52,10 @@ pub use kafka::{KafkaAck, KafkaSource, KafkaSourceConfig};
 pub use nats::{NatsAck, NatsSource, NatsSourceConfig};
 
 use crate::backoff::Backoff;
-use crate::error::ConfigError;
-use crate::ident::Ident;
-use crate::store::{Store, StoreError, UpdateSpec};
+use crate::model::ConfigError;
+use crate::model::Ident;
+use crate::sink::UpdateSpec;
+use crate::store::{Store, StoreError};
 use apply::{Operation, Outcome, Poisoned};
 
 /// What a consumer does with each message.

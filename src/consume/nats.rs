@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::{Inbound, InboundError, Incoming};
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// Which durable consumer a [`NatsSource`] reads, and how much it holds
 /// unacknowledged.

@@ -14,6 +14,7 @@
 //! Store ──▶ DbExecutor (SyncArbiter threads, diesel, r2d2)
 //! ```
 
+mod context;
 mod lease_keeper;
 mod progress;
 mod publisher;
@@ -33,8 +34,9 @@ pub use publisher::lane_of;
 pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
 
 use crate::backoff::Backoff;
-use crate::error::{ConfigError, Error};
+use crate::error::Error;
 use crate::job::Job;
+use crate::model::ConfigError;
 use crate::store::lease::LeaseConfig;
 use crate::store::{Store, StoreOptions};
 use lease_keeper::{HeldLeases, LeaseKeeper};
@@ -306,13 +308,15 @@ impl RuntimeHandle {
             ..RunProgress::default()
         });
         let setup = SupervisorSetup {
-            job,
-            store: self.inner.store.clone(),
-            config: Arc::clone(&self.inner.config),
-            owner: self.inner.owner.clone(),
+            run: context::RunContext {
+                job,
+                store: self.inner.store.clone(),
+                config: Arc::clone(&self.inner.config),
+                owner: self.inner.owner.clone(),
+                shutdown: self.inner.shutdown.subscribe(),
+                progress: Arc::new(progress_tx),
+            },
             held: self.inner.held.clone(),
-            shutdown: self.inner.shutdown.subscribe(),
-            progress: Arc::new(progress_tx),
             report: report_tx,
             guard: self.inner.active.enter(),
         };

@@ -24,7 +24,8 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::sink::{Delivery, Message, Sink, SinkError};
+use crate::model::Message;
+use crate::sink::{Delivery, Sink, SinkError};
 
 /// The lane of a key: `key mod lanes`, always in `0..lanes`, even for
 /// negative keys. The same key always takes the same lane.
@@ -107,7 +108,7 @@ async fn deliver_once(sink: &dyn Sink, messages: &[Message]) -> Result<Delivery,
         .unwrap_or_else(|panic| {
             Err(SinkError::Fatal {
                 sink: sink.name().to_owned(),
-                reason: format!("sink panicked: {}", crate::error::panic_message(&*panic)),
+                reason: format!("sink panicked: {}", crate::panic::message(&*panic)),
             })
         })
 }

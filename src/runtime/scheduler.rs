@@ -17,8 +17,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::watch;
 
 use super::{RunReport, RuntimeHandle};
-use crate::error::{ConfigError, Error};
+use crate::error::Error;
 use crate::job::Job;
+use crate::model::ConfigError;
 
 /// When a job runs.
 #[derive(Clone, Debug)]

@@ -10,32 +10,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
-    Message as ActixMessage, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
 };
 use tokio::sync::{oneshot, watch};
 
+use super::context::RunContext;
 use super::lease_keeper::HeldLeases;
-use super::progress::{PartitionProgress, RunProgress, RunReport};
+use super::progress::{PartitionProgress, RunReport};
 use super::publisher::Publisher;
-use super::worker::{PartitionWorker, WorkerOutcome, WorkerSetup};
+use super::worker::{PartitionWorker, WorkerExited, WorkerOutcome, WorkerSetup};
 use super::{ActiveRunGuard, RuntimeConfig};
 use crate::error::Error;
 use crate::job::Job;
 use crate::store::{
     PartitionRecord, PartitionState, PlanOutcome, RunState, Steal, Store, StoreError,
 };
-
-/// A worker ended; sent by the worker itself.
-pub(crate) struct WorkerExited {
-    pub(crate) partition_id: i64,
-    pub(crate) epoch: i64,
-    pub(crate) outcome: Result<WorkerOutcome, Error>,
-}
-
-impl ActixMessage for WorkerExited {
-    type Result = ();
-}
 
 /// A partition this instance holds, and the flag the lease keeper raises if
 /// the lease is lost.
@@ -45,13 +34,8 @@ struct Active {
 }
 
 pub(crate) struct RunSupervisor {
-    job: Job,
-    store: Store,
-    config: Arc<RuntimeConfig>,
-    owner: String,
+    run: RunContext,
     held: HeldLeases,
-    shutdown: watch::Receiver<bool>,
-    progress: Arc<watch::Sender<RunProgress>>,
     report: Option<oneshot::Sender<Result<RunReport, Error>>>,
     publisher: Option<Addr<Publisher>>,
     run_id: Option<i64>,
@@ -67,13 +51,8 @@ pub(crate) struct RunSupervisor {
 }
 
 pub(crate) struct SupervisorSetup {
-    pub(crate) job: Job,
-    pub(crate) store: Store,
-    pub(crate) config: Arc<RuntimeConfig>,
-    pub(crate) owner: String,
+    pub(crate) run: RunContext,
     pub(crate) held: HeldLeases,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) progress: Arc<watch::Sender<RunProgress>>,
     pub(crate) report: oneshot::Sender<Result<RunReport, Error>>,
     pub(crate) guard: ActiveRunGuard,
 }
@@ -81,13 +60,8 @@ pub(crate) struct SupervisorSetup {
 impl RunSupervisor {
     pub(crate) fn new(s: SupervisorSetup) -> Self {
         Self {
-            job: s.job,
-            store: s.store,
-            config: s.config,
-            owner: s.owner,
+            run: s.run,
             held: s.held,
-            shutdown: s.shutdown,
-            progress: s.progress,
             report: Some(s.report),
             publisher: None,
             run_id: None,
@@ -100,7 +74,7 @@ impl RunSupervisor {
     }
 
     fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        *self.run.shutdown.borrow()
     }
 
     fn planned(&mut self, plan: PlanOutcome, ctx: &mut Context<Self>) {
@@ -110,7 +84,7 @@ impl RunSupervisor {
             reused,
         } = plan;
         tracing::info!(
-            job = %self.job.name,
+            job = %self.run.job.name,
             run = run.id,
             partitions = partitions.len(),
             rows = run.rows_identified,
@@ -122,7 +96,7 @@ impl RunSupervisor {
         let resumed = partitions
             .iter()
             .any(|p| p.rows_done > 0 || p.state != PartitionState::Pending);
-        self.progress.send_modify(|p| {
+        self.run.progress.send_modify(|p| {
             p.run_id = run.id;
             p.planned = true;
             p.resumed = resumed;
@@ -146,13 +120,13 @@ impl RunSupervisor {
             }
             return;
         }
-        if self.active.len() >= self.config.concurrency {
+        if self.active.len() >= self.run.config.concurrency {
             return;
         }
         self.claiming = true;
-        let store = self.store.clone();
-        let owner = self.owner.clone();
-        let lease = self.config.lease.lease;
+        let store = self.run.store.clone();
+        let owner = self.run.owner.clone();
+        let lease = self.run.config.lease.lease;
         ctx.spawn(
             async move { store.claim(run_id, &owner, lease).await }
                 .into_actor(self)
@@ -177,16 +151,20 @@ impl RunSupervisor {
     /// expire.
     fn steal(&mut self, ctx: &mut Context<Self>) {
         let Some(run_id) = self.run_id else { return };
-        if !self.config.work_stealing || self.shutting_down() {
+        if !self.run.config.work_stealing || self.shutting_down() {
             self.idle(ctx);
             return;
         }
         self.claiming = true;
-        let (store, job, owner) = (self.store.clone(), self.job.clone(), self.owner.clone());
-        let lease = self.config.lease.lease;
-        let steal = Steal::for_page_size(self.config.page_size);
+        let (store, job, owner) = (
+            self.run.store.clone(),
+            self.run.job.clone(),
+            self.run.owner.clone(),
+        );
+        let lease = self.run.config.lease.lease;
+        let steal = Steal::for_page_size(self.run.config.page_size);
         ctx.spawn(
-            async move { store.steal(&job, run_id, &owner, lease, steal).await }
+            async move { store.steal(&job.source, run_id, &owner, lease, steal).await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.claiming = false;
@@ -198,7 +176,7 @@ impl RunSupervisor {
                                 rows = p.rows_planned,
                                 "split a range held by a busy worker; took its second half"
                             );
-                            act.progress.send_modify(|prog| prog.steals += 1);
+                            act.run.progress.send_modify(|prog| prog.steals += 1);
                             act.start_worker(p, None, ctx);
                             act.fill(ctx);
                         }
@@ -218,7 +196,7 @@ impl RunSupervisor {
         if self.active.is_empty() {
             self.finish(ctx);
         } else {
-            ctx.run_later(self.config.poll_interval, |act, ctx| act.fill(ctx));
+            ctx.run_later(self.run.config.poll_interval, |act, ctx| act.fill(ctx));
         }
     }
 
@@ -227,7 +205,7 @@ impl RunSupervisor {
     fn store_trouble(&mut self, e: StoreError, ctx: &mut Context<Self>) {
         if e.is_retryable() {
             tracing::warn!(error = %e, "store unavailable; retrying");
-            ctx.run_later(self.config.poll_interval, |act, ctx| act.fill(ctx));
+            ctx.run_later(self.run.config.poll_interval, |act, ctx| act.fill(ctx));
         } else {
             self.fail(Error::Store(e), ctx);
         }
@@ -246,7 +224,7 @@ impl RunSupervisor {
         // up to a page of those rows may be delivered again.
         let possibly_replayed = if record.taken_over || restarted {
             let left = (record.rows_planned - record.rows_done).max(0) as u64;
-            left.min(self.config.page_size as u64)
+            left.min(self.run.config.page_size as u64)
         } else {
             0
         };
@@ -254,7 +232,7 @@ impl RunSupervisor {
             tracing::info!(partition = record.id, from = ?record.cursor, "took over an expired lease");
         }
         let taken_over = record.taken_over;
-        self.progress.send_modify(|p| {
+        self.run.progress.send_modify(|p| {
             if taken_over {
                 p.takeovers += 1;
             }
@@ -272,23 +250,18 @@ impl RunSupervisor {
         });
         let publisher = self.publisher.clone().expect("publisher started first");
         PartitionWorker::new(WorkerSetup {
-            job: self.job.clone(),
-            store: self.store.clone(),
-            config: Arc::clone(&self.config),
-            owner: self.owner.clone(),
+            run: self.run.clone(),
             partition: record.clone(),
             publisher,
-            supervisor: ctx.address(),
+            exited: ctx.address().recipient(),
             lost: Arc::clone(&lost),
-            shutdown: self.shutdown.clone(),
-            progress: Arc::clone(&self.progress),
         })
         .start();
         self.active.insert(record.id, Active { record, lost });
     }
 
     fn set_partition(&self, id: i64, state: PartitionState, error: Option<String>) {
-        self.progress.send_modify(|p| {
+        self.run.progress.send_modify(|p| {
             if let Some(pp) = p.partitions.iter_mut().find(|pp| pp.id == id) {
                 pp.active = false;
                 pp.state = state;
@@ -306,7 +279,7 @@ impl RunSupervisor {
     fn finish(&mut self, ctx: &mut Context<Self>) {
         let Some(run_id) = self.run_id else { return };
         let interrupted = self.shutting_down();
-        let store = self.store.clone();
+        let store = self.run.store.clone();
         self.finishing = true;
         ctx.spawn(
             async move {
@@ -321,12 +294,12 @@ impl RunSupervisor {
                 Ok(run)
                     if interrupted || matches!(run.state, RunState::Done | RunState::Failed) =>
                 {
-                    act.progress.send_modify(|p| {
+                    act.run.progress.send_modify(|p| {
                         p.elapsed = act.started.elapsed();
                         p.rows_done = p.rows_done.max(run.rows_done);
                     });
                     let mut report = RunReport::from_progress(
-                        act.progress.borrow().clone(),
+                        act.run.progress.borrow().clone(),
                         run.state,
                         interrupted,
                     );
@@ -346,7 +319,7 @@ impl RunSupervisor {
                 }
                 Ok(_) => {
                     act.finishing = false;
-                    ctx.run_later(act.config.poll_interval, |act, ctx| act.fill(ctx));
+                    ctx.run_later(act.run.config.poll_interval, |act, ctx| act.fill(ctx));
                 }
                 Err(e) => {
                     act.finishing = false;
@@ -357,7 +330,7 @@ impl RunSupervisor {
     }
 
     fn fail(&mut self, e: Error, ctx: &mut Context<Self>) {
-        tracing::error!(job = %self.job.name, error = %e, "run failed on this instance");
+        tracing::error!(job = %self.run.job.name, error = %e, "run failed on this instance");
         self.finishing = true;
         self.send_report(Err(e), ctx);
     }
@@ -376,19 +349,19 @@ impl Actor for RunSupervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.publisher = Some(
             Publisher::new(
-                Arc::clone(&self.job.sink),
-                self.config.lanes,
-                self.config.mailbox_capacity,
+                Arc::clone(&self.run.job.sink),
+                self.run.config.lanes,
+                self.run.config.mailbox_capacity,
             )
             .start(),
         );
         let (job, store, owner, config) = (
-            self.job.clone(),
-            self.store.clone(),
-            self.owner.clone(),
-            Arc::clone(&self.config),
+            self.run.job.clone(),
+            self.run.store.clone(),
+            self.run.owner.clone(),
+            Arc::clone(&self.run.config),
         );
-        let shutdown = self.shutdown.clone();
+        let shutdown = self.run.shutdown.clone();
         ctx.spawn(
             async move {
                 let job = preflight(job, &store, &config, &shutdown).await?;
@@ -399,7 +372,7 @@ impl Actor for RunSupervisor {
             .map(|res, act, ctx| match res {
                 Ok((job, plan)) => {
                     // With its order kind taken from the catalog.
-                    act.job = job;
+                    act.run.job = job;
                     act.planned(plan, ctx)
                 }
                 Err(e) => act.fail(e, ctx),
@@ -432,15 +405,15 @@ impl Handler<WorkerExited> for RunSupervisor {
                     epoch = msg.epoch,
                     "lease lost; partition abandoned to its new holder"
                 );
-                self.progress.send_modify(|p| p.leases_lost += 1);
+                self.run.progress.send_modify(|p| p.leases_lost += 1);
                 self.set_partition(id, PartitionState::Claimed, None);
             }
             Err(e) => {
                 let retry = e.is_retryable() && !self.shutting_down();
                 let reason = e.to_string();
-                let store = self.store.clone();
-                let owner = self.owner.clone();
-                let max = i64::from(self.config.max_attempts);
+                let store = self.run.store.clone();
+                let owner = self.run.owner.clone();
+                let max = i64::from(self.run.config.max_attempts);
                 let attempts_before = i64::from(active.record.attempts);
                 let give_up = !retry || attempts_before + 1 >= max;
                 // Keep the partition counted as held while deciding.
@@ -464,7 +437,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                         };
                         match res {
                             Ok((attempts, Some(fresh), reason)) => {
-                                let delay = act.config.backoff.jittered(attempts as u32);
+                                let delay = act.run.config.backoff.jittered(attempts as u32);
                                 tracing::warn!(partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
                                 act.set_partition(id, PartitionState::Claimed, Some(reason));
                                 let lost = Arc::clone(&active.lost);
@@ -520,7 +493,7 @@ async fn preflight(
             Err(e) => return Err(e.into()),
         }
     };
-    job.source = crate::catalog::check_source(&job.source, &job.scopes, info.as_ref())?;
+    job.source = crate::catalog::check_source(&job.source, job.scopes.known(), info.as_ref())?;
     job.sink.check().await?;
     Ok(job)
 }
@@ -547,7 +520,16 @@ async fn identify(
                     let run = store
                         .open_run(&job.name, &job.params.to_string(), job.run_key())
                         .await?;
-                    match store.plan_run(run.id, job, config.skip_limit).await {
+                    match store
+                        .plan_run(
+                            run.id,
+                            &job.source,
+                            &job.scopes,
+                            job.strategy,
+                            config.skip_limit,
+                        )
+                        .await
+                    {
                         // Not left planning for good: failed, with its error.
                         Err(e) if !e.is_retryable() => {
                             if let Err(f) = store.fail_planning(run.id, &e.to_string()).await {

@@ -23,18 +23,19 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Recipient, WrapFuture,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::progress::RunProgress;
+use super::context::RunContext;
 use super::publisher::{Publish, Publisher};
-use super::supervisor::{RunSupervisor, WorkerExited};
-use super::RuntimeConfig;
 use crate::error::Error;
-use crate::job::{Job, SourceRow};
-use crate::keyset::Cursor;
-use crate::store::{Checkpoint, DeadLetter, Page, PartitionRecord, Store, StoreError};
+use crate::job::Job;
+use crate::model::Cursor;
+use crate::model::SourceRow;
+use crate::store::{Checkpoint, DeadLetter, Page, PartitionRecord, StoreError};
 
 /// How a worker ended without error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,19 +46,26 @@ pub(crate) enum WorkerOutcome {
     Released,
 }
 
+/// A worker ended; sent by the worker itself to whoever started it.
+pub(crate) struct WorkerExited {
+    pub(crate) partition_id: i64,
+    pub(crate) epoch: i64,
+    pub(crate) outcome: Result<WorkerOutcome, Error>,
+}
+
+impl actix::Message for WorkerExited {
+    type Result = ();
+}
+
 /// Everything a worker needs, handed over by the supervisor.
 pub(crate) struct WorkerSetup {
-    pub(crate) job: Job,
-    pub(crate) store: Store,
-    pub(crate) config: Arc<RuntimeConfig>,
-    pub(crate) owner: String,
+    pub(crate) run: RunContext,
     pub(crate) partition: PartitionRecord,
     pub(crate) publisher: Addr<Publisher>,
-    pub(crate) supervisor: Addr<RunSupervisor>,
+    /// Told how the worker ended.
+    pub(crate) exited: Recipient<WorkerExited>,
     /// Set by the lease keeper when the lease was lost.
     pub(crate) lost: Arc<AtomicBool>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) progress: Arc<watch::Sender<RunProgress>>,
 }
 
 /// One actor per claimed partition; it stops when its loop ends and tells
@@ -79,11 +87,11 @@ impl Actor for PartitionWorker {
         let Some(setup) = self.setup.take() else {
             return;
         };
-        let supervisor = setup.supervisor.clone();
+        let exited = setup.exited.clone();
         let (partition_id, epoch) = (setup.partition.id, setup.partition.epoch);
         let span = tracing::info_span!(
             "partition",
-            job = %setup.job.name,
+            job = %setup.run.job.name,
             run = setup.partition.run_id,
             partition = partition_id,
             number = setup.partition.number,
@@ -94,7 +102,7 @@ impl Actor for PartitionWorker {
             async move {
                 let outcome = work.await;
                 // Bounded mailbox, waiting when full; the supervisor outlives us.
-                let _ = supervisor
+                let _ = exited
                     .send(WorkerExited {
                         partition_id,
                         epoch,
@@ -120,15 +128,15 @@ fn lost(setup: &WorkerSetup) -> Error {
 fn process_row(
     job: &Job,
     row: &SourceRow,
-    scope: &crate::job::Scope,
-) -> Result<Option<crate::sink::Message>, crate::job::Poison> {
+    scope: &crate::model::Scope,
+) -> Result<Option<crate::model::Message>, crate::model::Poison> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         job.processor.process(row, scope)
     }))
     .unwrap_or_else(|panic| {
-        Err(crate::job::Poison(format!(
+        Err(crate::model::Poison(format!(
             "processor panicked: {}",
-            crate::error::panic_message(&*panic)
+            crate::panic::message(&*panic)
         )))
     })
 }
@@ -153,9 +161,9 @@ impl Prefetch {
     ) -> Self {
         let (tx, pages) = mpsc::channel(1);
         let (store, job, page_size) = (
-            setup.store.clone(),
-            setup.job.clone(),
-            setup.config.page_size,
+            setup.run.store.clone(),
+            setup.run.job.clone(),
+            setup.run.config.page_size,
         );
         let task = actix::spawn(
             async move {
@@ -169,7 +177,7 @@ impl Prefetch {
                     if let Some(range) = part.range.as_mut() {
                         range.upper = *upper.borrow_and_update();
                     }
-                    let page = store.fetch_page(&job, &part, after, page_size).await;
+                    let page = store.fetch_page(&job.source, &part, after, page_size).await;
                     // A page closing on a group of duplicate keys may be
                     // longer than asked.
                     let next = match &page {
@@ -210,8 +218,8 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
     // A copy whose upper bound follows splits made by other workers.
     let mut part = setup.partition.clone();
     let p = &setup.partition;
-    let owner = setup.owner.as_str();
-    let page_size = setup.config.page_size;
+    let owner = setup.run.owner.as_str();
+    let page_size = setup.run.config.page_size;
     let mut dead_letters_seen = 0u64;
     tracing::debug!(cursor = ?p.cursor, "partition started");
     let (upper, upper_seen) = watch::channel(part.range.and_then(|r| r.upper));
@@ -220,9 +228,9 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         if setup.lost.load(Ordering::SeqCst) {
             return Err(lost(&setup));
         }
-        if *setup.shutdown.borrow() {
+        if *setup.run.shutdown.borrow() {
             drop(pages);
-            setup.store.release(p.id, owner, p.epoch).await?;
+            setup.run.store.release(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Released);
         }
         let mut page = pages.next().await?;
@@ -235,7 +243,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         }
         let Some(last) = page.last() else {
             drop(pages);
-            setup.store.complete(p.id, owner, p.epoch).await?;
+            setup.run.store.complete(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Completed);
         };
         let full = page.len() >= page_size;
@@ -246,7 +254,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         let rejected = page
             .rows
             .iter()
-            .filter_map(|row| match process_row(&setup.job, row, &p.scope) {
+            .filter_map(|row| match process_row(&setup.run.job, row, &p.scope) {
                 Ok(Some(m)) => {
                     messages.push(m);
                     None
@@ -261,11 +269,11 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             .map(|(at, reason)| (at.key, reason));
         for (row_key, reason) in unreadable.chain(rejected) {
             dead_letters_seen += 1;
-            if dead_letters_seen > setup.config.skip_limit {
+            if dead_letters_seen > setup.run.config.skip_limit {
                 return Err(Error::SkipLimitExceeded {
                     partition_id: p.id,
                     dead_letters: dead_letters_seen,
-                    limit: setup.config.skip_limit,
+                    limit: setup.run.config.skip_limit,
                     row_key,
                     reason,
                 });
@@ -295,6 +303,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         }
         let dead_count = dead.len() as u64;
         let ack = setup
+            .run
             .store
             .checkpoint(Checkpoint {
                 partition_id: p.id,
@@ -304,7 +313,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 rows: read,
                 done: !full,
                 dead_letters: dead,
-                lease: setup.config.lease.lease,
+                lease: setup.run.config.lease.lease,
             })
             .await?;
         if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {
@@ -315,7 +324,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             let _ = upper.send(ack.upper);
         }
         let n = read as i64;
-        setup.progress.send_modify(|prog| {
+        setup.run.progress.send_modify(|prog| {
             prog.rows_done += n;
             prog.rows_checkpointed += n as u64;
             prog.rows_published += delivery.confirmed;

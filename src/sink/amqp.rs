@@ -13,7 +13,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// Where and how the RabbitMQ sink publishes.
 #[derive(Clone, Debug)]

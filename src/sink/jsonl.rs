@@ -97,7 +97,7 @@ impl Sink for JsonLinesSink {
         if dir.is_dir() {
             return Ok(());
         }
-        Err(crate::error::ConfigError::new(
+        Err(crate::model::ConfigError::new(
             "sink.path",
             format!(
                 "{}: the directory {} does not exist",

@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// Where and how the Kafka sink produces. Its `Debug` masks the values of
 /// properties that hold secrets (`sasl.password`, `ssl.key.password`...).

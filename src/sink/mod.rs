@@ -20,10 +20,12 @@ mod memory;
 pub(crate) mod nats;
 mod null;
 mod outbox;
-mod update;
+pub(crate) mod update;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use crate::model::Message;
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpConfig, AmqpSink};
@@ -35,42 +37,7 @@ pub use memory::MemorySink;
 pub use nats::{NatsConfig, NatsSink};
 pub use null::NullSink;
 pub use outbox::OutboxSink;
-pub use update::UpdateSink;
-
-/// One message: a row turned into something to deliver.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// Deterministic id `job:key:version`: the same row of the same job at
-    /// the same version always gets the same id, so consumers and brokers
-    /// can de-duplicate replays.
-    pub id: String,
-    /// The row key; it chooses the lane, so one key's messages stay in order.
-    pub key: i64,
-    /// The version this message brings the row to.
-    pub version: i64,
-    /// Body (JSON by convention).
-    pub payload: Vec<u8>,
-}
-
-impl Message {
-    /// A message for `key` at `version` of `job`, with its deterministic id.
-    pub fn new(job: &str, key: i64, version: i64, payload: Vec<u8>) -> Self {
-        // Written by hand into one allocation: this runs for every row.
-        let mut digits = itoa::Buffer::new();
-        let mut id = String::with_capacity(job.len() + 2 * 20 + 2);
-        id.push_str(job);
-        id.push(':');
-        id.push_str(digits.format(key));
-        id.push(':');
-        id.push_str(digits.format(version));
-        Self {
-            id,
-            key,
-            version,
-            payload,
-        }
-    }
-}
+pub use update::{UpdateSink, UpdateSpec};
 
 /// What a sink reports for a confirmed batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -111,7 +78,7 @@ pub enum SinkError {
     /// The sink is configured for something that is not there (a table, a
     /// column), found by [`Sink::check`] before the run is planned.
     #[error(transparent)]
-    Config(#[from] crate::error::ConfigError),
+    Config(#[from] crate::model::ConfigError),
 }
 
 impl SinkError {
@@ -172,20 +139,5 @@ pub trait Sink: Send + Sync + 'static {
     /// default checks nothing.
     async fn check(&self) -> Result<(), SinkError> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Message;
-
-    #[test]
-    fn a_message_id_is_job_key_and_version() {
-        assert_eq!(Message::new("resend", 42, 7, Vec::new()).id, "resend:42:7");
-        assert_eq!(
-            Message::new("j", i64::MIN, i64::MAX, Vec::new()).id,
-            "j:-9223372036854775808:9223372036854775807"
-        );
-        assert_eq!(Message::new("", 0, -1, Vec::new()).id, ":0:-1");
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// Where and how the JetStream sink publishes.
 #[derive(Clone, Debug)]

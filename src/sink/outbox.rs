@@ -1,9 +1,8 @@
 use async_trait::async_trait;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::error::ConfigError;
-use crate::ident::Ident;
-use crate::store::Store;
+use crate::model::{ConfigError, Ident};
+use crate::store::{Bind, Connection, Sql, Store, StoreError};
 
 /// The transactional outbox: each message becomes a row of an outbox table
 /// in the same database (`tranche_outbox` by default, created by tranche's
@@ -57,7 +56,10 @@ impl Sink for OutboxSink {
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
         let (_, duplicates) = self
             .store
-            .write_outbox(self.table.clone(), &self.job, batch.to_vec())
+            .run({
+                let (table, job, batch) = (self.table.clone(), self.job.clone(), batch.to_vec());
+                move |c| write_outbox(c, &table, &job, &batch)
+            })
             .await
             .map_err(|e| SinkError::from_store("outbox", e))?;
         Ok(Delivery {
@@ -65,4 +67,43 @@ impl Sink for OutboxSink {
             duplicates,
         })
     }
+}
+
+/// Rows per outbox insert statement (6 binds each).
+const OUTBOX_CHUNK: usize = 200;
+
+/// Writes messages to an outbox table in one transaction, once each:
+/// a message id already there is skipped. Returns `(written, duplicates)`.
+fn write_outbox(
+    c: &mut Connection,
+    table: &Ident,
+    job: &str,
+    batch: &[Message],
+) -> Result<(u64, u64), StoreError> {
+    let now = c.dialect().now_ms();
+    let written = c.write_transaction(|c| {
+        let mut written = 0u64;
+        for chunk in batch.chunks(OUTBOX_CHUNK) {
+            let mut sql = Sql::new(format!(
+                "INSERT INTO {} (message_id, job_name, row_key, version, payload, created_ms) VALUES ",
+                table.quoted()
+            ));
+            for (i, m) in chunk.iter().enumerate() {
+                sql.push(
+                    &format!("{}(?, ?, ?, ?, ?, {now})", if i == 0 { "" } else { ", " }),
+                    [
+                        Bind::Text(m.id.clone()),
+                        Bind::Text(job.to_owned()),
+                        Bind::Int(m.key),
+                        Bind::Int(m.version),
+                        Bind::Bytes(m.payload.clone()),
+                    ],
+                );
+            }
+            sql.push(" ON CONFLICT (message_id) DO NOTHING", []);
+            written += c.execute(&sql)? as u64;
+        }
+        Ok::<_, StoreError>(written)
+    })?;
+    Ok((written, batch.len() as u64 - written))
 }

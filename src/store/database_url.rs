@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::connection::Dialect;
-use crate::error::ConfigError;
-use crate::redact::{is_secret_key, keywords, shown_keywords, shown_scheme, shown_url};
+use crate::model::redact::{is_secret_key, keywords, shown_keywords, shown_scheme, shown_url};
+use crate::model::ConfigError;
 
 /// The forms a database URL may take, as errors list them.
 pub const ACCEPTED_FORMS: &str = "postgres://user:password@host:port/database (or postgresql://; \
@@ -180,7 +180,7 @@ impl DatabaseUrl {
                 out = out.replace(secret.as_str(), "***");
             }
         }
-        crate::redact::redact_text(&out)
+        crate::model::redact::redact_text(&out)
     }
 }
 

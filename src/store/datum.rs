@@ -9,7 +9,7 @@ use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::sqlite::{Sqlite, SqliteType, SqliteValue};
 
-use crate::row::{Datum, DATE_INFINITY, DATE_NEG_INFINITY};
+use crate::model::{Datum, DATE_INFINITY, DATE_NEG_INFINITY};
 
 /// The SQL type of a column read whatever its type is: only [`Cell`]
 /// deserializes from it.

@@ -15,7 +15,7 @@ use diesel::QueryableByName;
 use super::connection::{Bind, Connection, Dialect, Sql};
 use super::StoreError;
 use crate::catalog::{pg_base_type, ColumnInfo, ColumnKind, IndexInfo, TableInfo};
-use crate::ident::Ident;
+use crate::model::Ident;
 
 #[derive(QueryableByName)]
 struct ColumnRow {

@@ -51,7 +51,7 @@ impl<T: Send + 'static> Handler<Execute<T>> for DbExecutor {
                 conn.rollback();
                 Err(StoreError::Corrupt {
                     what: "database call",
-                    reason: format!("panicked: {}", crate::error::panic_message(&*panic)),
+                    reason: format!("panicked: {}", crate::panic::message(&*panic)),
                 })
             },
         )

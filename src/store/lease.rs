@@ -69,7 +69,7 @@
 
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// Lease timings of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

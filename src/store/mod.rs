@@ -19,6 +19,7 @@ mod executor;
 pub mod lease;
 mod migrations;
 mod queries;
+mod scopes;
 pub(crate) mod source;
 
 use std::time::Duration;
@@ -38,10 +39,10 @@ pub use queries::{
     Checkpoint, CheckpointAck, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord,
     RunState, Steal,
 };
-pub use source::{Page, UpdateSpec};
+pub use scopes::{IdentifyScopes, Scopes};
+pub use source::Page;
 
-use crate::job::Job;
-use crate::keyset::Cursor;
+use crate::model::{Cursor, Source, Strategy};
 
 /// A database failure, saying which operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +124,7 @@ pub enum StoreError {
     Unsupported(String),
     /// The database URL is not one tranche reads.
     #[error(transparent)]
-    Config(#[from] crate::error::ConfigError),
+    Config(#[from] crate::model::ConfigError),
     /// The executor is gone (the runtime is shutting down).
     #[error("the database executor has stopped")]
     ExecutorGone,
@@ -321,11 +322,13 @@ impl Store {
     pub async fn plan_run(
         &self,
         run_id: i64,
-        job: &Job,
+        source: &Source,
+        scopes: &Scopes,
+        strategy: Strategy,
         skip_limit: u64,
     ) -> Result<PlanOutcome, StoreError> {
-        let job = job.clone();
-        self.run(move |c| queries::plan_run(c, run_id, &job, skip_limit))
+        let (source, scopes) = (source.clone(), scopes.clone());
+        self.run(move |c| queries::plan_run(c, run_id, &source, &scopes, strategy, skip_limit))
             .await
     }
 
@@ -379,29 +382,29 @@ impl Store {
     /// [`Page::unreadable`] with the reason, instead of failing the page.
     pub async fn fetch_page(
         &self,
-        job: &Job,
+        source: &Source,
         partition: &PartitionRecord,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let source = job.source.clone();
+        let source = source.clone();
         let partition = partition.clone();
         self.run(move |c| source::fetch_page(c, &source, &partition, after, limit))
             .await
     }
 
-    /// How the database would read `job`'s page of `partition` after
+    /// How the database would read `source`'s page of `partition` after
     /// `after` (or its first page): PostgreSQL's `EXPLAIN` lines, or
     /// SQLite's `EXPLAIN QUERY PLAN` details. Shows whether the page
     /// query is served by an index.
     pub async fn explain_page(
         &self,
-        job: &Job,
+        source: &Source,
         partition: &PartitionRecord,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let source = job.source.clone();
+        let source = source.clone();
         let partition = partition.clone();
         self.run(move |c| source::explain_page(c, &source, &partition, after, limit))
             .await
@@ -425,15 +428,15 @@ impl Store {
     /// of at least `min_rows` are split. `None` when nothing qualifies.
     pub async fn steal(
         &self,
-        job: &Job,
+        source: &Source,
         run_id: i64,
         owner: &str,
         lease: Duration,
         steal: Steal,
     ) -> Result<Option<PartitionRecord>, StoreError> {
-        let (job, owner) = (job.clone(), owner.to_owned());
+        let (source, owner) = (source.clone(), owner.to_owned());
         let ms = duration_ms(lease);
-        self.run(move |c| queries::steal(c, &job, run_id, &owner, ms, steal))
+        self.run(move |c| queries::steal(c, &source, run_id, &owner, ms, steal))
             .await
     }
 
@@ -514,31 +517,6 @@ impl Store {
     pub async fn runs(&self, job: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         let job = job.to_owned();
         self.run(move |c| queries::runs(c, &job, limit)).await
-    }
-
-    /// Writes a batch to an outbox table (see
-    /// [`OutboxSink`](crate::OutboxSink)) in one transaction; returns
-    /// `(written, already there)`.
-    pub async fn write_outbox(
-        &self,
-        table: crate::Ident,
-        job: &str,
-        batch: Vec<crate::sink::Message>,
-    ) -> Result<(u64, u64), StoreError> {
-        let job = job.to_owned();
-        self.run(move |c| queries::write_outbox(c, &table, &job, &batch))
-            .await
-    }
-
-    /// Applies a batch of version updates idempotently (see [`UpdateSpec`]);
-    /// returns `(rows changed, messages that changed nothing)`.
-    pub async fn apply_updates(
-        &self,
-        spec: UpdateSpec,
-        updates: Vec<(i64, i64)>,
-    ) -> Result<(u64, u64), StoreError> {
-        self.run(move |c| source::apply_updates(c, &spec, &updates))
-            .await
     }
 }
 

@@ -6,9 +6,10 @@ use serde::Serialize;
 
 use super::connection::{Bind, Connection, Sql};
 use super::source;
+use super::Scopes;
 use super::StoreError;
-use crate::job::{Job, Scope, Scopes, Strategy};
-use crate::keyset::{Cursor, KeyRange};
+use crate::model::{Cursor, KeyRange};
+use crate::model::{Scope, Source, Strategy};
 use crate::plan;
 
 /// Where a run stands.
@@ -578,7 +579,7 @@ pub(crate) fn fail_planning(
              WHERE id = ? AND state = 'planning'"
         ))
         // Stored errors are shown by `history` and reports: masked again.
-        .bind(Bind::Text(crate::redact::redact_text(error)))
+        .bind(Bind::Text(crate::model::redact::redact_text(error)))
         .bind(Bind::Int(run_id)),
     )?;
     run_record(c, run_id)
@@ -625,7 +626,9 @@ struct NewPartition {
 pub(crate) fn plan_run(
     c: &mut Connection,
     run_id: i64,
-    job: &Job,
+    source: &Source,
+    scopes: &Scopes,
+    strategy: Strategy,
     skip_limit: u64,
 ) -> Result<PlanOutcome, StoreError> {
     c.write_transaction(|c| {
@@ -648,19 +651,19 @@ pub(crate) fn plan_run(
                 reused: true,
             });
         }
-        let scopes = match &job.scopes {
+        let scopes = match scopes {
             Scopes::Whole => vec![Scope::whole()],
             Scopes::Fixed(s) => s.clone(),
             Scopes::Identify(f) => f(c)?,
         };
         let mut stats = Vec::with_capacity(scopes.len());
         for scope in &scopes {
-            stats.push(source::scope_stats(c, &job.source, scope)?);
+            stats.push(source::scope_stats(c, source, scope)?);
         }
-        let dead_at_plan = dead_letter_unreadable(c, run_id, job, &scopes, skip_limit)?;
+        let dead_at_plan = dead_letter_unreadable(c, run_id, source, &scopes, skip_limit)?;
         let mut new = Vec::new();
         let mut hwm_json = Vec::new();
-        match job.strategy {
+        match strategy {
             Strategy::Range { partitions } => {
                 let counts: Vec<u64> = stats.iter().map(|s| s.0).collect();
                 let alloc = plan::allocate(&counts, partitions);
@@ -669,7 +672,7 @@ pub(crate) fn plan_run(
                         continue;
                     };
                     let positions = plan::cut_positions(count, n);
-                    let cuts = source::rows_at(c, &job.source, scope, hwm, &positions)?;
+                    let cuts = source::rows_at(c, source, scope, hwm, &positions)?;
                     let scope_json = scope_json(scope)?;
                     hwm_json
                         .push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
@@ -687,7 +690,7 @@ pub(crate) fn plan_run(
             Strategy::Modulo { modulus } => {
                 for (scope, &(count, hwm)) in scopes.iter().zip(&stats) {
                     let Some(hwm) = hwm else { continue };
-                    let per = source::modulo_counts(c, &job.source, scope, hwm, modulus)?;
+                    let per = source::modulo_counts(c, source, scope, hwm, modulus)?;
                     let scope_json = scope_json(scope)?;
                     hwm_json
                         .push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
@@ -703,7 +706,7 @@ pub(crate) fn plan_run(
                 }
             }
         }
-        insert_partitions(c, run_id, job.strategy.name(), &new)?;
+        insert_partitions(c, run_id, strategy.name(), &new)?;
         let identified: u64 = stats.iter().map(|s| s.0).sum::<u64>() + dead_at_plan;
         let now = c.dialect().now_ms();
         c.execute(
@@ -733,14 +736,14 @@ pub(crate) fn plan_run(
 fn dead_letter_unreadable(
     c: &mut Connection,
     run_id: i64,
-    job: &Job,
+    source: &Source,
     scopes: &[Scope],
     skip_limit: u64,
 ) -> Result<u64, StoreError> {
     let mut total = 0u64;
     let mut found = Vec::new();
     for scope in scopes {
-        let (n, rows) = source::unreadable_rows(c, &job.source, scope, skip_limit + 1)?;
+        let (n, rows) = source::unreadable_rows(c, source, scope, skip_limit + 1)?;
         total += n;
         found.extend(rows);
         if total > skip_limit {
@@ -751,7 +754,7 @@ fn dead_letter_unreadable(
                 } else {
                     "source.order_column"
                 },
-                table: job.source.table.to_string(),
+                table: source.table.to_string(),
                 count: total,
                 limit: skip_limit,
                 first,
@@ -980,7 +983,7 @@ impl Steal {
 
 pub(crate) fn steal(
     c: &mut Connection,
-    job: &Job,
+    source: &Source,
     run_id: i64,
     owner: &str,
     lease_ms: i64,
@@ -1045,7 +1048,7 @@ pub(crate) fn steal(
         let keep = (remaining / 2).max(steal.margin);
         let Some(cut) = source::nth_row(
             c,
-            &job.source,
+            source,
             &victim,
             victim.cursor,
             usize::try_from(keep + 1).unwrap_or(usize::MAX),
@@ -1189,7 +1192,7 @@ pub(crate) fn record_failure(
              WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed' \
              RETURNING CAST(attempts AS BIGINT) AS v"
         ))
-        .bind(Bind::Text(crate::redact::redact_text(error)))
+        .bind(Bind::Text(crate::model::redact::redact_text(error)))
         .bind(Bind::Int(i64::from(fail)))
         .bind(Bind::Int(partition_id))
         .bind(Bind::Text(owner.into()))
@@ -1342,43 +1345,4 @@ pub(crate) fn dead_letters(c: &mut Connection, run_id: i64) -> Result<Vec<DeadLe
             reason: r.reason,
         })
         .collect())
-}
-
-/// Rows per outbox insert statement (6 binds each).
-const OUTBOX_CHUNK: usize = 200;
-
-/// Writes messages to an outbox table in one transaction, once each:
-/// a message id already there is skipped. Returns `(written, duplicates)`.
-pub(crate) fn write_outbox(
-    c: &mut Connection,
-    table: &crate::Ident,
-    job: &str,
-    batch: &[crate::sink::Message],
-) -> Result<(u64, u64), StoreError> {
-    let now = c.dialect().now_ms();
-    let written = c.write_transaction(|c| {
-        let mut written = 0u64;
-        for chunk in batch.chunks(OUTBOX_CHUNK) {
-            let mut sql = Sql::new(format!(
-                "INSERT INTO {} (message_id, job_name, row_key, version, payload, created_ms) VALUES ",
-                table.quoted()
-            ));
-            for (i, m) in chunk.iter().enumerate() {
-                sql.push(
-                    &format!("{}(?, ?, ?, ?, ?, {now})", if i == 0 { "" } else { ", " }),
-                    [
-                        Bind::Text(m.id.clone()),
-                        Bind::Text(job.to_owned()),
-                        Bind::Int(m.key),
-                        Bind::Int(m.version),
-                        Bind::Bytes(m.payload.clone()),
-                    ],
-                );
-            }
-            sql.push(" ON CONFLICT (message_id) DO NOTHING", []);
-            written += c.execute(&sql)? as u64;
-        }
-        Ok::<_, StoreError>(written)
-    })?;
-    Ok((written, batch.len() as u64 - written))
 }

@@ -13,10 +13,9 @@ use diesel::QueryableByName;
 use super::connection::{Bind, Connection, Dialect, Sql};
 use super::datum::{AnyValue, Cell};
 use super::StoreError;
-use crate::ident::Ident;
-use crate::job::{Condition, FilterValue, OrderKind, Scope, Source, SourceRow};
-use crate::keyset::Cursor;
-use crate::row::Datum;
+use crate::model::Cursor;
+use crate::model::Datum;
+use crate::model::{Condition, FilterValue, OrderKind, Scope, Source, SourceRow};
 use crate::store::PartitionRecord;
 
 #[derive(QueryableByName)]
@@ -690,7 +689,7 @@ pub(crate) fn unreadable_rows(
     sample.push(" LIMIT ?", [Bind::Int(limit.min(i64::MAX as u64) as i64)]);
     let rows = c.load::<UnreadableRaw>(&sample)?;
     let describe =
-        |what: &str, col: &crate::ident::Ident, class: &str, value: &Option<String>| match value {
+        |what: &str, col: &crate::model::Ident, class: &str, value: &Option<String>| match value {
             None => format!("{what} column {col} is NULL"),
             Some(v) => {
                 let shown: String = v.chars().take(60).collect();
@@ -720,60 +719,4 @@ pub(crate) fn unreadable_rows(
         })
         .collect();
     Ok((n, out))
-}
-
-/// The in-process update step: advance `version_column` of the row with the
-/// message's key to the message's version, only if it is lower. Applying a
-/// message twice changes nothing the second time.
-#[derive(Clone, Debug)]
-pub struct UpdateSpec {
-    /// Table to update.
-    pub table: Ident,
-    /// Its unique key column (the message key).
-    pub key_column: Ident,
-    /// The version column to advance.
-    pub version_column: Ident,
-}
-
-/// Keys per `IN (...)` list.
-const UPDATE_CHUNK: usize = 500;
-
-pub(crate) fn apply_updates(
-    c: &mut Connection,
-    spec: &UpdateSpec,
-    updates: &[(i64, i64)],
-) -> Result<(u64, u64), StoreError> {
-    c.write_transaction(|c| apply_updates_in(c, spec, updates))
-}
-
-/// [`apply_updates`] inside the caller's transaction.
-pub(crate) fn apply_updates_in(
-    c: &mut Connection,
-    spec: &UpdateSpec,
-    updates: &[(i64, i64)],
-) -> Result<(u64, u64), StoreError> {
-    let mut by_version: Vec<(i64, i64)> = updates.iter().map(|&(k, v)| (v, k)).collect();
-    by_version.sort_unstable();
-    let mut applied = 0u64;
-    for group in by_version.chunk_by(|a, b| a.0 == b.0) {
-        let version = group[0].0;
-        for chunk in group.chunks(UPDATE_CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let mut sql = Sql::new(format!(
-                "UPDATE {t} SET {v} = ? WHERE {v} < ? AND {k} IN ({marks})",
-                t = spec.table.quoted(),
-                v = spec.version_column.quoted(),
-                k = spec.key_column.quoted(),
-            ))
-            .bind(Bind::Int(version))
-            .bind(Bind::Int(version));
-            sql.push("", chunk.iter().map(|&(_, k)| Bind::Int(k)));
-            if chunk.len() == UPDATE_CHUNK {
-                // Full chunks share one text: kept prepared.
-                sql = sql.prepared();
-            }
-            applied += c.execute(&sql)? as u64;
-        }
-    }
-    Ok((applied, updates.len() as u64 - applied))
 }

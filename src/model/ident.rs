@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::error::ConfigError;
+use crate::model::ConfigError;
 
 /// A validated SQL identifier, optionally schema-qualified (`schema.table`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
