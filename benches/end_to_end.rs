@@ -1,5 +1,5 @@
-//! End to end: the S0 demo (seed, identify, update in-process, verify) on
-//! SQLite and on PostgreSQL, printing rows per second for each.
+//! End to end: `tranche demo` (seed, identify, update in-process, verify)
+//! on SQLite and on PostgreSQL, printing rows per second for each run.
 //!
 //! `cargo bench --bench end_to_end`. Settings from the environment:
 //! `TRANCHE_BENCH_ROWS` (default 1000000), `TRANCHE_BENCH_PG` (admin URL,
@@ -8,12 +8,10 @@
 //! (default 4), `TRANCHE_BENCH_PAGE` (default 1000). A backend that cannot
 //! be reached is reported as skipped.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::process::Command;
 
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
-use tranche::{demo, RuntimeConfig, RuntimeHandle, UpdateSink};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -28,29 +26,39 @@ struct Measured {
     verified: bool,
 }
 
-async fn measure(
-    url: &str,
-    rows: u64,
-    concurrency: usize,
-    page: usize,
-) -> anyhow::Result<Measured> {
-    let mut config = RuntimeConfig::new(url);
-    config.concurrency = concurrency;
-    config.page_size = page;
-    config.store.threads = concurrency.clamp(2, 8);
-    let runtime = RuntimeHandle::start(config).await?;
-    let store = runtime.store().clone();
-    demo::prepare(&store, rows, true).await?;
-    let sink = Arc::new(UpdateSink::new(store.clone(), demo::update_spec()));
-    let started = Instant::now();
-    let report = runtime.run(demo::job(sink, 8, store.dialect())?).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let verified = store.run(demo::verify_updates).await?.verified;
-    runtime.shutdown().await;
+/// Runs `tranche demo` on `url` (seeded afresh, the in-process update
+/// sink) and reads its summary: the run's rows and time, seeding excluded.
+fn measure(url: &str, rows: u64, concurrency: usize, page: usize) -> anyhow::Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let summary = dir.path().join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tranche"))
+        .args([
+            "demo",
+            "--db",
+            url,
+            "--fresh",
+            "--quiet",
+            "--partitions",
+            "8",
+        ])
+        .args(["--rows", &rows.to_string()])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--page-size", &page.to_string()])
+        .arg("--summary-json")
+        .arg(&summary)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "tranche demo failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary)?)?;
     Ok(Measured {
-        processed: report.rows_done,
-        seconds,
-        verified,
+        processed: s["rows_published"].as_i64().unwrap_or(0),
+        seconds: s["elapsed_s"].as_f64().unwrap_or(0.0),
+        verified: s["verified"].as_bool().unwrap_or(false),
     })
 }
 
@@ -74,7 +82,6 @@ fn main() -> anyhow::Result<()> {
     let rows: u64 = env_or("TRANCHE_BENCH_ROWS", 1_000_000);
     let concurrency: usize = env_or("TRANCHE_BENCH_CONCURRENCY", 4);
     let page: usize = env_or("TRANCHE_BENCH_PAGE", 1000);
-    let rt = tokio::runtime::Runtime::new()?;
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     println!(
@@ -88,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     let backends: Vec<(&str, anyhow::Result<String>)> =
         vec![("sqlite", Ok(sqlite)), ("postgres", pg_bench_url())];
     for (name, url) in backends {
-        let result = url.and_then(|url| rt.block_on(measure(&url, rows, concurrency, page)));
+        let result = url.and_then(|url| measure(&url, rows, concurrency, page));
         match result {
             Ok(m) => println!(
                 "{:<12} {:>14} {:>10.2} {:>14.0} {:>9}",

@@ -585,7 +585,7 @@ impl JobFile {
         let source = self.source()?;
         let sink: Arc<dyn Sink> = match &self.sink {
             SinkSection::Jsonl { path } => {
-                let path = crate::demo::instance_path(path, instance_id);
+                let path = JsonLinesSink::instance_path(path, instance_id);
                 Arc::new(JsonLinesSink::lazy(&path))
             }
             #[cfg(feature = "amqp")]

@@ -110,12 +110,9 @@
 #![warn(missing_docs)]
 
 mod backoff;
-#[cfg(feature = "bench")]
-pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod consume;
-pub mod demo;
 mod error;
 mod job;
 mod model;
@@ -125,6 +122,15 @@ mod retry;
 mod runtime;
 pub mod sink;
 pub mod store;
+
+/// What the `tranche` binary's demo and bench use beyond the public API
+/// (raw SQL on a diesel connection of their own, OpenSSL's early start, the
+/// active-run check inside a transaction). Not part of the API: it may
+/// change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::store::{active_run_on, init_openssl, Db};
+}
 
 /// The attribute a [`Sink`] implementation needs (`#[tranche::async_trait]`
 /// on the `impl`), re-exported so that a sink author needs no other crate.

@@ -39,7 +39,7 @@ enum Command {
     /// Measure tranche against the S1 baselines and the machine's limits
     /// on one PostgreSQL table; writes bench.json, bench.md and bench.png.
     #[cfg(feature = "bench")]
-    Bench(cli::bench::BenchArgs),
+    Bench(cli::bench::command::BenchArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
         /// Database URL: postgres://..., a keyword DSN, or sqlite://path (or a
@@ -100,7 +100,7 @@ async fn cli_main() -> anyhow::Result<()> {
         }
         #[cfg(feature = "bench")]
         Command::Bench(args) => {
-            let code = cli::bench::bench_main(args).await?;
+            let code = cli::bench::command::bench_main(args).await?;
             std::process::exit(code);
         }
     }

@@ -264,50 +264,83 @@ fn the_demo_through_kafka_verifies() {
     demo_through(&format!("kafka://{brokers}"), "1", dir.path());
 }
 
-/// Two instances preparing one database at the same moment (each with a
-/// store of its own, as two processes would have): one seeds, the other
-/// waits and then finds the seed complete; the table holds each row once.
-async fn two_instances_prepare_at_once_and_seed_once(url: &str) {
-    use tranche::demo::{self, Prepared};
-    use tranche::store::{Store, StoreOptions};
-    let open = || Store::open(url, &StoreOptions::default()).expect("open store");
-    let (a, b) = (open(), open());
-    let rows = 30_000;
-    let (x, y) = futures::join!(
-        demo::prepare(&a, rows, false),
-        demo::prepare(&b, rows, false)
-    );
-    let mut got = vec![x.expect("first prepares"), y.expect("second prepares")];
-    got.sort_by_key(|p| matches!(p, Prepared::Seeded));
-    assert_eq!(got, vec![Prepared::Reused, Prepared::Seeded]);
-    let (seeded, count) = a
-        .run(|c| {
-            #[derive(diesel::QueryableByName)]
-            struct N {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                n: i64,
-            }
-            let n: Vec<N> = c.load(&tranche::store::Sql::new(format!(
-                "SELECT COUNT(*) AS n FROM {}",
-                demo::SUBSCRIPTIONS
-            )))?;
-            Ok((demo::seeded_rows(c)?, n[0].n))
-        })
-        .await
-        .expect("count");
-    assert_eq!((seeded, count), (Some(rows), rows as i64));
+/// Two demo processes started at the same moment on one fresh database
+/// (as `tranche demo` on two hosts would be): one seeds, the other waits for
+/// its seeding lock and then finds the seed complete; both take part in one
+/// run and verify it, and the table holds each row once.
+fn two_demos_at_once_seed_once(db: &str, count_rows: impl Fn() -> i64) {
+    let rows = "30000";
+    let demo = || {
+        common::tranche_command()
+            .args([
+                "demo",
+                "--db",
+                db,
+                "--rows",
+                rows,
+                "--partitions",
+                "4",
+                "--quiet",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start tranche demo")
+    };
+    let (a, b) = (demo(), demo());
+    let mut seeded = 0;
+    for child in [a, b] {
+        let out = child.wait_with_output().expect("demo ends");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "demo failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("verification: OK"), "{stdout}");
+        if stdout.contains(&format!("seeded {rows} subscriptions")) {
+            seeded += 1;
+        } else {
+            assert!(stdout.contains("reusing the seeded data set"), "{stdout}");
+        }
+    }
+    assert_eq!(seeded, 1, "exactly one process seeds");
+    assert_eq!(count_rows(), 30_000, "each row once");
 }
 
-#[actix::test]
-async fn two_instances_prepare_one_sqlite_database_at_once_and_seed_once() {
-    let (_dir, url) = common::sqlite_database();
-    two_instances_prepare_at_once_and_seed_once(&url).await;
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
 
-#[actix::test]
-async fn two_instances_prepare_one_postgres_database_at_once_and_seed_once() {
+const COUNT_SUBSCRIPTIONS: &str = "SELECT COUNT(*) AS n FROM demo_subscriptions";
+
+#[test]
+fn two_demos_at_once_seed_one_sqlite_database_once() {
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.db");
+    two_demos_at_once_seed_once(path.to_str().unwrap(), || {
+        let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        diesel::sql_query(COUNT_SUBSCRIPTIONS)
+            .get_result::<Count>(&mut c)
+            .unwrap()
+            .n
+    });
+}
+
+#[test]
+fn two_demos_at_once_seed_one_postgres_database_once() {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
     let Some(db) = common::pg_database("demo_prepare") else {
         return;
     };
-    two_instances_prepare_at_once_and_seed_once(&db.url).await;
+    two_demos_at_once_seed_once(&db.url, || {
+        let mut c = PgConnection::establish(&db.url).unwrap();
+        diesel::sql_query(COUNT_SUBSCRIPTIONS)
+            .get_result::<Count>(&mut c)
+            .unwrap()
+            .n
+    });
 }

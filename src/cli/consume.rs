@@ -296,8 +296,8 @@ pub async fn demo_broker(
     fresh: bool,
 ) -> anyhow::Result<(std::sync::Arc<dyn tranche::Sink>, Group)> {
     use tranche::consume::Apply;
-    const NAME: &str = tranche::demo::JOB_NAME;
-    let config = ConsumerConfig::new(NAME, Apply::Versions(tranche::demo::update_spec()));
+    const NAME: &str = crate::cli::demo::data::JOB_NAME;
+    let config = ConsumerConfig::new(NAME, Apply::Versions(crate::cli::demo::data::update_spec()));
     let shown = redact_url(url);
     if url.starts_with("amqp://") || url.starts_with("amqps://") {
         #[cfg(feature = "amqp")]
@@ -379,7 +379,7 @@ pub async fn drain(
     group: Group,
     store: &Store,
     idle: Duration,
-) -> anyhow::Result<(ConsumeProgress, tranche::demo::Verification)> {
+) -> anyhow::Result<(ConsumeProgress, crate::cli::demo::data::Verification)> {
     let (mut last_seen, mut last_change) = (0, Instant::now());
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -391,10 +391,15 @@ pub async fn drain(
             continue;
         }
         let quiet_too_long = last_change.elapsed() >= idle || group.any_ended();
-        if quiet_too_long || store.run(tranche::demo::verify_updates).await?.verified {
+        if quiet_too_long
+            || store
+                .run(crate::cli::demo::data::verify_updates)
+                .await?
+                .verified
+        {
             let total = group.stop().await?;
             // Whatever the last batches applied counts too.
-            let v = store.run(tranche::demo::verify_updates).await?;
+            let v = store.run(crate::cli::demo::data::verify_updates).await?;
             return Ok((total, v));
         }
     }

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cli::demo::data::Verification;
 use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use tranche::demo::Verification;
 use tranche::{PartitionProgress, RunReport, RuntimeHandle};
 
 /// A request to stop: Ctrl-C (SIGINT) or SIGTERM, which every

@@ -42,6 +42,12 @@ impl JsonLinesSink {
         }
     }
 
+    /// `pattern` with `{instance}` replaced by `instance_id`, so that
+    /// several processes sharing a run each write a file of their own.
+    pub fn instance_path(pattern: &Path, instance_id: &str) -> PathBuf {
+        PathBuf::from(pattern.to_string_lossy().replace("{instance}", instance_id))
+    }
+
     /// The file written to.
     pub fn path(&self) -> &Path {
         &self.path

@@ -63,6 +63,19 @@ impl std::fmt::Debug for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The brokers as librdkafka's `bootstrap.servers` takes them (a
+    /// `kafka://` prefix dropped).
+    pub fn bootstrap_servers(&self) -> &str {
+        bootstrap(&self.brokers)
+    }
+
+    /// The producer settings [`KafkaSink`] uses (idempotence, `acks=all`,
+    /// the delivery timeout, a 5 ms linger, then `properties`), for a
+    /// client of the host's own measured or run beside the sink.
+    pub fn producer_config(&self) -> ClientConfig {
+        producer_config(self)
+    }
+
     /// Produces to `topic` through the brokers `brokers`, with the defaults
     /// above.
     pub fn new(brokers: &str, topic: &str) -> Self {

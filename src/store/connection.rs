@@ -445,7 +445,7 @@ impl CustomizeConnection<Pooled<PgConnection>, diesel::r2d2::Error> for PgSessio
 /// crash a process as it exits (seen as SIGSEGV in OpenSSL's
 /// `init_thread_deregister`). No effect when the host initialised it
 /// already.
-pub(crate) fn init_openssl() {
+pub fn init_openssl() {
     openssl_sys::init();
 }
 

@@ -26,15 +26,14 @@ use std::time::Duration;
 
 use actix::{Addr, SyncArbiter};
 
-#[cfg(feature = "bench")]
-pub(crate) use connection::init_openssl;
+pub use connection::init_openssl;
 pub(crate) use connection::Pool;
 pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::{migrate, run_migrations};
-pub(crate) use queries::active_run as active_run_of;
+pub use queries::active_run as active_run_on;
 pub use queries::{
     Checkpoint, CheckpointAck, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord,
     RunState, Steal,

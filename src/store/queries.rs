@@ -441,7 +441,8 @@ pub(crate) fn release_job_lease(
     Ok(())
 }
 
-pub(crate) fn active_run(c: &mut Connection, job: &str) -> Result<Option<RunRecord>, StoreError> {
+/// The job's active run (planning or running), if any, read on `c`.
+pub fn active_run(c: &mut Connection, job: &str) -> Result<Option<RunRecord>, StoreError> {
     let rows: Vec<RunRow> = c.load(
         &Sql::new(format!(
             "SELECT {RUN_COLUMNS} FROM tranche_runs \

@@ -97,11 +97,14 @@ pub fn sqlite_database() -> (tempfile::TempDir, String) {
 
 /// Runs the `tranche` binary to completion with `args`.
 pub fn run_tranche(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run tranche")
+    tranche_command().args(args).output().expect("run tranche")
+}
+
+/// The `tranche` binary as a command, logging warnings only.
+pub fn tranche_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"));
+    command.env("RUST_LOG", "warn");
+    command
 }
 
 /// Polls `cond` every 20 ms until it holds, panicking after `timeout_s`.

@@ -8,7 +8,8 @@ use diesel::pg::CopyFormat;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, QueryableByName};
 
-use crate::store::{Bind, Db, Sql};
+use tranche::internals::Db;
+use tranche::store::{Bind, Sql};
 
 use super::data::tranche_bench_rows;
 use super::BenchError;
@@ -245,10 +246,10 @@ pub(crate) async fn raw_kafka(
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-    let producer: FutureProducer =
-        crate::sink::kafka::producer_config(&crate::sink::KafkaConfig::new(brokers, topic))
-            .create()
-            .map_err(|e| BenchError::step("creating a Kafka producer", e))?;
+    let producer: FutureProducer = tranche::sink::KafkaConfig::new(brokers, topic)
+        .producer_config()
+        .create()
+        .map_err(|e| BenchError::step("creating a Kafka producer", e))?;
     // Connected before the clock starts, as tranche's sink is.
     tokio::task::block_in_place(|| {
         rdkafka::producer::Producer::client(&producer)

@@ -10,8 +10,8 @@ use diesel::{Connection, PgConnection};
 
 use super::limits::page;
 use super::BenchError;
-use crate::model::Message;
-use crate::sink::Sink;
+use tranche::sink::Sink;
+use tranche::Message;
 
 /// What a legacy measurement got through before it ended or ran out of
 /// time.

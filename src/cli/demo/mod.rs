@@ -1,15 +1,17 @@
 //! `tranche demo`: the S0 subscription migration end to end, seeded,
 //! run with live progress, summarised and verified.
 
+pub(crate) mod data;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use data::Verification;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use tranche::demo::{self, Verification};
 use tranche::{
     redact_url, JsonLinesSink, OutboxSink, RuntimeConfig, RuntimeHandle, Sink, Store, StoreOptions,
     UpdateSink,
@@ -175,17 +177,17 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             consumers = Some(group);
             sink
         }
-        DemoSink::Update => Arc::new(UpdateSink::new(store.clone(), demo::update_spec())),
-        DemoSink::Outbox => Arc::new(OutboxSink::new(store.clone(), demo::JOB_NAME)),
+        DemoSink::Update => Arc::new(UpdateSink::new(store.clone(), data::update_spec())),
+        DemoSink::Outbox => Arc::new(OutboxSink::new(store.clone(), data::JOB_NAME)),
         DemoSink::Jsonl(pattern) => {
-            let path = demo::instance_path(pattern, runtime.instance_id());
+            let path = JsonLinesSink::instance_path(pattern, runtime.instance_id());
             Arc::new(
                 JsonLinesSink::open(&path)
                     .with_context(|| format!("opening {}", path.display()))?,
             )
         }
     };
-    let mut job = demo::job(sink, args.partitions, store.dialect())?;
+    let mut job = data::job(sink, args.partitions, store.dialect())?;
     if let Some(key) = &args.instance.run_key {
         job = job.with_run_key(key.clone())?;
     }
@@ -210,13 +212,13 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
                 consumed = Some(total);
                 v
             }
-            DemoSink::Update => store.run(demo::verify_updates).await?,
-            DemoSink::Outbox => store.run(demo::verify_outbox).await?,
+            DemoSink::Update => store.run(data::verify_updates).await?,
+            DemoSink::Outbox => store.run(data::verify_outbox).await?,
             DemoSink::Jsonl(pattern) => {
                 // Every instance's file: the verification covers the run.
-                let eligible = store.run(demo::eligible).await?;
-                let files = demo::instance_files(pattern)?;
-                demo::verify_jsonl_files(&eligible, &files)?
+                let eligible = store.run(data::eligible).await?;
+                let files = data::instance_files(pattern)?;
+                data::verify_jsonl_files(&eligible, &files)?
             }
         })
     };
@@ -295,14 +297,14 @@ pub(crate) async fn prepare_data(
     );
     let seeding_bar = bar.clone();
     let prepared = store
-        .run(move |c| demo::prepare_with(c, rows, fresh, &mut |n| seeding_bar.set_position(n)))
+        .run(move |c| data::prepare_with(c, rows, fresh, &mut |n| seeding_bar.set_position(n)))
         .await?;
     bar.finish_and_clear();
     multi.remove(&bar);
     match prepared {
-        demo::Prepared::Reused => println!("  reusing the seeded data set of {rows} subscriptions"),
-        demo::Prepared::Seeded => println!("  seeded {rows} subscriptions over 8 products"),
-        demo::Prepared::UnfinishedRun { rows: n } => bail!(
+        data::Prepared::Reused => println!("  reusing the seeded data set of {rows} subscriptions"),
+        data::Prepared::Seeded => println!("  seeded {rows} subscriptions over 8 products"),
+        data::Prepared::UnfinishedRun { rows: n } => bail!(
             "the database holds an unfinished run over {n} subscriptions; \
              rerun with --rows {n} to continue it, or --fresh to start over"
         ),

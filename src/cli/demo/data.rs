@@ -23,13 +23,13 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use serde::Serialize;
 
-use crate::job::Job;
-use crate::model::{Condition, FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
-use crate::sink::Sink;
-use crate::sink::UpdateSpec;
-use crate::store::Scopes;
-use crate::store::{Bind, Connection, Dialect, Sql, Store, StoreError};
-use crate::Ident;
+use tranche::sink::Sink;
+use tranche::sink::UpdateSpec;
+use tranche::store::Scopes;
+use tranche::store::{Bind, Connection, Dialect, Sql, StoreError};
+use tranche::Ident;
+use tranche::Job;
+use tranche::{Condition, FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
 
 /// The demo job's name.
 pub const JOB_NAME: &str = "demo-s0";
@@ -285,7 +285,7 @@ pub fn changed_products(c: &mut Connection) -> Result<Vec<Scope>, StoreError> {
         .collect()
 }
 
-fn config_bug(e: crate::ConfigError) -> StoreError {
+fn config_bug(e: tranche::ConfigError) -> StoreError {
     StoreError::Corrupt {
         what: "demo scope",
         reason: e.to_string(),
@@ -308,7 +308,7 @@ pub fn job(
     sink: Arc<dyn Sink>,
     partitions: u32,
     dialect: Dialect,
-) -> Result<Job, crate::ConfigError> {
+) -> Result<Job, tranche::ConfigError> {
     let source = Source::new(SUBSCRIPTIONS, "id", "created_at")?;
     let source = match dialect {
         Dialect::Postgres => source.order_by_timestamp(),
@@ -321,7 +321,7 @@ pub fn job(
         .processor(|row: &SourceRow, scope: &Scope| {
             let version = scope
                 .param_i64("version")
-                .ok_or_else(|| crate::Poison("scope has no version".into()))?;
+                .ok_or_else(|| tranche::Poison("scope has no version".into()))?;
             let product = scope.param_i64("product_id").unwrap_or_default();
             let payload = serde_json::json!({
                 "subscription_id": row.key,
@@ -340,7 +340,7 @@ pub fn job(
         .build()
 }
 
-/// The verdict of [`verify_updates`] or [`verify_jsonl`].
+/// The verdict of [`verify_updates`], [`verify_outbox`] or [`verify_jsonl_files`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Verification {
     /// Subscriptions that had to change.
@@ -462,18 +462,10 @@ pub fn verify_outbox(c: &mut Connection) -> Result<Verification, StoreError> {
     })
 }
 
-/// Checks a JSON-lines file written by the file sink against the eligible
-/// set: every eligible subscription present with its new version, nothing
-/// else, and how many lines were replays.
-pub fn verify_jsonl(
-    eligible: &HashMap<i64, i64>,
-    path: &Path,
-) -> Result<Verification, std::io::Error> {
-    verify_jsonl_files(eligible, &[path.to_path_buf()])
-}
-
-/// [`verify_jsonl`] over the files of several instances that shared a run
-/// (see [`instance_files`]). A last line without its newline, torn by a
+/// Checks the JSON-lines files written by the file sink (one per instance
+/// that shared the run, see [`instance_files`]) against the eligible set:
+/// every eligible subscription present with its new version, nothing else,
+/// and how many lines were replays. A last line without its newline, torn by a
 /// process killed while writing it, is not counted; any other line that is
 /// not a message is an error naming the file and line.
 pub fn verify_jsonl_files(
@@ -517,7 +509,7 @@ pub fn verify_jsonl_files(
     })
 }
 
-/// What [`prepare`] found or did.
+/// What [`prepare_with`] found or did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prepared {
     /// A complete seed of the requested size was already there.
@@ -581,7 +573,7 @@ fn prepare_locked(
     create_schema(c)?;
     match seeded_rows(c)? {
         Some(n) if n == rows => return Ok(Prepared::Reused),
-        Some(n) if crate::store::active_run_of(c, JOB_NAME)?.is_some() => {
+        Some(n) if tranche::internals::active_run_on(c, JOB_NAME)?.is_some() => {
             return Ok(Prepared::UnfinishedRun { rows: n })
         }
         _ => {}
@@ -593,19 +585,6 @@ fn prepare_locked(
         seed(c, rows, on_progress)?;
     }
     Ok(Prepared::Seeded)
-}
-
-/// [`prepare_with`] on `store`, without progress.
-pub async fn prepare(store: &Store, rows: u64, fresh: bool) -> Result<Prepared, StoreError> {
-    store
-        .run(move |c| prepare_with(c, rows, fresh, &mut |_| {}))
-        .await
-}
-
-/// Expands `{instance}` in a path with this instance's id, so that several
-/// processes sharing a run each write a file of their own.
-pub fn instance_path(path: &Path, instance_id: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(path.to_string_lossy().replace("{instance}", instance_id))
 }
 
 /// The files a `{instance}` path pattern names: every file of its directory

@@ -28,6 +28,7 @@
 //! Markdown and a PNG chart.
 
 mod chart;
+pub(crate) mod command;
 mod data;
 #[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
 mod delay;
@@ -39,13 +40,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use report::{BenchReport, Kind, Measurement, MemoryMeasurement, Ratio, Target};
+pub use report::{BenchReport, Kind, Measurement, MemoryMeasurement, Target};
 
-use crate::runtime::{RuntimeConfig, RuntimeHandle};
-use crate::sink::UpdateSpec;
-use crate::sink::{NullSink, Sink, UpdateSink};
-use crate::store::RunState;
-use crate::Ident;
+use tranche::sink::UpdateSpec;
+use tranche::sink::{NullSink, Sink, UpdateSink};
+use tranche::store::RunState;
+use tranche::Ident;
+use tranche::{RuntimeConfig, RuntimeHandle};
 
 /// Why a bench run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -68,29 +69,29 @@ impl BenchError {
     pub(crate) fn step(what: &str, e: impl std::fmt::Display) -> Self {
         Self::Step {
             what: what.to_owned(),
-            reason: crate::redact_text(&e.to_string()),
+            reason: tranche::redact_text(&e.to_string()),
         }
     }
 
     pub(crate) fn connect(url: &str, e: impl std::fmt::Display) -> Self {
-        Self::step(&format!("connecting to {}", crate::redact_url(url)), e)
+        Self::step(&format!("connecting to {}", tranche::redact_url(url)), e)
     }
 }
 
-impl From<crate::ConfigError> for BenchError {
-    fn from(e: crate::ConfigError) -> Self {
+impl From<tranche::ConfigError> for BenchError {
+    fn from(e: tranche::ConfigError) -> Self {
         Self::Config(e.to_string())
     }
 }
 
-impl From<crate::StoreError> for BenchError {
-    fn from(e: crate::StoreError) -> Self {
+impl From<tranche::StoreError> for BenchError {
+    fn from(e: tranche::StoreError) -> Self {
         Self::step("the store", e)
     }
 }
 
-impl From<crate::Error> for BenchError {
-    fn from(e: crate::Error) -> Self {
+impl From<tranche::Error> for BenchError {
+    fn from(e: tranche::Error) -> Self {
         Self::step("tranche", e)
     }
 }
@@ -286,7 +287,7 @@ impl Bench<'_> {
     }
 
     fn skip(&mut self, what: &str, why: impl std::fmt::Display) {
-        let why = crate::redact_text(&why.to_string());
+        let why = tranche::redact_text(&why.to_string());
         println!("    skipped {what}: {why}");
         self.report.skipped.push((what.to_owned(), why));
     }
@@ -440,7 +441,7 @@ pub async fn run(
 ) -> Result<BenchReport, BenchError> {
     config.validate()?;
     // The bench connects to PostgreSQL directly, not only through stores.
-    crate::store::init_openssl();
+    tranche::internals::init_openssl();
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| BenchError::step(&format!("creating {}", config.out_dir.display()), e))?;
     let stamp = std::time::SystemTime::now()
@@ -811,7 +812,7 @@ where
 
 #[cfg(feature = "amqp")]
 async fn amqp_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
-    use crate::sink::{AmqpConfig, AmqpSink};
+    use tranche::sink::{AmqpConfig, AmqpSink};
     let c = b.config;
     let name = c.database.clone();
     let mut config = AmqpConfig::new(&route.url, &name, &name);
@@ -856,7 +857,7 @@ async fn purge_amqp(url: &str, queue: &str) -> Result<(), BenchError> {
 
 #[cfg(feature = "nats")]
 async fn nats_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
-    use crate::sink::{NatsConfig, NatsSink};
+    use tranche::sink::{NatsConfig, NatsSink};
     let c = b.config;
     let stream = c.database.to_ascii_uppercase();
     let subject = format!("{}.rows", c.database);
@@ -915,10 +916,12 @@ async fn purge_nats(url: &str, stream: &str) -> Result<(), BenchError> {
 /// client's wait up to the sink's 5 ms to fill a batch.
 #[cfg(feature = "kafka")]
 async fn kafka_rows(b: &mut Bench<'_>, route: &Route) -> Result<(), BenchError> {
-    use crate::sink::{KafkaConfig, KafkaSink};
+    use tranche::sink::{KafkaConfig, KafkaSink};
     let c = b.config;
     let brokers = route.url.clone();
-    let first = crate::sink::kafka::bootstrap(&brokers)
+    let first = brokers
+        .strip_prefix("kafka://")
+        .unwrap_or(&brokers)
         .split(',')
         .next()
         .unwrap_or_default()
@@ -965,7 +968,10 @@ async fn delete_kafka_topic(brokers: &str, topic: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
     let admin: Result<AdminClient<DefaultClientContext>, _> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", crate::sink::kafka::bootstrap(brokers))
+        .set(
+            "bootstrap.servers",
+            brokers.strip_prefix("kafka://").unwrap_or(brokers),
+        )
         .create();
     if let Ok(admin) = admin {
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -1066,14 +1072,14 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
             c.concurrency, c.partitions, c.page_size
         ),
     );
-    s.insert("RabbitMQ".into(), format!("{}: persistent messages (delivery mode 2), mandatory, publisher confirms, durable queue, window {}", c.amqp_url.as_deref().map_or("not measured".into(), crate::redact_url), c.window));
+    s.insert("RabbitMQ".into(), format!("{}: persistent messages (delivery mode 2), mandatory, publisher confirms, durable queue, window {}", c.amqp_url.as_deref().map_or("not measured".into(), tranche::redact_url), c.window));
     s.insert(
         "JetStream".into(),
         format!(
             "{}: file storage, Nats-Msg-Id per message, acknowledgements awaited, window {}",
             c.nats_url
                 .as_deref()
-                .map_or("not measured".into(), crate::redact_url),
+                .map_or("not measured".into(), tranche::redact_url),
             c.window
         ),
     );

@@ -7,10 +7,10 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use super::BenchError;
-use crate::job::Job;
-use crate::model::{FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
-use crate::sink::Sink;
-use crate::store::Store;
+use tranche::sink::Sink;
+use tranche::store::Store;
+use tranche::Job;
+use tranche::{FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
 
 /// The table every measurement reads.
 pub(crate) const TABLE: &str = "tranche_bench_rows";

@@ -1,10 +1,10 @@
-//! `tranche bench`: the end-to-end bench of [`tranche::bench`], from the
+//! `tranche bench`: the end-to-end bench of [`super`], from the
 //! command line, writing its table as JSON, Markdown and a PNG chart.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tranche::bench::{self, BenchConfig, PrintProgress};
+use crate::cli::bench::{self, BenchConfig, PrintProgress};
 
 #[derive(clap::Parser)]
 pub struct BenchArgs {
