@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
             ),
             Err(e) => println!(
                 "{name:<12} skipped: {}",
-                tranche::redact_url(&e.to_string())
+                tranche::redact::redact_url(&e.to_string())
             ),
         }
     }

@@ -15,10 +15,10 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tranche::sink::{MemorySink, NullSink};
 use tranche::store::{Bind, Sql};
 use tranche::{
-    Job, MemorySink, Message, NullSink, RuntimeConfig, RuntimeHandle, Scope, Sink, Source,
-    SourceRow, Strategy,
+    Job, Message, RuntimeConfig, RuntimeHandle, Scope, Sink, Source, SourceRow, Strategy,
 };
 
 const ROWS: i64 = 100_000;

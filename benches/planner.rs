@@ -1,8 +1,8 @@
 //! The pure planner: allocation over scopes and quantile cuts.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use tranche::job::Cursor;
 use tranche::plan::{allocate, cut_positions, range_partitions};
-use tranche::Cursor;
 
 fn planner(c: &mut Criterion) {
     let mut group = c.benchmark_group("planner");

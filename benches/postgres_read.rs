@@ -37,9 +37,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
+use tranche::job::{Datum, FilterValue, Op};
+use tranche::sink::NullSink;
 use tranche::{
-    Datum, FilterValue, Job, Message, NullSink, Op, Poison, RuntimeConfig, RuntimeHandle, Scope,
-    Sink, Source, SourceRow, Strategy,
+    Job, Message, Poison, RuntimeConfig, RuntimeHandle, Scope, Sink, Source, SourceRow, Strategy,
 };
 
 const ROWS: i64 = 1_000_000;

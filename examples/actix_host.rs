@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tranche::sink::MemorySink;
 use tranche::store::{Bind, Sql};
-use tranche::{
-    Job, MemorySink, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy,
-};
+use tranche::{Job, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy};
 
 #[actix::main]
 async fn main() -> anyhow::Result<()> {

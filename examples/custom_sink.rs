@@ -38,10 +38,7 @@ impl Sink for AuditSink {
             file.sync_data().map_err(fatal)?;
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
-        Ok(Delivery {
-            confirmed: batch.len() as u64,
-            duplicates: 0,
-        })
+        Ok(Delivery::confirmed(batch.len()))
     }
 }
 

@@ -7,10 +7,9 @@
 
 use std::sync::Arc;
 
+use tranche::sink::JsonLinesSink;
 use tranche::store::{Bind, Sql};
-use tranche::{
-    Job, JsonLinesSink, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy,
-};
+use tranche::{Job, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,8 +52,8 @@ async fn main() -> anyhow::Result<()> {
                 .column("status")?
                 .filter(
                     "status",
-                    tranche::Op::Eq,
-                    tranche::FilterValue::Text("paid".into()),
+                    tranche::job::Op::Eq,
+                    tranche::job::FilterValue::Text("paid".into()),
                 )?,
         )
         .strategy(Strategy::Range { partitions: 4 })

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Exponential backoff: `base * 2^(attempt-1)`, never more than `max`.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Backoff {
     /// Delay before the first retry.
     pub base: Duration,

@@ -26,6 +26,7 @@ use crate::model::{FilterValue, Op, OrderKind, Scope, Source};
 
 /// How a column's values are read and compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ColumnKind {
     /// An integer type (PostgreSQL `smallint`, `integer`, `bigint`;
     /// SQLite's INTEGER affinity).
@@ -92,7 +93,7 @@ const PG_TYPED: &[&str] = &[
 ];
 
 impl ColumnInfo {
-    /// Whether the column's values are read typed (see [`crate::Datum`]):
+    /// Whether the column's values are read typed (see [`crate::model::Datum`]):
     /// SQLite's always are, by storage class; PostgreSQL's when the type
     /// is one tranche reads, others arriving as their text.
     pub fn read_typed(&self, sqlite: bool) -> bool {
@@ -104,6 +105,7 @@ impl ColumnInfo {
 
 /// One column of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ColumnInfo {
     /// Its name.
     pub name: String,
@@ -118,6 +120,7 @@ pub struct ColumnInfo {
 
 /// One ordered (btree) index of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IndexInfo {
     /// Its key columns, in order; an expression is `None`.
     pub columns: Vec<Option<String>>,
@@ -129,6 +132,7 @@ pub struct IndexInfo {
 
 /// A table as the catalog describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableInfo {
     /// Its columns, in table order.
     pub columns: Vec<ColumnInfo>,

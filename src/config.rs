@@ -73,9 +73,10 @@ pub(crate) fn toml_error(what: &str, text: &str, e: &toml::de::Error) -> ConfigE
 /// A job and its runtime settings, as written in a job file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct JobFile {
     /// Database URL (`TRANCHE_DATABASE_URL`, `--db`), shown masked.
-    pub database_url: crate::SecretUrl,
+    pub database_url: crate::model::redact::SecretUrl,
     /// The job's identity.
     pub job: JobSection,
     /// The table to read.
@@ -94,6 +95,7 @@ pub struct JobFile {
 /// `[schedule]`: exactly one of `every`, `cron` and `at`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ScheduleSection {
     /// A fixed interval such as `"15m"`, `"2h"` or `"1d"`, ticking on
     /// multiples of itself since the UNIX epoch.
@@ -129,6 +131,7 @@ impl ScheduleSection {
 /// `[job]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct JobSection {
     /// Job name.
     pub name: String,
@@ -147,6 +150,7 @@ fn one() -> i64 {
 /// `[source]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SourceSection {
     /// Table (or `schema.table`).
     pub table: String,
@@ -167,7 +171,7 @@ pub struct SourceSection {
     #[serde(default)]
     pub allow_sequential_scan: bool,
     /// Extra columns sent in the payload, each as its database type (see
-    /// [`crate::Datum`] for each type's JSON form).
+    /// [`crate::model::Datum`] for each type's JSON form).
     #[serde(default)]
     pub columns: Vec<String>,
     /// Send every extra column as its text form (default false).
@@ -181,6 +185,7 @@ pub struct SourceSection {
 /// One `column op value` filter.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FilterEntry {
     /// Column.
     pub column: String,
@@ -193,6 +198,7 @@ pub struct FilterEntry {
 /// `[runtime]`: overrides of [`RuntimeConfig`]'s defaults.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RuntimeSection {
     /// Partitions worked at once (`TRANCHE_CONCURRENCY`, `--concurrency`).
     pub concurrency: Option<usize>,
@@ -223,6 +229,7 @@ pub struct RuntimeSection {
 /// `[sink]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum SinkSection {
     /// Append JSON lines to a file.
     Jsonl {
@@ -231,10 +238,9 @@ pub enum SinkSection {
     },
     /// Publish each message to RabbitMQ (cargo feature `amqp`), persistent
     /// and confirmed; see [`AmqpSink`](crate::sink::AmqpSink).
-    #[cfg(feature = "amqp")]
     Amqp {
         /// `amqp://user:pass@host:5672/vhost`, shown masked.
-        url: crate::SecretUrl,
+        url: crate::model::redact::SecretUrl,
         /// Exchange (a durable direct exchange when declared).
         exchange: String,
         /// Routing key of every message.
@@ -248,10 +254,9 @@ pub enum SinkSection {
     },
     /// Publish each message to a NATS JetStream subject (cargo feature
     /// `nats`); see [`NatsSink`](crate::sink::NatsSink).
-    #[cfg(feature = "nats")]
     Nats {
         /// `nats://host:4222`, shown masked.
-        url: crate::SecretUrl,
+        url: crate::model::redact::SecretUrl,
         /// Stream storing the subject (created when missing unless
         /// `declare = false`).
         stream: String,
@@ -264,7 +269,6 @@ pub enum SinkSection {
     },
     /// Produce each message to a Kafka topic (cargo feature `kafka`) with
     /// an idempotent producer; see [`KafkaSink`](crate::sink::KafkaSink).
-    #[cfg(feature = "kafka")]
     Kafka {
         /// `host:port[,host:port...]`.
         brokers: String,
@@ -307,11 +311,23 @@ pub enum SinkSection {
     },
 }
 
+impl SinkSection {
+    /// The cargo feature the chosen broker needs, when this build lacks it.
+    pub fn feature_off(&self) -> Option<&'static str> {
+        match self {
+            SinkSection::Amqp { .. } if !cfg!(feature = "amqp") => Some("amqp"),
+            SinkSection::Nats { .. } if !cfg!(feature = "nats") => Some("nats"),
+            SinkSection::Kafka { .. } if !cfg!(feature = "kafka") => Some("kafka"),
+            _ => None,
+        }
+    }
+}
+
 /// Command-line overrides, applied after the environment.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// `--db`, shown masked.
-    pub database_url: Option<crate::SecretUrl>,
+    pub database_url: Option<crate::model::redact::SecretUrl>,
     /// `--concurrency`.
     pub concurrency: Option<usize>,
     /// `--page-size`.
@@ -546,6 +562,9 @@ impl JobFile {
         self.strategy.validate()?;
         self.runtime_config()?;
         self.source()?;
+        if let Some(feature) = self.sink.feature_off() {
+            return Err(ConfigError::feature_off("sink.kind", feature));
+        }
         if let SinkSection::Update {
             table,
             key_column,
@@ -595,6 +614,14 @@ impl JobFile {
             #[cfg(feature = "kafka")]
             SinkSection::Kafka { .. } => {
                 Arc::new(crate::sink::KafkaSink::new(self.kafka_config()?)?)
+            }
+            #[cfg(not(feature = "amqp"))]
+            SinkSection::Amqp { .. } => return Err(ConfigError::feature_off("sink.kind", "amqp")),
+            #[cfg(not(feature = "nats"))]
+            SinkSection::Nats { .. } => return Err(ConfigError::feature_off("sink.kind", "nats")),
+            #[cfg(not(feature = "kafka"))]
+            SinkSection::Kafka { .. } => {
+                return Err(ConfigError::feature_off("sink.kind", "kafka"))
             }
             SinkSection::Null { delay_ms } => Arc::new(crate::sink::NullSink::with_delay(
                 Duration::from_millis(delay_ms.unwrap_or(0)),
@@ -664,7 +691,7 @@ impl PayloadColumns {
 
 /// A configured job's message payload,
 /// `{"columns": {name: value, ...}, "key": k, "order": o}`, each value in
-/// its [`Datum`](crate::Datum) form,
+/// its [`Datum`](crate::model::Datum) form,
 /// written straight from the row without building a JSON value first.
 struct RowPayload<'a> {
     row: &'a SourceRow,

@@ -10,8 +10,12 @@ use crate::model::ConfigError;
 use crate::sink::SinkError;
 use crate::store::StoreError;
 
+/// A result whose error is tranche's [`Error`] unless another is named.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Anything a run or the runtime can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Invalid configuration.
     #[error(transparent)]
@@ -36,6 +40,9 @@ pub enum Error {
         /// Why the processor rejected it.
         reason: String,
     },
+    /// The runtime's thread could not be started.
+    #[error("cannot start the tranche runtime's thread")]
+    Start(#[source] std::io::Error),
     /// The runtime was shut down before the request completed.
     #[error("the tranche runtime is shut down")]
     Shutdown,
@@ -47,7 +54,10 @@ impl Error {
         match self {
             Error::Store(e) => e.is_retryable(),
             Error::Sink(e) => e.is_retryable(),
-            Error::Config(_) | Error::SkipLimitExceeded { .. } | Error::Shutdown => false,
+            Error::Config(_)
+            | Error::SkipLimitExceeded { .. }
+            | Error::Start(_)
+            | Error::Shutdown => false,
         }
     }
 }

@@ -1,12 +1,18 @@
 //! What a job is: a source to read, a processor that turns rows into
-//! messages, a sink that delivers them, and a partitioning strategy.
+//! messages, a sink that delivers them, and a partitioning strategy; with
+//! the parts a source is made of and the rows it reads.
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::model::{ConfigError, Message, Poison, Scope, Source, SourceRow, Strategy};
+pub use crate::model::{
+    Condition, Cursor, Datum, FilterValue, Ident, KeyRange, Op, OrderKind, Poison, Scope, Source,
+    SourceRow, Strategy, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
+    TIMESTAMP_NEG_INFINITY,
+};
+use crate::model::{ConfigError, Message};
 use crate::sink::Sink;
-use crate::store::Scopes;
+pub use crate::store::{IdentifyScopes, Scopes};
 
 /// Turns a row into a message, skips it (`Ok(None)`) or rejects it as poison.
 pub trait Processor: Send + Sync + 'static {
@@ -101,7 +107,7 @@ impl Job {
 }
 
 /// Checks a run key: 1 to 200 printable characters.
-pub fn validate_run_key(key: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_run_key(key: &str) -> Result<(), ConfigError> {
     if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
         return Err(ConfigError::new(
             "job.run_key",
@@ -112,7 +118,7 @@ pub fn validate_run_key(key: &str) -> Result<(), ConfigError> {
 }
 
 /// Checks a job name: 1 to 128 letters, digits, `_`, `-` or `.`.
-pub fn validate_job_name(name: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_job_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name

@@ -10,32 +10,45 @@
 //!
 //! ```text
 //!  RuntimeHandle (Send + Clone, usable from any tokio or actix host)  runtime
-//!    └─ RunSupervisor   plans a run, claims partitions, restarts or    runtime::supervisor
-//!         │             fails workers, gathers the report
+//!    ├─ Scheduler      recurring and one-time runs, keyed by tick      runtime::scheduler
+//!    └─ RunSupervisor  plans a run, claims partitions, restarts or     runtime::supervisor
+//!         │            fails workers, gathers the report
 //!         ├─ PartitionWorker × k   page → publish → confirm → checkpoint   runtime::worker
-//!         │        │ send().await into a bounded mailbox
-//!         │        ▼
+//!         │        │ send().await into a bounded mailbox; reports back
+//!         │        ▼ through a Recipient
 //!         ├─ Publisher     per-key lanes → Sink                         runtime::publisher, sink
 //!         └─ LeaseKeeper   renews leases; lost leases stop workers      runtime::lease_keeper
-//!  Store → DbExecutor (SyncArbiter) — the only place diesel runs        store
+//!  Store → DbExecutor (SyncArbiter): every query of a run, on pooled     store
+//!          connections (migrations take one of their own)
 //!  Consumer: broker → batch → one transaction → ack (the update phase   consume
 //!            on the consuming side; RabbitMQ, JetStream, Kafka)
-//!  plan, keyset, backoff, catalog checks — pure logic, no I/O
+//!  job file → runtime settings, source, sink                            config
+//!  sources, rows, cursors, messages, identifiers, redaction: the shared  (model; re-exported
+//!            vocabulary, importing nothing else of the crate             by job, sink, redact)
+//!  plan, keyset, backoff, retry classification, catalog checks: pure logic
 //! ```
 //!
+//! The crate root holds what a host uses to run a job; the modules hold
+//! the rest: [`job`] (sources, conditions, scopes, typed rows), [`sink`]
+//! (the shipped sinks and their settings), [`runtime`] (progress,
+//! schedules, leases, backoff), [`store`] (the store a host may query, its
+//! records and errors), [`consume`] (the consuming side), [`config`] (the
+//! job file) and [`redact`].
+
 //! ## Quick start
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use tranche::{Job, Message, MemorySink, RuntimeConfig, RuntimeHandle, Source, Strategy};
+//! use tranche::sink::MemorySink;
+//! use tranche::{Job, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy};
 //!
-//! # async fn example() -> Result<(), tranche::Error> {
+//! # async fn example() -> tranche::Result<()> {
 //! let runtime = RuntimeHandle::start(RuntimeConfig::new("sqlite://app.db")).await?;
 //! let sink = MemorySink::new();
 //! let job = Job::builder("resend-orders")
 //!     .source(Source::new("orders", "id", "created_at")?)
 //!     .strategy(Strategy::Range { partitions: 8 })
-//!     .processor(|row: &tranche::SourceRow, _: &tranche::Scope| {
+//!     .processor(|row: &SourceRow, _: &Scope| {
 //!         Ok(Some(Message::new("resend-orders", row.key, 1, row.key.to_string().into_bytes())))
 //!     })
 //!     .sink(Arc::new(sink.clone()))
@@ -50,7 +63,7 @@
 //!
 //! * A **job** names the work: a [`Source`] (the table, its unique integer
 //!   key, the order its rows are walked in, extra columns, filters), a
-//!   [`Processor`] turning each [`SourceRow`] into a [`Message`], and a
+//!   [`Processor`](job::Processor) turning each [`SourceRow`] into a [`Message`], and a
 //!   [`Sink`] the messages go to.
 //! * A **run** is one pass of a job over its rows. It is planned once:
 //!   **identification** counts the rows, fixes the **high-water mark** (the
@@ -114,14 +127,16 @@ pub mod catalog;
 pub mod config;
 pub mod consume;
 mod error;
-mod job;
+mod error_text;
+pub mod job;
 mod model;
-mod panic;
 pub mod plan;
 mod retry;
-mod runtime;
+pub mod runtime;
 pub mod sink;
 pub mod store;
+
+pub use model::redact;
 
 /// What the `tranche` binary's demo and bench use beyond the public API
 /// (raw SQL on a diesel connection of their own, OpenSSL's early start, the
@@ -135,31 +150,9 @@ pub mod internals {
 /// The attribute a [`Sink`] implementation needs (`#[tranche::async_trait]`
 /// on the `impl`), re-exported so that a sink author needs no other crate.
 pub use async_trait::async_trait;
-pub use backoff::Backoff;
-pub use error::Error;
-pub use job::{Job, JobBuilder, Processor};
-pub use model::redact::{redact_text, redact_url, SecretUrl};
-pub use model::{
-    Condition, ConfigError, Cursor, Datum, FilterValue, Ident, KeyRange, Message, Op, OrderKind,
-    Poison, Scope, Source, SourceRow, Strategy, DATE_INFINITY, DATE_NEG_INFINITY,
-    TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY,
-};
-pub use runtime::{
-    lane_of, peak_rss_bytes, tick_key, PartitionProgress, RunHandle, RunProgress, RunReport,
-    RuntimeConfig, RuntimeHandle, Schedule, ScheduleHandle, ScheduleStatus,
-};
-#[cfg(feature = "amqp")]
-pub use sink::{AmqpConfig, AmqpSink};
-pub use sink::{
-    Delivery, JsonLinesSink, MemorySink, NullSink, OutboxSink, Sink, SinkError, UpdateSink,
-    UpdateSpec,
-};
-#[cfg(feature = "kafka")]
-pub use sink::{KafkaConfig, KafkaSink};
-#[cfg(feature = "nats")]
-pub use sink::{NatsConfig, NatsSink};
-pub use store::lease::LeaseConfig;
-pub use store::{
-    migrate, run_migrations, DatabaseUrl, DeadLetter, IdentifyScopes, Page, Scopes, Store,
-    StoreError, StoreOptions,
-};
+pub use error::{Error, Result};
+pub use job::{Job, JobBuilder};
+pub use model::{ConfigError, Message, Poison, Scope, Source, SourceRow, Strategy};
+pub use runtime::{RunHandle, RunReport, RuntimeConfig, RuntimeHandle};
+pub use sink::{Delivery, Sink, SinkError};
+pub use store::{migrate, run_migrations};

@@ -20,9 +20,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
-use tranche::{
-    AmqpConfig, AmqpSink, Job, Message, Scope, Sink, SinkError, Source, SourceRow, Strategy,
-};
+use tranche::sink::{AmqpConfig, AmqpSink};
+use tranche::{Job, Message, Scope, Sink, SinkError, Source, SourceRow, Strategy};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -172,7 +171,7 @@ async fn an_unroutable_message_is_an_error_naming_the_route() {
         .await
         .unwrap_err();
     assert!(matches!(err, SinkError::Fatal { .. }), "{err}");
-    let text = err.to_string();
+    let text = common::chain(&err);
     assert!(
         text.contains("unroutable") && text.contains("nowhere") && text.contains("j:1:1"),
         "{text}"
@@ -239,7 +238,7 @@ async fn negative_acknowledgements_are_published_again_then_reported() {
     let started = Instant::now();
     let err = sink.deliver(&batch).await.unwrap_err();
     assert!(err.is_retryable(), "a full queue may drain: {err}");
-    let text = err.to_string();
+    let text = common::chain(&err);
     assert!(
         text.contains("negatively acknowledged 3 messages 3 times"),
         "three rounds for the three refused messages: {text}"

@@ -14,10 +14,12 @@ mod common;
 use std::sync::Arc;
 
 use diesel::QueryableByName;
+use tranche::job::{FilterValue, Op};
+use tranche::sink::MemorySink;
 use tranche::store::{Dialect, RunState, Sql};
+use tranche::store::{Store, StoreError};
 use tranche::{
-    Error, FilterValue, Job, MemorySink, Message, Op, RuntimeConfig, RuntimeHandle, Scope, Source,
-    SourceRow, Store, StoreError, Strategy,
+    Error, Job, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy,
 };
 
 /// What a case must end in.
@@ -172,6 +174,7 @@ fn cases() -> Vec<Case> {
                 let huge = match d {
                     Dialect::Postgres => "repeat('x', 1000000)",
                     Dialect::Sqlite => "replace(hex(zeroblob(500000)), '0', 'x')",
+                    other => panic!("no case for {other:?}"),
                 };
                 Some(format!(
                     "{} UPDATE t SET note = 'quote '' \" back\\slash \u{1F600} ünï' WHERE id % 3 = 0; \
@@ -685,6 +688,7 @@ async fn each_case_ends_delivered_dead_lettered_or_refused(url: String) {
                  SET search_path TO {schema}, public; "
             ),
             Dialect::Sqlite => String::new(),
+            other => panic!("no case for {other:?}"),
         };
         let batch = format!("{prefix}{setup}");
         store
@@ -695,10 +699,11 @@ async fn each_case_ends_delivered_dead_lettered_or_refused(url: String) {
         let table = match dialect {
             Dialect::Postgres => format!("{schema}.t"),
             Dialect::Sqlite => "t".to_owned(),
+            other => panic!("no case for {other:?}"),
         };
         if dialect == Dialect::Postgres {
             source.table =
-                tranche::Ident::parse("t", &format!("{schema}.{}", source.table)).unwrap();
+                tranche::job::Ident::parse("t", &format!("{schema}.{}", source.table)).unwrap();
         }
         let sink = MemorySink::new();
         let job = job(source, case.strategy, &sink).unwrap();
@@ -779,6 +784,7 @@ async fn a_primary_key_alone_serves_every_page(url: String) {
     let analyze = match dialect {
         Dialect::Postgres => "ANALYZE accounts",
         Dialect::Sqlite => "ANALYZE",
+        other => panic!("no case for {other:?}"),
     };
     let setup = format!(
         "CREATE TABLE accounts (aid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, \
@@ -802,7 +808,7 @@ async fn a_primary_key_alone_serves_every_page(url: String) {
         assert_eq!(keys, (1..=20_000).collect::<Vec<_>>(), "{strategy:?}");
         let partitions = store.partitions(report.run_id).await.unwrap();
         let second = partitions.get(1).expect("more than one partition");
-        for after in [None, Some(tranche::Cursor::new(5_000, 5_000))] {
+        for after in [None, Some(tranche::job::Cursor::new(5_000, 5_000))] {
             let plan = store
                 .explain_page(job.source(), second, after, 100)
                 .await
@@ -814,6 +820,7 @@ async fn a_primary_key_alone_serves_every_page(url: String) {
                         || text.contains("Index Only Scan using accounts_pkey")
                 }
                 Dialect::Sqlite => text.contains("USING INTEGER PRIMARY KEY"),
+                other => panic!("no case for {other:?}"),
             };
             let scans = text.contains("Seq Scan") || text.contains("SCAN accounts");
             assert!(indexed && !scans, "{strategy:?} after {after:?}:\n{text}");

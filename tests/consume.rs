@@ -189,12 +189,12 @@ impl Broker {
     fn sink(&self) -> Arc<dyn Sink> {
         match self {
             Broker::Amqp { url, queue } => {
-                let mut c = tranche::AmqpConfig::new(url, queue, queue);
+                let mut c = tranche::sink::AmqpConfig::new(url, queue, queue);
                 c.queue = Some(queue.clone());
-                Arc::new(tranche::AmqpSink::new(c).unwrap())
+                Arc::new(tranche::sink::AmqpSink::new(c).unwrap())
             }
             Broker::Nats { url, stream } => Arc::new(
-                tranche::NatsSink::new(tranche::NatsConfig::new(
+                tranche::sink::NatsSink::new(tranche::sink::NatsConfig::new(
                     url,
                     stream,
                     &format!("{stream}.ops"),
@@ -205,9 +205,9 @@ impl Broker {
                 // tansu 0.6 skips records when a consumer resumes in the
                 // middle of a record batch (after a rebalance or a restart);
                 // batches of one record keep every offset at a batch start.
-                let mut c = tranche::KafkaConfig::new(brokers, topic);
+                let mut c = tranche::sink::KafkaConfig::new(brokers, topic);
                 c.properties = vec![("batch.num.messages".into(), "1".into())];
-                Arc::new(tranche::KafkaSink::new(c).unwrap())
+                Arc::new(tranche::sink::KafkaSink::new(c).unwrap())
             }
         }
     }
@@ -414,7 +414,7 @@ async fn sigkill_mid_batch(broker: Broker) {
 
 /// Runs a consumer of `source` until `stop`; its task and its progress.
 fn spawn_consumer<I: tranche::consume::Inbound + 'static>(
-    store: &tranche::Store,
+    store: &tranche::store::Store,
     source: I,
     config: tranche::consume::ConsumerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -473,14 +473,7 @@ async fn poison_goes_to_dead_letters(broker: Broker) {
         .await
         .unwrap();
     let store = runtime.store().clone();
-    let spec = RowsSpec {
-        table: tranche::Ident::parse("table", "items").unwrap(),
-        key_column: tranche::Ident::parse("key", "id").unwrap(),
-        columns: vec![
-            tranche::Ident::parse("c", "name").unwrap(),
-            tranche::Ident::parse("c", "qty").unwrap(),
-        ],
-    };
+    let spec = RowsSpec::new("items", "id", &["name", "qty"]).unwrap();
     let config = ConsumerConfig::new("items", Apply::Rows(spec));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
-use tranche::{Job, KafkaConfig, KafkaSink, Message, Scope, Sink, Source, SourceRow, Strategy};
+use tranche::sink::{KafkaConfig, KafkaSink};
+use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -164,7 +165,7 @@ async fn a_missing_topic_is_a_fatal_error_naming_it() {
     let sink = KafkaSink::new(config).unwrap();
     let err = sink.connect().await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
-    assert!(err.to_string().contains(&topic), "{err}");
+    assert!(common::chain(&err).contains(&topic), "{err}");
     let err = sink
         .deliver(&[Message::new("x", 1, 1, vec![])])
         .await

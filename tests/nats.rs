@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use tranche::{Job, Message, NatsConfig, NatsSink, Scope, Sink, Source, SourceRow, Strategy};
+use tranche::sink::{NatsConfig, NatsSink};
+use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -169,7 +170,7 @@ async fn the_stream_is_checked_at_connect_its_duplicate_window_and_subjects() {
     missing.declare = false;
     let err = NatsSink::new(missing).unwrap().connect().await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
-    assert!(err.to_string().contains("NO_SUCH_STREAM_HERE"), "{err}");
+    assert!(common::chain(&err).contains("NO_SUCH_STREAM_HERE"), "{err}");
     // A stream that exists but stores other subjects is refused at once,
     // whether declared or checked, rather than at the first publish.
     for declare in [true, false] {
@@ -181,9 +182,9 @@ async fn the_stream_is_checked_at_connect_its_duplicate_window_and_subjects() {
             .await
             .unwrap_err();
         assert!(!err.is_retryable(), "{err}");
-        assert!(err.to_string().contains("not"), "{err}");
+        assert!(common::chain(&err).contains("not"), "{err}");
         assert!(
-            err.to_string().contains(&format!("{subject}.other")),
+            common::chain(&err).contains(&format!("{subject}.other")),
             "{err}"
         );
     }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tranche::sink::MemorySink;
 use tranche::store::{Checkpoint, PartitionState, RunState};
 use tranche::{
-    Delivery, Error, Job, MemorySink, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle,
-    Scope, Sink, SinkError, Source, SourceRow, Strategy,
+    Delivery, Error, Job, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle, Scope, Sink,
+    SinkError, Source, SourceRow, Strategy,
 };
 
 const JOB: &str = "resend";
@@ -480,7 +481,7 @@ async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
     // A panicking identification query fails the run with its message.
     let identify_panics = Job::builder("identify-panics")
         .source(Source::new("events", "id", "at").unwrap())
-        .scopes(tranche::Scopes::Identify(Arc::new(|_| {
+        .scopes(tranche::job::Scopes::Identify(Arc::new(|_| {
             panic!("identify bug")
         })))
         .processor(|_: &SourceRow, _: &Scope| Ok(None))
@@ -488,7 +489,7 @@ async fn panics_in_user_code_end_runs_with_errors_not_hangs(url: String) {
         .build()
         .unwrap();
     let err = runtime.run(identify_panics).await.unwrap_err();
-    assert!(err.to_string().contains("identify bug"), "{err}");
+    assert!(common::chain(&err).contains("identify bug"), "{err}");
     // The executor still serves queries afterwards.
     assert!(runtime.store().now_ms().await.unwrap() > 0);
     runtime.shutdown().await;
@@ -664,7 +665,7 @@ async fn bad_configuration_fails_before_anything_starts_and_names_the_field() {
     assert_eq!(err.field, "strategy.modulus");
     match RuntimeHandle::start(config("postgres://app:hunter2@127.0.0.1:1/nowhere")).await {
         Err(e) => {
-            let shown = e.to_string();
+            let shown = common::chain(&e);
             assert!(!shown.contains("hunter2"), "credentials leaked: {shown}");
             assert!(shown.contains("127.0.0.1:1"), "{shown}");
         }

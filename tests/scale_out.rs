@@ -219,7 +219,7 @@ fn claimed_by(c: &mut PgConnection, owner: &str) -> Vec<Part> {
 fn count(c: &mut PgConnection, sql: &str) -> i64 {
     match diesel::sql_query(sql).load::<N>(c) {
         Ok(rows) => rows[0].n,
-        Err(e) if e.to_string().contains("does not exist") => 0,
+        Err(e) if common::chain(&e).contains("does not exist") => 0,
         Err(e) => panic!("{sql}: {e}"),
     }
 }

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use tranche::runtime::{Schedule, ScheduleStatus};
+use tranche::sink::MemorySink;
 use tranche::store::RunState;
 use tranche::{
-    Delivery, Job, MemorySink, Message, RuntimeConfig, RuntimeHandle, Schedule, ScheduleStatus,
-    Scope, Sink, SinkError, Source, SourceRow, Strategy,
+    Delivery, Job, Message, RuntimeConfig, RuntimeHandle, Scope, Sink, SinkError, Source,
+    SourceRow, Strategy,
 };
 
 const JOB: &str = "nightly";
@@ -33,15 +35,11 @@ impl Sink for GateSink {
     async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
         let mut open = self.open.clone();
         while !*open.borrow_and_update() {
-            open.changed().await.map_err(|_| SinkError::Fatal {
-                sink: "gate".into(),
-                reason: "gate dropped".into(),
-            })?;
+            open.changed()
+                .await
+                .map_err(|_| SinkError::fatal("gate", "gate dropped"))?;
         }
-        Ok(Delivery {
-            confirmed: batch.len() as u64,
-            duplicates: 0,
-        })
+        Ok(Delivery::confirmed(batch.len()))
     }
 }
 
@@ -176,7 +174,7 @@ async fn a_one_time_schedule_runs_once_and_finishes(url: String) {
     assert_eq!(sink.messages().len(), 300);
     let history = runtime.store().runs(JOB, 10).await.unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].run_key, Some(tranche::tick_key(at)));
+    assert_eq!(history[0].run_key, Some(tranche::runtime::tick_key(at)));
     runtime.shutdown().await;
 }
 

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tranche::job::{Cursor, FilterValue, Op};
+use tranche::sink::{MemorySink, UpdateSink, UpdateSpec};
 use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions};
-use tranche::{
-    Cursor, DeadLetter, FilterValue, Ident, Job, MemorySink, Message, Op, Scope, Sink, Source,
-    SourceRow, StoreError, Strategy, UpdateSink, UpdateSpec,
-};
+use tranche::store::{DeadLetter, StoreError};
+use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
 
 /// `items`: `rows` rows; the order column `ts` has heavy ties (a third of
 /// the rows share ts = 500) and skew; `grp` alternates 0/1/2.
@@ -218,12 +218,12 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
         .unwrap();
     let scope = Scope {
         label: "grp 1".into(),
-        conditions: vec![tranche::Condition::new("grp", Op::Eq, FilterValue::Int(1)).unwrap()],
+        conditions: vec![tranche::job::Condition::new("grp", Op::Eq, FilterValue::Int(1)).unwrap()],
         params: serde_json::json!({"grp": 1}),
     };
     let job = Job::builder("scoped")
         .source(source)
-        .scopes(tranche::Scopes::Fixed(vec![scope]))
+        .scopes(tranche::job::Scopes::Fixed(vec![scope]))
         .strategy(Strategy::Range { partitions: 2 })
         .processor(|_: &SourceRow, _: &Scope| Ok(None))
         .sink(Arc::new(MemorySink::new()))
@@ -409,12 +409,7 @@ async fn release_failure_and_dead_letters(url: String) {
         .await
         .unwrap();
     let p = store.claim(run.id, "me", LEASE).await.unwrap().unwrap();
-    let letter = DeadLetter {
-        run_id: run.id,
-        partition_id: Some(p.id),
-        row_key: Some(7),
-        reason: "bad row".into(),
-    };
+    let letter = DeadLetter::new(run.id, Some(p.id), Some(7), "bad row");
     store
         .checkpoint(Checkpoint {
             partition_id: p.id,
@@ -509,11 +504,7 @@ async fn the_job_lease_admits_one_identifier(url: String) {
 async fn updates_are_idempotent(url: String) {
     let store = open(&url);
     seed_items(&store, 10).await;
-    let spec = UpdateSpec {
-        table: Ident::parse("t", "items").unwrap(),
-        key_column: Ident::parse("k", "id").unwrap(),
-        version_column: Ident::parse("v", "version").unwrap(),
-    };
+    let spec = UpdateSpec::new("items", "id", "version").unwrap();
     let sink = UpdateSink::new(store.clone(), spec);
     let batch = |pairs: &[(i64, i64)]| -> Vec<Message> {
         pairs
@@ -568,7 +559,7 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
             .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("source.order_kind"), "{err}");
+        assert!(common::chain(&err).contains("source.order_kind"), "{err}");
         return;
     }
     // 1200 rows over 3 distinct instants, with microseconds: heavy ties.
@@ -791,7 +782,8 @@ async fn concurrent_planners_plan_once(url: String) {
 }
 
 async fn the_outbox_holds_each_message_once(url: String) {
-    use tranche::{Message, OutboxSink, Sink};
+    use tranche::sink::OutboxSink;
+    use tranche::{Message, Sink};
     let store = open(&url);
     let sink = OutboxSink::new(store.clone(), "relay");
     // Bytes that are not UTF-8 survive the round trip.
@@ -859,11 +851,9 @@ async fn a_connection_the_server_ended_is_not_reused() {
     let Some(db) = common::pg_database("ended") else {
         return;
     };
-    let options = StoreOptions {
-        threads: 1,
-        application_name: Some("tranche ended-session test".into()),
-        ..StoreOptions::default()
-    };
+    let mut options = StoreOptions::default();
+    options.threads = 1;
+    options.application_name = Some("tranche ended-session test".into());
     let store = Store::open(&db.url, &options).expect("open store");
     #[derive(diesel::QueryableByName)]
     struct Pid {

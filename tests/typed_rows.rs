@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, QueryableByName};
 use serde_json::{json, Value as Json};
+use tranche::job::{Datum, TIMESTAMP_INFINITY};
+use tranche::sink::MemorySink;
 use tranche::store::{RunState, Sql};
-use tranche::{
-    Datum, Job, MemorySink, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow,
-    Strategy, TIMESTAMP_INFINITY,
-};
+use tranche::{Job, Message, RuntimeConfig, RuntimeHandle, Scope, Source, SourceRow, Strategy};
 
 /// Runs `source` to the end, returning its rows as the processor saw them
 /// and each row's payload (its columns by name, serialized), by key.
@@ -26,7 +25,7 @@ async fn read_all(
 ) -> (
     BTreeMap<i64, SourceRow>,
     BTreeMap<i64, Json>,
-    Vec<tranche::DeadLetter>,
+    Vec<tranche::store::DeadLetter>,
 ) {
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let sink = MemorySink::new();

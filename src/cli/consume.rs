@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tranche::consume::{
     ConsumeError, ConsumeFile, ConsumeProgress, Consumer, ConsumerConfig, FromSection, Inbound,
 };
-use tranche::{redact_url, RuntimeConfig, RuntimeHandle, Store, StoreOptions};
+use tranche::redact::redact_url;
+use tranche::store::Store;
+use tranche::{RuntimeConfig, RuntimeHandle};
 
 #[derive(clap::Parser)]
 pub struct ConsumeArgs {
@@ -174,10 +176,10 @@ pub async fn start_group(
             let what = format!("topic {topic} in group {group} on {brokers}");
             Ok((consumers, what))
         }
-        #[allow(unreachable_patterns)]
-        _ => {
+        other => {
             let _ = (store, n, config);
-            anyhow::bail!("this build of tranche has no broker features (amqp, nats, kafka)")
+            let feature = other.feature_off().unwrap_or("a broker");
+            Err(tranche::ConfigError::feature_off("from.kind", feature).into())
         }
     }
 }
@@ -204,10 +206,7 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     }
     file.validate()?;
     let mut config = RuntimeConfig::new(file.database_url.clone());
-    config.store = StoreOptions {
-        threads: args.consumers.clamp(1, 8),
-        ..StoreOptions::default()
-    };
+    config.store.threads = args.consumers.clamp(1, 8);
     let shown_db = file.database_url.to_string();
     let runtime = RuntimeHandle::start(config)
         .await
@@ -303,9 +302,9 @@ pub async fn demo_broker(
         #[cfg(feature = "amqp")]
         {
             use tranche::consume::{AmqpSource, AmqpSourceConfig};
-            let mut sink_config = tranche::AmqpConfig::new(url, NAME, NAME);
+            let mut sink_config = tranche::sink::AmqpConfig::new(url, NAME, NAME);
             sink_config.queue = Some(NAME.to_owned());
-            let sink = tranche::AmqpSink::new(sink_config)?;
+            let sink = tranche::sink::AmqpSink::new(sink_config)?;
             sink.connect()
                 .await
                 .with_context(|| format!("connecting to {shown}"))?;
@@ -340,7 +339,9 @@ pub async fn demo_broker(
                     .delete_stream(&stream)
                     .await;
             }
-            let sink = tranche::NatsSink::new(tranche::NatsConfig::new(url, &stream, &subject))?;
+            let sink = tranche::sink::NatsSink::new(tranche::sink::NatsConfig::new(
+                url, &stream, &subject,
+            ))?;
             sink.connect()
                 .await
                 .with_context(|| format!("connecting to {shown}"))?;
@@ -358,7 +359,8 @@ pub async fn demo_broker(
             if fresh {
                 delete_topic(brokers, NAME).await?;
             }
-            let sink = tranche::KafkaSink::new(tranche::KafkaConfig::new(brokers, NAME))?;
+            let sink =
+                tranche::sink::KafkaSink::new(tranche::sink::KafkaConfig::new(brokers, NAME))?;
             sink.connect()
                 .await
                 .with_context(|| format!("connecting to {shown}"))?;

@@ -177,7 +177,7 @@ pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
             error: report.error.clone(),
             resumed: report.resumed,
             interrupted: report.interrupted,
-            peak_rss_bytes: tranche::peak_rss_bytes(),
+            peak_rss_bytes: tranche::runtime::peak_rss_bytes(),
         };
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -204,7 +204,7 @@ pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
     let (runtime, job) = start_job(&file, "schedule").await?;
     let handle = runtime.schedule(job, schedule)?;
     let mut status = handle.subscribe();
-    let mut seen = tranche::ScheduleStatus::default();
+    let mut seen = tranche::runtime::ScheduleStatus::default();
     let mut failed = false;
     let mut interrupted = false;
     let mut stop = StopSignal::new()?;
@@ -212,7 +212,7 @@ pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
         let now = status.borrow_and_update().clone();
         if now.next_tick != seen.next_tick {
             if let Some(t) = now.next_tick {
-                println!("  next tick: {}", tranche::tick_key(t));
+                println!("  next tick: {}", tranche::runtime::tick_key(t));
             }
         }
         if now.skipped > seen.skipped {
@@ -273,7 +273,7 @@ pub(crate) async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(tranche::config::JobFile::from_path)
         .transpose()?;
-    let db: tranche::SecretUrl = args
+    let db: tranche::redact::SecretUrl = args
         .db
         .map(Into::into)
         .or_else(|| file.as_ref().map(|f| f.database_url.clone()))

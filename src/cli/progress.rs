@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::cli::demo::data::Verification;
 use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use tranche::{PartitionProgress, RunReport, RuntimeHandle};
+use tranche::runtime::PartitionProgress;
+use tranche::{RunReport, RuntimeHandle};
 
 /// A request to stop: Ctrl-C (SIGINT) or SIGTERM, which every
 /// long-running command treats alike: pages in flight finish and are

@@ -10,12 +10,14 @@ use lapin::{Channel, Connection, ConnectionProperties};
 
 use super::{Inbound, InboundError, Incoming};
 use crate::model::ConfigError;
+use crate::model::Redacted;
 
 /// Which queue a [`AmqpSource`] reads, and how much it holds unacknowledged.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AmqpSourceConfig {
     /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
-    pub url: crate::SecretUrl,
+    pub url: crate::model::redact::SecretUrl,
     /// The queue to consume.
     pub queue: String,
     /// Declare the queue (durable) when it is missing (default false: it
@@ -92,14 +94,9 @@ impl AmqpSource {
     }
 
     fn error(&self, e: lapin::Error) -> InboundError {
-        InboundError {
-            source_name: "amqp".into(),
-            reason: crate::redact_text(&format!(
-                "queue {:?}: {} ({})",
-                self.config.queue, e, self.config.url
-            )),
-            retryable: !crate::sink::amqp::is_permanent(&e),
-        }
+        let retryable = !crate::sink::amqp::is_permanent(&e);
+        let context = format!("queue {:?} ({})", self.config.queue, self.config.url);
+        InboundError::new("amqp", Redacted::with_context(context, e), retryable)
     }
 
     async fn link(&mut self) -> Result<&mut Link, InboundError> {
@@ -198,14 +195,12 @@ impl Inbound for AmqpSource {
         };
         if let Some(reason) = reason {
             self.link = None;
-            return Err(InboundError {
-                source_name: "amqp".into(),
-                reason: format!(
-                    "queue {:?}: {reason} ({})",
-                    self.config.queue, self.config.url
-                ),
-                retryable: true,
-            });
+            let context = format!("queue {:?} ({})", self.config.queue, self.config.url);
+            return Err(InboundError::new(
+                "amqp",
+                Redacted::with_context(context, reason),
+                true,
+            ));
         }
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < max {
@@ -221,11 +216,11 @@ impl Inbound for AmqpSource {
 
     async fn ack(&mut self, acks: Vec<AmqpAck>) -> Result<(), InboundError> {
         let Some(link) = self.link.as_ref() else {
-            return Err(InboundError {
-                source_name: "amqp".into(),
-                reason: "the connection these messages came on is gone".into(),
-                retryable: true,
-            });
+            return Err(InboundError::new(
+                "amqp",
+                "the connection these messages came on is gone",
+                true,
+            ));
         };
         // Tags belong to one channel: only those of the live one can be
         // acknowledged; the broker delivers the others again.

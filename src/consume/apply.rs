@@ -327,7 +327,7 @@ pub(crate) fn dead_letters(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Ident;
+    use crate::model::Ident;
 
     fn rows() -> Apply {
         Apply::Rows(RowsSpec {

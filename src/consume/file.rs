@@ -38,9 +38,10 @@ use crate::sink::UpdateSpec;
 /// A consumer, as written in a consumer file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ConsumeFile {
     /// Database URL (`TRANCHE_DATABASE_URL`, `--db`), shown masked.
-    pub database_url: crate::SecretUrl,
+    pub database_url: crate::model::redact::SecretUrl,
     /// The consumer's name and batching.
     pub consume: ConsumeSection,
     /// Where messages come from.
@@ -52,6 +53,7 @@ pub struct ConsumeFile {
 /// `[consume]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ConsumeSection {
     /// The consumer's name.
     pub name: String,
@@ -65,13 +67,13 @@ pub struct ConsumeSection {
 /// `[from]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum FromSection {
     /// A RabbitMQ queue (cargo feature `amqp`); see
     /// [`AmqpSourceConfig`](super::AmqpSourceConfig).
-    #[cfg(feature = "amqp")]
     Amqp {
         /// `amqp://user:pass@host:5672/vhost`, shown masked.
-        url: crate::SecretUrl,
+        url: crate::model::redact::SecretUrl,
         /// The queue.
         queue: String,
         /// Declare the queue when missing (default false).
@@ -81,10 +83,9 @@ pub enum FromSection {
     },
     /// A JetStream durable consumer (cargo feature `nats`); see
     /// [`NatsSourceConfig`](super::NatsSourceConfig).
-    #[cfg(feature = "nats")]
     Nats {
         /// `nats://host:4222`, shown masked.
-        url: crate::SecretUrl,
+        url: crate::model::redact::SecretUrl,
         /// The stream.
         stream: String,
         /// The durable consumer's name.
@@ -101,7 +102,6 @@ pub enum FromSection {
     },
     /// A Kafka topic in a consumer group (cargo feature `kafka`); see
     /// [`KafkaSourceConfig`](super::KafkaSourceConfig).
-    #[cfg(feature = "kafka")]
     Kafka {
         /// `host:port[,host:port...]`.
         brokers: String,
@@ -118,9 +118,22 @@ pub enum FromSection {
     },
 }
 
+impl FromSection {
+    /// The cargo feature the chosen broker needs, when this build lacks it.
+    pub fn feature_off(&self) -> Option<&'static str> {
+        match self {
+            FromSection::Amqp { .. } if !cfg!(feature = "amqp") => Some("amqp"),
+            FromSection::Nats { .. } if !cfg!(feature = "nats") => Some("nats"),
+            FromSection::Kafka { .. } if !cfg!(feature = "kafka") => Some("kafka"),
+            _ => None,
+        }
+    }
+}
+
 /// `[apply]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum ApplySection {
     /// The S0 update; see [`Apply::Versions`].
     Versions {
@@ -202,7 +215,6 @@ impl ConsumeFile {
     /// The RabbitMQ source's settings, when `[from] kind = "amqp"`.
     #[cfg(feature = "amqp")]
     pub fn amqp_source(&self) -> Option<Result<super::AmqpSourceConfig, ConfigError>> {
-        #[allow(irrefutable_let_patterns)]
         let FromSection::Amqp {
             url,
             queue,
@@ -225,7 +237,6 @@ impl ConsumeFile {
     /// The JetStream source's settings, when `[from] kind = "nats"`.
     #[cfg(feature = "nats")]
     pub fn nats_source(&self) -> Option<Result<super::NatsSourceConfig, ConfigError>> {
-        #[allow(irrefutable_let_patterns)]
         let FromSection::Nats {
             url,
             stream,
@@ -251,7 +262,6 @@ impl ConsumeFile {
     /// The Kafka source's settings, when `[from] kind = "kafka"`.
     #[cfg(feature = "kafka")]
     pub fn kafka_source(&self) -> Option<Result<super::KafkaSourceConfig, ConfigError>> {
-        #[allow(irrefutable_let_patterns)]
         let FromSection::Kafka {
             brokers,
             topic,
@@ -286,6 +296,9 @@ impl ConsumeFile {
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::store::DatabaseUrl::parse(self.database_url.expose())?;
         self.consumer_config()?;
+        if let Some(feature) = self.from.feature_off() {
+            return Err(ConfigError::feature_off("from.kind", feature));
+        }
         #[cfg(feature = "amqp")]
         if let Some(c) = self.amqp_source() {
             c?;

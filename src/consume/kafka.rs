@@ -11,12 +11,15 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Inbound, InboundError, Incoming};
+use crate::error_text::Chain;
 use crate::model::ConfigError;
+use crate::model::Redacted;
 use crate::sink::kafka::{bootstrap, check_brokers, check_topic, check_topic_name};
 
 /// Which topic and group a [`KafkaSource`] reads, and how much it fetches
 /// ahead.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct KafkaSourceConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
     pub brokers: String,
@@ -116,7 +119,7 @@ impl rdkafka::consumer::ConsumerContext for Logged {
             Rebalance::Revoke(l) => {
                 tracing::info!(partitions = %partitions(l), "kafka: partitions revoked")
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka: rebalance failed"),
+            Rebalance::Error(e) => tracing::warn!(error = %Chain(&e), "kafka: rebalance failed"),
         }
     }
 }
@@ -157,15 +160,16 @@ impl KafkaSource {
         })
     }
 
-    fn fail(&self, e: impl std::fmt::Display, retryable: bool) -> InboundError {
-        InboundError {
-            source_name: "kafka".into(),
-            reason: format!(
-                "topic {} (group {}): {e} ({})",
-                self.config.topic, self.config.group, self.config.brokers
-            ),
-            retryable,
-        }
+    fn fail(
+        &self,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        retryable: bool,
+    ) -> InboundError {
+        let context = format!(
+            "topic {} (group {}, {})",
+            self.config.topic, self.config.group, self.config.brokers
+        );
+        InboundError::new("kafka", Redacted::with_context(context, e), retryable)
     }
 }
 

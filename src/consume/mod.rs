@@ -52,14 +52,15 @@ pub use kafka::{KafkaAck, KafkaSource, KafkaSourceConfig};
 pub use nats::{NatsAck, NatsSource, NatsSourceConfig};
 
 use crate::backoff::Backoff;
-use crate::model::ConfigError;
-use crate::model::Ident;
+use crate::error_text::Chain;
+use crate::model::{Cause, ConfigError, Ident};
 use crate::sink::UpdateSpec;
 use crate::store::{Store, StoreError};
 use apply::{Operation, Outcome, Poisoned};
 
 /// What a consumer does with each message.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Apply {
     /// The S0 update: advance `version_column` of the row the message id
     /// names to the id's version, only when it is lower. The payload is not
@@ -73,6 +74,7 @@ pub enum Apply {
 
 /// The table [`Apply::Rows`] writes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RowsSpec {
     /// Table to change.
     pub table: Ident,
@@ -83,8 +85,25 @@ pub struct RowsSpec {
     pub columns: Vec<Ident>,
 }
 
+impl RowsSpec {
+    /// Sets `columns` of `table`'s rows keyed by `key_column`; names are
+    /// validated (errors name `apply.table`, `apply.key_column`,
+    /// `apply.columns`).
+    pub fn new(table: &str, key_column: &str, columns: &[&str]) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: Ident::parse("apply.table", table)?,
+            key_column: Ident::parse("apply.key_column", key_column)?,
+            columns: columns
+                .iter()
+                .map(|c| Ident::parse("apply.columns", c))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// How a consumer batches and applies.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConsumerConfig {
     /// The consumer's name: its inbox entries and dead letters are kept
     /// under it. Consumers sharing a queue share a name.
@@ -145,15 +164,34 @@ pub struct Incoming {
 }
 
 /// A source failure.
+/// Its cause (the broker client's error, masked) is kept behind `source()`.
 #[derive(Debug, thiserror::Error)]
-#[error("{source_name}: {reason}{}", if *.retryable { " (retryable)" } else { "" })]
+#[error("{source_name} failed{}", if *.retryable { " (retryable)" } else { "" })]
 pub struct InboundError {
     /// Source name.
     pub source_name: String,
-    /// What happened (URLs redacted).
-    pub reason: String,
+    /// What happened.
+    #[source]
+    pub cause: Cause,
     /// Whether trying again may help (the broker down or restarting).
     pub retryable: bool,
+}
+
+impl InboundError {
+    /// A failure of the source `source_name`: `cause` is an error or a
+    /// message; wrap a client's error that may quote a URL in
+    /// [`Redacted`](crate::model::Redacted).
+    pub fn new(
+        source_name: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        retryable: bool,
+    ) -> Self {
+        Self {
+            source_name: source_name.into(),
+            cause: Cause::from(cause.into()),
+            retryable,
+        }
+    }
 }
 
 /// Where a consumer reads from. Implementations reconnect on the next call
@@ -188,6 +226,7 @@ pub trait Inbound: Send {
 
 /// A consumer's counters, as it runs and when it stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ConsumeProgress {
     /// Messages received.
     pub received: u64,
@@ -218,6 +257,7 @@ impl std::ops::AddAssign for ConsumeProgress {
 
 /// A consumer failure that retrying cannot fix.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsumeError {
     /// Invalid configuration (its text already says so, once).
     #[error(transparent)]
@@ -232,6 +272,7 @@ pub enum ConsumeError {
 
 /// A message a consumer could not apply, as kept in the dead letters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ConsumerDeadLetter {
     /// Its id (empty when it had none).
     pub message_id: String,
@@ -301,7 +342,7 @@ impl<I: Inbound> Consumer<I> {
                 }
                 Err(e) if e.retryable => {
                     failures += 1;
-                    tracing::warn!(error = %e, consumer = %self.config.name, "source unavailable; retrying");
+                    tracing::warn!(error = %Chain(&e), consumer = %self.config.name, "source unavailable; retrying");
                     tokio::select! {
                         biased;
                         _ = &mut stop => break,
@@ -343,7 +384,7 @@ impl<I: Inbound> Consumer<I> {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(
-                        error = %e,
+                        error = %Chain(&e),
                         consumer = %self.config.name,
                         "acknowledgement failed after the commit; the broker will deliver the \
                          batch again, which changes nothing"
@@ -402,7 +443,7 @@ async fn commit<S: Future<Output = ()>>(
             Some(Err(e)) => poison.push(Poisoned {
                 id: op.id.clone(),
                 key: Some(op.key),
-                reason: format!("the database refused it: {e}"),
+                reason: format!("the database refused it: {}", Chain(&e)),
                 payload: op.payload.clone(),
             }),
         }
@@ -438,7 +479,7 @@ async fn try_commit<S: Future<Output = ()>>(
             Err(StoreError::ExecutorGone) => return Err(StoreError::ExecutorGone.into()),
             Err(e) if e.is_retryable() => {
                 attempt += 1;
-                tracing::warn!(error = %e, consumer = %config.name, "database unavailable; retrying the batch");
+                tracing::warn!(error = %Chain(&e), consumer = %config.name, "database unavailable; retrying the batch");
                 tokio::select! {
                     biased;
                     _ = stop.as_mut() => return Ok(None),

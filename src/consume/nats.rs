@@ -8,13 +8,15 @@ use futures::StreamExt;
 
 use super::{Inbound, InboundError, Incoming};
 use crate::model::ConfigError;
+use crate::model::Redacted;
 
 /// Which durable consumer a [`NatsSource`] reads, and how much it holds
 /// unacknowledged.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NatsSourceConfig {
     /// Server URL, `nats://host:4222`.
-    pub url: crate::SecretUrl,
+    pub url: crate::model::redact::SecretUrl,
     /// The stream holding the messages (it must exist).
     pub stream: String,
     /// The durable consumer's name; consumers sharing it share the work.
@@ -103,12 +105,14 @@ impl NatsSource {
         })
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> InboundError {
-        InboundError {
-            source_name: "nats".into(),
-            reason: crate::redact_text(&format!("{what}: {e} ({})", self.config.url)),
-            retryable,
-        }
+    fn fail(
+        &self,
+        what: &str,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        retryable: bool,
+    ) -> InboundError {
+        let context = format!("{what} ({})", self.config.url);
+        InboundError::new("nats", Redacted::with_context(context, e), retryable)
     }
 
     async fn stream(&mut self) -> Result<&mut pull::Stream, InboundError> {

@@ -12,6 +12,18 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// `field` chose a broker whose cargo feature this build of tranche
+    /// was compiled without.
+    pub fn feature_off(field: impl Into<String>, feature: &str) -> Self {
+        Self::new(
+            field,
+            format!(
+                "{feature:?} needs tranche built with its `{feature}` cargo feature, \
+                 which this build leaves out"
+            ),
+        )
+    }
+
     /// An error for `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {

@@ -5,14 +5,16 @@
 //! Every other layer (store, sinks, runtime, consumers, configuration)
 //! builds on these.
 
+mod cause;
 mod config_error;
 mod ident;
 mod keyset;
 mod message;
-pub(crate) mod redact;
+pub mod redact;
 mod row;
 mod source;
 
+pub use cause::{Cause, Redacted};
 pub use config_error::ConfigError;
 pub use ident::Ident;
 pub use keyset::{Cursor, KeyRange};

@@ -47,6 +47,7 @@ pub const DATE_NEG_INFINITY: i32 = i32::MIN;
 /// letters with its key and the column named, and the rest of its page is
 /// delivered.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Datum {
     /// SQL NULL.
     Null,

@@ -10,6 +10,7 @@ use super::{ConfigError, Ident};
 /// A value bound as a query parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum FilterValue {
     /// An integer.
     Int(i64),
@@ -20,6 +21,7 @@ pub enum FilterValue {
 /// A comparison operator of a [`Condition`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Op {
     /// `=`
     Eq,
@@ -109,6 +111,7 @@ impl Scope {
 /// column, naming `source.order_kind`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OrderKind {
     /// An integer (epoch seconds, a sequence), used as is.
     #[default]
@@ -141,11 +144,11 @@ pub struct Source {
     /// until then).
     pub order_kind: Option<OrderKind>,
     /// Extra columns read with each row, each with its database type (see
-    /// [`Datum`](crate::Datum) for how each type is carried).
+    /// [`Datum`](crate::model::Datum) for how each type is carried).
     pub columns: Vec<Ident>,
     /// Read every extra column as its text form instead (default false):
     /// PostgreSQL's `CAST(column AS TEXT)`, each value a
-    /// [`Datum::Text`](crate::Datum::Text).
+    /// [`Datum::Text`](crate::model::Datum::Text).
     pub columns_as_text: bool,
     /// Conditions every row must meet.
     pub filter: Vec<Condition>,
@@ -193,7 +196,7 @@ impl Source {
     }
 
     /// Declares the order column a timestamp (PostgreSQL); cursors and
-    /// [`SourceRow::order`] are then microseconds since the epoch, UTC.
+    /// [`SourceRow::order`](super::SourceRow::order) are then microseconds since the epoch, UTC.
     pub fn order_by_timestamp(mut self) -> Self {
         self.order_kind = Some(OrderKind::Timestamp);
         self
@@ -242,6 +245,7 @@ impl Source {
 /// How a run is divided into partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Strategy {
     /// Ranges of `(order, key)` sized by row-count quantiles; `partitions`
     /// is spread over the scopes in proportion to their rows.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::{Actor, AsyncContext, Context, WrapFuture};
 
+use crate::error_text::Chain;
 use crate::store::lease::LeaseConfig;
 use crate::store::Store;
 
@@ -109,7 +110,9 @@ impl Actor for LeaseKeeper {
                                 tracing::warn!(partition = id, "lease lost; its worker stops");
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
+                        Err(e) => {
+                            tracing::warn!(error = %Chain(&e), "lease renewal failed; will retry")
+                        }
                     }
                 }
                 .into_actor(act),

@@ -29,26 +29,27 @@ use std::time::Duration;
 use actix::{Actor, Arbiter, System};
 use tokio::sync::{oneshot, watch, Notify};
 
+pub use crate::backoff::Backoff;
+pub use crate::store::lease::LeaseConfig;
 pub use progress::{peak_rss_bytes, PartitionProgress, RunProgress, RunReport};
 pub use publisher::lane_of;
 pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
 
-use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::job::Job;
 use crate::model::ConfigError;
-use crate::store::lease::LeaseConfig;
 use crate::store::{Store, StoreOptions};
 use lease_keeper::{HeldLeases, LeaseKeeper};
 use supervisor::{RunSupervisor, SupervisorSetup};
 
 /// Everything an instance needs to run jobs, with documented defaults.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     /// Database holding tranche's tables (and, for the update step, the
-    /// source): see [`DatabaseUrl`](crate::DatabaseUrl) for the forms it
+    /// source): see [`DatabaseUrl`](crate::store::DatabaseUrl) for the forms it
     /// takes. Shown with its password masked.
-    pub database_url: crate::SecretUrl,
+    pub database_url: crate::model::redact::SecretUrl,
     /// Pool and executor settings.
     pub store: StoreOptions,
     /// This instance's identity in leases (default: host, pid and a random
@@ -81,7 +82,7 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     /// Defaults for the database at `database_url`.
-    pub fn new(database_url: impl Into<crate::SecretUrl>) -> Self {
+    pub fn new(database_url: impl Into<crate::model::redact::SecretUrl>) -> Self {
         Self {
             database_url: database_url.into(),
             store: StoreOptions::default(),
@@ -257,12 +258,7 @@ impl RuntimeHandle {
                     }
                     let _ = stopped_tx.send(());
                 })
-                .map_err(|e| {
-                    Error::Config(ConfigError::new(
-                        "runtime",
-                        format!("cannot start thread: {e}"),
-                    ))
-                })?;
+                .map_err(Error::Start)?;
         }
         let (store, system, arbiter) = ready_rx.await.map_err(|_| Error::Shutdown)??;
         let (shutdown, _) = watch::channel(false);

@@ -8,6 +8,7 @@ use crate::store::{PartitionRecord, PartitionState, RunState};
 
 /// Where one partition stands, as this instance sees it.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct PartitionProgress {
     /// Partition id.
     pub id: i64,
@@ -47,6 +48,7 @@ impl From<&PartitionRecord> for PartitionProgress {
 
 /// A live view of a run, published after every checkpoint.
 #[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct RunProgress {
     /// Run id (0 until identification found or created it).
     pub run_id: i64,
@@ -89,6 +91,7 @@ pub struct RunProgress {
 
 /// How a run ended on this instance: the gathered results of its partitions.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// Run id.
     pub run_id: i64,

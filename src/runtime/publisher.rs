@@ -24,6 +24,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::error_text::Chain;
 use crate::model::Message;
 use crate::sink::{Delivery, Sink, SinkError};
 
@@ -106,10 +107,13 @@ async fn deliver_once(sink: &dyn Sink, messages: &[Message]) -> Result<Delivery,
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
-            Err(SinkError::Fatal {
-                sink: sink.name().to_owned(),
-                reason: format!("sink panicked: {}", crate::panic::message(&*panic)),
-            })
+            Err(SinkError::fatal(
+                sink.name(),
+                format!(
+                    "the sink panicked: {}",
+                    crate::error_text::panic_message(&*panic)
+                ),
+            ))
         })
 }
 
@@ -143,17 +147,17 @@ async fn deliver_lane(sink: &dyn Sink, batches: Vec<LaneBatch>) {
         // A retryable failure (a broker down, a timeout) says nothing about
         // one batch: every batch gets it and its worker retries, rather than
         // the lane waiting out the sink's retries once more per batch.
-        Err(SinkError::Retryable { sink, reason }) => {
+        Err(SinkError::Retryable { sink, cause }) => {
             for (_, confirmed) in answers {
                 let _ = confirmed.send(Err(SinkError::Retryable {
                     sink: sink.clone(),
-                    reason: reason.clone(),
+                    cause: cause.clone(),
                 }));
             }
         }
         Err(e) => {
             tracing::debug!(
-                error = %e,
+                error = %Chain(&e),
                 batches = answers.len(),
                 "a combined delivery failed; delivering its batches one by one"
             );
@@ -190,10 +194,7 @@ impl Handler<Publish> for Publisher {
                     continue;
                 }
                 let (tx, rx) = oneshot::channel();
-                let gone = || SinkError::Fatal {
-                    sink: sink.clone(),
-                    reason: "publisher lane stopped".into(),
-                };
+                let gone = || SinkError::fatal(sink.clone(), "the publisher lane stopped");
                 lane.send(LaneBatch {
                     messages,
                     confirmed: tx,
@@ -317,10 +318,7 @@ mod order_tests {
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             if batch.iter().any(|m| m.key == 7) {
-                return Err(SinkError::Fatal {
-                    sink: "slow".into(),
-                    reason: "key 7 refused".into(),
-                });
+                return Err(SinkError::fatal("slow", "key 7 refused"));
             }
             self.confirmed.lock().unwrap().extend_from_slice(batch);
             Ok(Delivery {
@@ -376,7 +374,9 @@ mod order_tests {
         // Batch 0 holds key 7, which the sink refuses.
         for (b, result) in send_at_once(&publisher, 0..10).await {
             match result {
-                Err(e) if b == 0 => assert!(e.to_string().contains("key 7 refused")),
+                Err(e) if b == 0 => {
+                    assert!(crate::error_text::chain(&e).contains("key 7 refused"))
+                }
                 Ok(d) if b > 0 => assert_eq!(d.confirmed, 10),
                 other => panic!("batch {b}: {other:?}"),
             }

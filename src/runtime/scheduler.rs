@@ -18,11 +18,13 @@ use tokio::sync::watch;
 
 use super::{RunReport, RuntimeHandle};
 use crate::error::Error;
+use crate::error_text::Chain;
 use crate::job::Job;
 use crate::model::ConfigError;
 
 /// When a job runs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Schedule {
     /// Every `interval`, at multiples of it since the UNIX epoch (so
     /// instances agree on the ticks): hourly runs tick on the hour.
@@ -136,6 +138,7 @@ pub fn tick_key(tick: SystemTime) -> String {
 
 /// What a schedule has done so far.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct ScheduleStatus {
     /// The next tick, if any.
     pub next_tick: Option<SystemTime>,
@@ -286,10 +289,10 @@ impl Scheduler {
                     }
                     Ok(None) => act.start_run(key, ctx),
                     Err(e) => {
-                        tracing::warn!(job = %act.job.name, tick = %key, error = %e, "tick skipped: store unavailable");
+                        tracing::warn!(job = %act.job.name, tick = %key, error = %Chain(&e), "tick skipped: store unavailable");
                         act.status.send_modify(|s| {
                             s.skipped += 1;
-                            s.last_error = Some(e.to_string());
+                            s.last_error = Some(crate::error_text::chain(&e));
                         });
                     }
                 }
@@ -303,7 +306,7 @@ impl Scheduler {
             Ok(job) => job,
             Err(e) => {
                 self.status
-                    .send_modify(|s| s.last_error = Some(e.to_string()));
+                    .send_modify(|s| s.last_error = Some(crate::error_text::chain(&e)));
                 return;
             }
         };
@@ -311,7 +314,7 @@ impl Scheduler {
             Ok(run) => run,
             Err(e) => {
                 self.status
-                    .send_modify(|s| s.last_error = Some(e.to_string()));
+                    .send_modify(|s| s.last_error = Some(crate::error_text::chain(&e)));
                 return;
             }
         };
@@ -327,7 +330,7 @@ impl Scheduler {
                     }
                     s.last_report = Some(report);
                 }
-                Err(e) => s.last_error = Some(e.to_string()),
+                Err(e) => s.last_error = Some(crate::error_text::chain(&e)),
             });
             act.stop_when_idle(ctx);
         }));

@@ -21,6 +21,7 @@ use super::publisher::Publisher;
 use super::worker::{PartitionWorker, WorkerExited, WorkerOutcome, WorkerSetup};
 use super::{ActiveRunGuard, RuntimeConfig};
 use crate::error::Error;
+use crate::error_text::Chain;
 use crate::job::Job;
 use crate::store::{
     PartitionRecord, PartitionState, PlanOutcome, RunState, Steal, Store, StoreError,
@@ -184,7 +185,7 @@ impl RunSupervisor {
                         Err(e) => {
                             // Stealing is an optimisation: a failed split
                             // changed nothing and never ends the run.
-                            tracing::warn!(error = %e, "could not split a range; will look again");
+                            tracing::warn!(error = %Chain(&e), "could not split a range; will look again");
                             act.idle(ctx);
                         }
                     }
@@ -204,7 +205,7 @@ impl RunSupervisor {
     /// otherwise end the run's work here with the error.
     fn store_trouble(&mut self, e: StoreError, ctx: &mut Context<Self>) {
         if e.is_retryable() {
-            tracing::warn!(error = %e, "store unavailable; retrying");
+            tracing::warn!(error = %Chain(&e), "store unavailable; retrying");
             ctx.run_later(self.run.config.poll_interval, |act, ctx| act.fill(ctx));
         } else {
             self.fail(Error::Store(e), ctx);
@@ -330,7 +331,7 @@ impl RunSupervisor {
     }
 
     fn fail(&mut self, e: Error, ctx: &mut Context<Self>) {
-        tracing::error!(job = %self.run.job.name, error = %e, "run failed on this instance");
+        tracing::error!(job = %self.run.job.name, error = %Chain(&e), "run failed on this instance");
         self.finishing = true;
         self.send_report(Err(e), ctx);
     }
@@ -410,7 +411,7 @@ impl Handler<WorkerExited> for RunSupervisor {
             }
             Err(e) => {
                 let retry = e.is_retryable() && !self.shutting_down();
-                let reason = e.to_string();
+                let reason = crate::error_text::chain(&e);
                 let store = self.run.store.clone();
                 let owner = self.run.owner.clone();
                 let max = i64::from(self.run.config.max_attempts);
@@ -456,7 +457,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                             }
                             Err(e) => {
                                 act.held.drop_hold(id);
-                                tracing::warn!(partition = id, error = %e, "could not record the failure; the lease will expire and the partition be retried");
+                                tracing::warn!(partition = id, error = %Chain(&e), "could not record the failure; the lease will expire and the partition be retried");
                                 act.set_partition(id, PartitionState::Claimed, None);
                                 act.fill(ctx);
                             }
@@ -487,7 +488,7 @@ async fn preflight(
         match store.describe_table(&job.source.table).await {
             Ok(info) => break info,
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "store unavailable; retrying");
+                tracing::warn!(error = %Chain(&e), "store unavailable; retrying");
                 tokio::time::sleep(config.poll_interval).await;
             }
             Err(e) => return Err(e.into()),
@@ -532,7 +533,10 @@ async fn identify(
                     {
                         // Not left planning for good: failed, with its error.
                         Err(e) if !e.is_retryable() => {
-                            if let Err(f) = store.fail_planning(run.id, &e.to_string()).await {
+                            if let Err(f) = store
+                                .fail_planning(run.id, &crate::error_text::chain(&e))
+                                .await
+                            {
                                 tracing::warn!(error = %f, "could not record the planning failure");
                             }
                             Err(e)
@@ -554,7 +558,7 @@ async fn identify(
                             Ok(true) => {}
                             Ok(false) => tracing::warn!("identification lease lost while planning"),
                             Err(e) => {
-                                tracing::warn!(error = %e, "could not renew the identification lease")
+                                tracing::warn!(error = %Chain(&e), "could not renew the identification lease")
                             }
                         }
                     }
@@ -564,12 +568,12 @@ async fn identify(
                     never = renew => never,
                 };
                 if let Err(e) = store.release_job_lease(&job.name, owner).await {
-                    tracing::warn!(error = %e, "could not release the identification lease; it will expire");
+                    tracing::warn!(error = %Chain(&e), "could not release the identification lease; it will expire");
                 }
                 match planned {
                     Ok(plan) => return Ok(plan),
                     Err(e) if e.is_retryable() => {
-                        tracing::warn!(error = %e, "identification failed; retrying")
+                        tracing::warn!(error = %Chain(&e), "identification failed; retrying")
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -590,7 +594,9 @@ async fn identify(
                     }
                 }
             }
-            Err(e) if e.is_retryable() => tracing::warn!(error = %e, "store unavailable; retrying"),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %Chain(&e), "store unavailable; retrying")
+            }
             Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(config.poll_interval).await;

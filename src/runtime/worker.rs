@@ -136,7 +136,7 @@ fn process_row(
     .unwrap_or_else(|panic| {
         Err(crate::model::Poison(format!(
             "processor panicked: {}",
-            crate::panic::message(&*panic)
+            crate::error_text::panic_message(&*panic)
         )))
     })
 }

@@ -13,13 +13,16 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, Sink, SinkError};
+use crate::error_text::Chain;
 use crate::model::ConfigError;
+use crate::model::Redacted;
 
 /// Where and how the RabbitMQ sink publishes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AmqpConfig {
     /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
-    pub url: crate::SecretUrl,
+    pub url: crate::model::redact::SecretUrl,
     /// Exchange to publish to (a durable direct exchange when declared);
     /// empty for the default exchange, which routes by queue name.
     pub exchange: String,
@@ -179,17 +182,12 @@ impl AmqpSink {
     /// declaration that contradicts an existing one), retryable otherwise
     /// (the broker unreachable, restarting, closing connections).
     fn error(&self, e: lapin::Error) -> SinkError {
-        let reason = crate::redact_text(&format!("{} ({})", e, self.config.url));
-        if is_permanent(&e) {
-            SinkError::Fatal {
-                sink: "amqp".into(),
-                reason,
-            }
+        let permanent = is_permanent(&e);
+        let cause = Redacted::with_context(format!("RabbitMQ at {}", self.config.url), e);
+        if permanent {
+            SinkError::fatal("amqp", cause)
         } else {
-            SinkError::Retryable {
-                sink: "amqp".into(),
-                reason,
-            }
+            SinkError::retryable("amqp", cause)
         }
     }
 
@@ -329,10 +327,10 @@ impl AmqpSink {
                 }
                 Ok(Confirmation::Nack(_)) => nacked.push(i),
                 Ok(Confirmation::NotRequested) => {
-                    return Ok(Err(SinkError::Fatal {
-                        sink: "amqp".into(),
-                        reason: "the channel is not in confirm mode".into(),
-                    }))
+                    return Ok(Err(SinkError::fatal(
+                        "amqp",
+                        "the channel is not in confirm mode",
+                    )))
                 }
                 Err(error) => {
                     return Err(Broken {
@@ -343,10 +341,7 @@ impl AmqpSink {
             }
         }
         if let Some(reason) = returned {
-            return Ok(Err(SinkError::Fatal {
-                sink: "amqp".into(),
-                reason,
-            }));
+            return Ok(Err(SinkError::fatal("amqp", reason)));
         }
         Ok(Ok(if nacked.is_empty() {
             Round::Confirmed
@@ -375,7 +370,7 @@ impl Sink for AmqpSink {
                     if !err.is_retryable() || Instant::now() >= deadline {
                         return Err(err);
                     }
-                    tracing::warn!(error = %err, "RabbitMQ unreachable; retrying");
+                    tracing::warn!(error = %Chain(&err), "RabbitMQ unreachable; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                     continue;
@@ -391,16 +386,16 @@ impl Sink for AmqpSink {
                 Ok(Ok(Round::Nacked(nacked))) => {
                     nack_rounds += 1;
                     if nack_rounds >= self.config.nack_attempts {
-                        return Err(SinkError::Retryable {
-                            sink: "amqp".into(),
-                            reason: format!(
+                        return Err(SinkError::retryable(
+                            "amqp",
+                            format!(
                                 "the broker negatively acknowledged {} messages {} times \
                                  (first: {})",
                                 nacked.len(),
                                 nack_rounds,
                                 batch[nacked[0]].id
                             ),
-                        });
+                        ));
                     }
                     tracing::warn!(
                         messages = nacked.len(),
@@ -415,19 +410,19 @@ impl Sink for AmqpSink {
                 Err(broken) => {
                     // The link broke under us (the broker closed it, went
                     // away or restarted): retry within the deadline.
-                    let err = SinkError::Retryable {
-                        sink: "amqp".into(),
-                        reason: crate::redact_text(&format!(
-                            "{} ({})",
-                            broken.error, self.config.url
-                        )),
-                    };
+                    let err = SinkError::retryable(
+                        "amqp",
+                        Redacted::with_context(
+                            format!("RabbitMQ at {}", self.config.url),
+                            broken.error,
+                        ),
+                    );
                     self.drop_link().await;
                     if Instant::now() >= deadline {
                         return Err(err);
                     }
                     tracing::warn!(
-                        error = %err,
+                        error = %Chain(&err),
                         unconfirmed = broken.unconfirmed.len(),
                         "RabbitMQ connection lost; reconnecting to publish the unconfirmed again"
                     );

@@ -118,10 +118,7 @@ impl Sink for JsonLinesSink {
         let file = Arc::clone(&self.file);
         let path = self.path.clone();
         let batch = batch.to_vec();
-        let err = |e: std::io::Error| SinkError::Fatal {
-            sink: "jsonl".into(),
-            reason: e.to_string(),
-        };
+        let err = |e: std::io::Error| SinkError::fatal("jsonl", e);
         // File I/O and fsync block: keep them off the async threads.
         tokio::task::spawn_blocking(move || {
             let mut slot = file.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,10 +142,7 @@ impl Sink for JsonLinesSink {
             Ok::<_, std::io::Error>(batch.len() as u64)
         })
         .await
-        .map_err(|e| SinkError::Fatal {
-            sink: "jsonl".into(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| SinkError::fatal("jsonl", e))?
         .map_err(err)
         .map(|n| Delivery {
             confirmed: n,

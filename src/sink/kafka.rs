@@ -13,10 +13,12 @@ use rdkafka::util::Timeout;
 
 use super::{Delivery, Message, Sink, SinkError};
 use crate::model::ConfigError;
+use crate::model::Redacted;
 
 /// Where and how the Kafka sink produces. Its `Debug` masks the values of
 /// properties that hold secrets (`sasl.password`, `ssl.key.password`...).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
     pub brokers: String,
@@ -211,15 +213,19 @@ impl KafkaSink {
         })
     }
 
-    fn fail(&self, e: impl std::fmt::Display, retryable: bool) -> SinkError {
-        let (sink, reason) = (
-            "kafka".to_owned(),
-            format!("topic {}: {e} ({})", self.config.topic, self.config.brokers),
+    fn fail(
+        &self,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        retryable: bool,
+    ) -> SinkError {
+        let cause = Redacted::with_context(
+            format!("topic {} ({})", self.config.topic, self.config.brokers),
+            e,
         );
         if retryable {
-            SinkError::Retryable { sink, reason }
+            SinkError::retryable("kafka", cause)
         } else {
-            SinkError::Fatal { sink, reason }
+            SinkError::fatal("kafka", cause)
         }
     }
 

@@ -59,10 +59,7 @@ impl Sink for MemorySink {
         let mut inner = self.lock();
         if inner.fail_next > 0 {
             inner.fail_next -= 1;
-            return Err(SinkError::Retryable {
-                sink: "memory".into(),
-                reason: "injected failure".into(),
-            });
+            return Err(SinkError::retryable("memory", "injected failure"));
         }
         inner.messages.extend_from_slice(batch);
         Ok(Delivery {

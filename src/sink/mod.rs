@@ -25,7 +25,8 @@ pub(crate) mod update;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::model::Message;
+use crate::model::ConfigError;
+pub use crate::model::{Cause, Message, Redacted};
 
 #[cfg(feature = "amqp")]
 pub use amqp::{AmqpConfig, AmqpSink};
@@ -41,12 +42,28 @@ pub use update::{UpdateSink, UpdateSpec};
 
 /// What a sink reports for a confirmed batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Delivery {
     /// Messages confirmed.
     pub confirmed: u64,
     /// Messages the sink knows it had already received or applied
     /// (replays after a crash).
     pub duplicates: u64,
+}
+
+impl Delivery {
+    /// `confirmed` messages confirmed, `duplicates` of them known replays.
+    pub fn new(confirmed: u64, duplicates: u64) -> Self {
+        Self {
+            confirmed,
+            duplicates,
+        }
+    }
+
+    /// A batch of `n` messages confirmed, none known to be a replay.
+    pub fn confirmed(n: usize) -> Self {
+        Self::new(n as u64, 0)
+    }
 }
 
 impl std::ops::AddAssign for Delivery {
@@ -56,58 +73,71 @@ impl std::ops::AddAssign for Delivery {
     }
 }
 
-/// A sink failure.
+/// A sink failure. Its cause (the broker client's or the database's error)
+/// is kept behind `source()`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SinkError {
     /// May succeed if tried again (broker down, timeout, busy database).
-    #[error("{sink}: {reason} (retryable)")]
+    #[error("{sink} failed (retryable)")]
     Retryable {
         /// Sink name.
         sink: String,
         /// What happened.
-        reason: String,
+        #[source]
+        cause: Cause,
     },
     /// Will not succeed if tried again.
-    #[error("{sink}: {reason}")]
+    #[error("{sink} failed")]
     Fatal {
         /// Sink name.
         sink: String,
         /// What happened.
-        reason: String,
+        #[source]
+        cause: Cause,
     },
     /// The sink is configured for something that is not there (a table, a
     /// column), found by [`Sink::check`] before the run is planned.
     #[error(transparent)]
-    Config(#[from] crate::model::ConfigError),
+    Config(#[from] ConfigError),
 }
 
 impl SinkError {
     /// A failure of `sink` that another attempt may get past (a broker
     /// down, a timeout): the worker retries the batch after a backoff.
-    pub fn retryable(sink: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    /// `cause` is an error or a message; wrap a driver's error that may
+    /// quote a URL in [`Redacted`].
+    pub fn retryable(
+        sink: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         SinkError::Retryable {
             sink: sink.into(),
-            reason: reason.to_string(),
+            cause: Cause::from(cause.into()),
         }
     }
 
     /// A failure of `sink` that another attempt will not fix: the
     /// partition fails once its attempts are spent.
-    pub fn fatal(sink: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    pub fn fatal(
+        sink: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         SinkError::Fatal {
             sink: sink.into(),
-            reason: reason.to_string(),
+            cause: Cause::from(cause.into()),
         }
     }
 
     /// A store failure of a sink that writes to the database: retryable
     /// when the store says another attempt may pass.
     pub(crate) fn from_store(sink: &str, e: crate::store::StoreError) -> Self {
-        let (sink, reason) = (sink.to_owned(), e.to_string());
-        if e.is_retryable() {
-            SinkError::Retryable { sink, reason }
+        let retryable = e.is_retryable();
+        let (sink, cause) = (sink.to_owned(), Cause::from(Box::new(e) as Box<_>));
+        if retryable {
+            SinkError::Retryable { sink, cause }
         } else {
-            SinkError::Fatal { sink, reason }
+            SinkError::Fatal { sink, cause }
         }
     }
 

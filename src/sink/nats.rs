@@ -11,13 +11,16 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, Sink, SinkError};
+use crate::error_text::Chain;
 use crate::model::ConfigError;
+use crate::model::Redacted;
 
 /// Where and how the JetStream sink publishes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NatsConfig {
     /// Server URL, `nats://host:4222`.
-    pub url: crate::SecretUrl,
+    pub url: crate::model::redact::SecretUrl,
     /// Stream that stores the subject.
     pub stream: String,
     /// Subject every message is published to.
@@ -130,15 +133,17 @@ impl NatsSink {
         Ok(warnings)
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display, retryable: bool) -> SinkError {
-        let (sink, reason) = (
-            "nats".to_owned(),
-            crate::redact_text(&format!("{what}: {e} ({})", self.config.url)),
-        );
+    fn fail(
+        &self,
+        what: &str,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        retryable: bool,
+    ) -> SinkError {
+        let cause = Redacted::with_context(format!("{what} ({})", self.config.url), e);
         if retryable {
-            SinkError::Retryable { sink, reason }
+            SinkError::retryable("nats", cause)
         } else {
-            SinkError::Fatal { sink, reason }
+            SinkError::fatal("nats", cause)
         }
     }
 
@@ -239,7 +244,7 @@ impl Sink for NatsSink {
             let js = match self.context().await {
                 Ok(js) => js,
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "NATS unreachable; retrying");
+                    tracing::warn!(error = %Chain(&e), "NATS unreachable; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                     continue;
@@ -327,7 +332,7 @@ impl Sink for NatsSink {
 /// that the client's own log lines, which print the address, hold no
 /// secret.
 pub(crate) async fn connect(
-    url: &crate::SecretUrl,
+    url: &crate::model::redact::SecretUrl,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
     let Ok(mut address) = url::Url::parse(url.expose()) else {
         return async_nats::connect(url.expose()).await;

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 
 use super::{Delivery, Message, Sink, SinkError};
-use crate::model::Ident;
+use crate::model::{ConfigError, Ident};
 use crate::store::{Bind, Connection, Sql, Store, StoreError};
 
 /// The in-process update step, the embedded default: applies each message
@@ -13,6 +13,19 @@ use crate::store::{Bind, Connection, Sql, Store, StoreError};
 pub struct UpdateSink {
     store: Store,
     spec: UpdateSpec,
+}
+
+impl UpdateSpec {
+    /// Advances `version_column` of `table`'s row keyed by `key_column`;
+    /// names are validated (errors name `sink.table`, `sink.key_column`,
+    /// `sink.version_column`).
+    pub fn new(table: &str, key_column: &str, version_column: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: Ident::parse("sink.table", table)?,
+            key_column: Ident::parse("sink.key_column", key_column)?,
+            version_column: Ident::parse("sink.version_column", version_column)?,
+        })
+    }
 }
 
 impl UpdateSink {
@@ -65,6 +78,7 @@ impl Sink for UpdateSink {
 /// message's key to the message's version, only if it is lower. Applying a
 /// message twice changes nothing the second time.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct UpdateSpec {
     /// Table to update.
     pub table: Ident,

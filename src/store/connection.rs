@@ -22,6 +22,7 @@ use super::StoreError;
 
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Dialect {
     /// PostgreSQL.
     Postgres,
@@ -42,6 +43,7 @@ impl Dialect {
 
 /// A value bound to a `?` placeholder.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Bind {
     /// A BIGINT.
     Int(i64),
@@ -225,7 +227,7 @@ impl Db for SqliteConnection {
 
 /// A diesel connection as the pool keeps it: it dereferences to the
 /// connection, and remembers what the pool needs to know of it.
-pub struct Pooled<C> {
+pub(crate) struct Pooled<C> {
     conn: C,
     /// Its state is unknown (a rollback failed): the pool drops it instead
     /// of handing it out again. (A link the server closed is caught by
@@ -258,7 +260,7 @@ const FRESH: Duration = Duration::from_secs(5);
 /// than 5 s; one in steady use is not, which saves a round trip on
 /// every query. A connection whose link failed, or whose rollback did, is
 /// dropped when it goes back, so it is not handed out again.
-pub struct Manager<C: R2D2Connection + 'static> {
+pub(crate) struct Manager<C: R2D2Connection + 'static> {
     inner: ConnectionManager<C>,
 }
 
@@ -289,11 +291,13 @@ impl<C: R2D2Connection + Send + 'static> ManageConnection for Manager<C> {
 }
 
 /// A pooled connection to either backend, as handed to code that runs on the
-/// database executor (e.g. a job's identification query).
-pub enum Connection {
-    /// PostgreSQL.
+/// database executor (a job's identification query, [`Store::run`](super::Store::run)):
+/// it runs [`Sql`] with bound values and says which [`Dialect`] it speaks.
+pub struct Connection(pub(crate) Backend);
+
+/// The backend of a [`Connection`].
+pub(crate) enum Backend {
     Postgres(PooledConnection<Manager<PgConnection>>),
-    /// SQLite.
     Sqlite(PooledConnection<Manager<SqliteConnection>>),
 }
 
@@ -302,11 +306,11 @@ pub enum Connection {
 macro_rules! with_conn {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
-            $crate::store::Connection::Postgres(pooled) => {
+            $crate::store::Connection($crate::store::Backend::Postgres(pooled)) => {
                 let $c: &mut ::diesel::PgConnection = &mut *pooled;
                 $body
             }
-            $crate::store::Connection::Sqlite(pooled) => {
+            $crate::store::Connection($crate::store::Backend::Sqlite(pooled)) => {
                 let $c: &mut ::diesel::SqliteConnection = &mut *pooled;
                 $body
             }
@@ -318,8 +322,8 @@ impl Connection {
     /// The connection's dialect.
     pub fn dialect(&self) -> Dialect {
         match self {
-            Connection::Postgres(_) => Dialect::Postgres,
-            Connection::Sqlite(_) => Dialect::Sqlite,
+            Connection(Backend::Postgres(_)) => Dialect::Postgres,
+            Connection(Backend::Sqlite(_)) => Dialect::Sqlite,
         }
     }
 
@@ -351,8 +355,8 @@ impl Connection {
 
     fn mark_lost(&mut self) {
         match self {
-            Connection::Postgres(p) => p.lost = true,
-            Connection::Sqlite(p) => p.lost = true,
+            Connection(Backend::Postgres(p)) => p.lost = true,
+            Connection(Backend::Sqlite(p)) => p.lost = true,
         }
     }
 
@@ -516,8 +520,8 @@ impl Pool {
     /// Takes a connection from the pool.
     pub(crate) fn get(&self) -> Result<Connection, StoreError> {
         match self {
-            Pool::Postgres(p) => p.get().map(Connection::Postgres),
-            Pool::Sqlite(p) => p.get().map(Connection::Sqlite),
+            Pool::Postgres(p) => p.get().map(|c| Connection(Backend::Postgres(c))),
+            Pool::Sqlite(p) => p.get().map(|c| Connection(Backend::Sqlite(c))),
         }
         .map_err(|e| StoreError::Pool(e.to_string()))
     }

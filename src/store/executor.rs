@@ -6,7 +6,7 @@ use super::{Connection, Pool, StoreError};
 
 /// A synchronous actor on its own thread (one per `SyncArbiter` thread)
 /// that runs store functions with a pooled connection.
-pub struct DbExecutor {
+pub(crate) struct DbExecutor {
     /// Shared by every executor thread; one connection per running query.
     pool: Pool,
 }
@@ -49,10 +49,9 @@ impl<T: Send + 'static> Handler<Execute<T>> for DbExecutor {
                 // The panic may have left a transaction open on this
                 // connection; close it before the pool hands it out again.
                 conn.rollback();
-                Err(StoreError::Corrupt {
-                    what: "database call",
-                    reason: format!("panicked: {}", crate::panic::message(&*panic)),
-                })
+                Err(StoreError::Panicked(crate::error_text::panic_message(
+                    &*panic,
+                )))
             },
         )
     }

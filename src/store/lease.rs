@@ -73,6 +73,7 @@ use crate::model::ConfigError;
 
 /// Lease timings of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaseConfig {
     /// How long a claim holds without renewal (default 30 s).
     pub lease: Duration,

@@ -1,10 +1,12 @@
 //! Embedded migrations, one set per backend.
 
+use std::sync::Arc;
+
 use diesel::connection::SimpleConnection;
 use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::connection::{Connection, Pool};
+use super::connection::{Backend, Connection, Pool};
 use super::{DatabaseUrl, StoreError};
 
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -32,7 +34,7 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || run_migrations(&url))
         .await
-        .map_err(|e| StoreError::Migration(format!("the migration task failed: {e}")))?
+        .map_err(|e| StoreError::Migration(Arc::new(e)))?
 }
 
 /// Applies the pending migrations over `conn`, one instance at a time:
@@ -41,9 +43,9 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
 /// tables made).
 pub(crate) fn apply_pending(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
     let migrate_err =
-        |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
+        |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(Arc::from(e));
     let applied = match conn {
-        Connection::Postgres(pooled) => {
+        Connection(Backend::Postgres(pooled)) => {
             let conn: &mut diesel::PgConnection = &mut *pooled;
             conn.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
                 .map_err(|e| StoreError::query("migration lock", e))?;
@@ -54,14 +56,14 @@ pub(crate) fn apply_pending(conn: &mut Connection) -> Result<Vec<String>, StoreE
                 .map_err(|e| StoreError::query("migration unlock", e))?;
             result.map_err(migrate_err)?
         }
-        Connection::Sqlite(pooled) => {
+        Connection(Backend::Sqlite(pooled)) => {
             let conn: &mut SqliteConnection = &mut *pooled;
             conn.immediate_transaction(|conn| {
                 conn.run_pending_migrations(SQLITE)
                     .map(|v| v.into_iter().map(|m| m.to_string()).collect::<Vec<_>>())
                     .map_err(diesel::result::Error::QueryBuilderError)
             })
-            .map_err(|e| StoreError::Migration(e.to_string()))?
+            .map_err(|e| StoreError::Migration(Arc::new(e)))?
         }
     };
     Ok(applied)

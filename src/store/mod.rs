@@ -1,10 +1,11 @@
 //! The store: tranche's tables and every query it runs, behind one interface.
 //!
-//! Diesel is synchronous, so it runs only on the [`DbExecutor`], a pool of
-//! threads started with actix's `SyncArbiter`. [`Store`] is the async face of
-//! it: each method ships a plain synchronous function over a pooled
-//! [`Connection`] to the executor and awaits the answer, so no async task
-//! ever blocks on the database. The same methods work on SQLite and
+//! Diesel is synchronous, so a store's queries run only on its executor, a
+//! pool of threads started with actix's `SyncArbiter`. [`Store`] is the
+//! async face of it: each method ships a plain synchronous function over a
+//! pooled [`Connection`] to the executor and awaits the answer, so no async
+//! task ever blocks on the database. ([`run_migrations`] is the one entry
+//! point that opens a connection of its own: it runs before any store.) The same methods work on SQLite and
 //! PostgreSQL; one conformance suite (`tests/store_conformance.rs`) holds
 //! both to the same behaviour.
 //!
@@ -26,18 +27,19 @@ use std::time::Duration;
 
 use actix::{Addr, SyncArbiter};
 
-pub use connection::init_openssl;
-pub(crate) use connection::Pool;
-pub use connection::{Bind, Connection, Db, Dialect, Manager, Pooled, Sql};
+#[doc(hidden)]
+pub use connection::{init_openssl, Db};
+pub(crate) use connection::{Backend, Pool};
+pub use connection::{Bind, Connection, Dialect, Sql};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
-pub use executor::DbExecutor;
+pub(crate) use executor::DbExecutor;
 use executor::Execute;
 pub use migrations::{migrate, run_migrations};
+#[doc(hidden)]
 pub use queries::active_run as active_run_on;
-pub use queries::{
-    Checkpoint, CheckpointAck, DeadLetter, PartitionRecord, PartitionState, PlanOutcome, RunRecord,
-    RunState, Steal,
-};
+#[doc(hidden)]
+pub use queries::{Checkpoint, CheckpointAck, PlanOutcome, Steal};
+pub use queries::{DeadLetter, PartitionRecord, PartitionState, RunRecord, RunState};
 pub use scopes::{IdentifyScopes, Scopes};
 pub use source::Page;
 
@@ -45,6 +47,7 @@ use crate::model::{Cursor, Source, Strategy};
 
 /// A database failure, saying which operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The database could not be reached (the URL is shown redacted).
     #[error("cannot connect to {url}: {reason}")]
@@ -58,7 +61,7 @@ pub enum StoreError {
     #[error("connection pool: {0}")]
     Pool(String),
     /// A query failed.
-    #[error("{op}: {source}")]
+    #[error("{op} failed")]
     Query {
         /// The store operation.
         op: &'static str,
@@ -66,8 +69,12 @@ pub enum StoreError {
         source: diesel::result::Error,
     },
     /// Migrations could not be applied.
-    #[error("migrations: {0}")]
-    Migration(String),
+    #[error("migrations failed")]
+    Migration(#[source] crate::model::Cause),
+    /// A database call panicked (a bug, in tranche or in a host's query);
+    /// its transaction was rolled back.
+    #[error("a database call panicked: {0}")]
+    Panicked(String),
     /// A fenced write matched nothing: another instance took the partition
     /// over (or it was released), so this holder must stop.
     #[error("lease lost on partition {partition_id} (epoch {epoch})")]
@@ -141,6 +148,7 @@ impl StoreError {
             StoreError::Connect { .. } | StoreError::Pool(_) => true,
             StoreError::Query { source, .. } => crate::retry::retryable_query(source),
             StoreError::Migration(_)
+            | StoreError::Panicked(_)
             | StoreError::LeaseLost { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Unsupported(_)
@@ -154,6 +162,7 @@ impl StoreError {
 
 /// How the store connects.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// Executor threads, and so the most queries running at once
     /// (default 4; the pool holds one more connection).
@@ -179,6 +188,13 @@ impl Default for StoreOptions {
 }
 
 /// The async handle to the database executor. Cheap to clone, `Send`.
+///
+/// What a host uses: [`Store::run`] for its own SQL, the runs, partitions
+/// and dead letters as recorded, [`Store::describe_table`] and
+/// [`Store::explain_page`]. The run protocol itself (job leases, claims,
+/// fenced checkpoints, steals; see [`lease`]) is driven by the runtime and
+/// held to its contract by the store conformance suite; its methods are
+/// hidden from these docs and are not a stable API.
 #[derive(Clone)]
 pub struct Store {
     executor: Addr<DbExecutor>,
@@ -242,6 +258,7 @@ impl Store {
         self.run(queries::now_ms).await
     }
 
+    #[doc(hidden)]
     /// Takes the job's identification lease for `lease`; false when another
     /// instance holds it. Identification runs on one instance at a time.
     pub async fn acquire_job_lease(
@@ -256,6 +273,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Extends the identification lease while `owner` still holds it;
     /// false when it does not (released, or expired and taken).
     pub async fn renew_job_lease(
@@ -270,6 +288,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Gives the identification lease back.
     pub async fn release_job_lease(&self, job: &str, owner: &str) -> Result<(), StoreError> {
         let (job, owner) = (job.to_owned(), owner.to_owned());
@@ -277,6 +296,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// The run an instance starting `job` belongs to. With `key`: the run
     /// of that key in whatever state, created when new (and refused with
     /// [`StoreError::RunActive`] while another run of the job is active).
@@ -310,6 +330,7 @@ impl Store {
         self.run(move |c| queries::run_record(c, run_id)).await
     }
 
+    #[doc(hidden)]
     /// Identifies and partitions a run: reuses its partitions when it already
     /// has them, otherwise plans them (scopes, high-water marks, quantile
     /// bounds) and persists them in one transaction.
@@ -331,6 +352,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Ends a run whose planning failed for good: `failed`, with `error`
     /// recorded, so the job's next run starts afresh (and a run key that
     /// named it plans again).
@@ -344,7 +366,7 @@ impl Store {
     /// indexes); `None` when there is no such table or view.
     pub async fn describe_table(
         &self,
-        table: &crate::Ident,
+        table: &crate::model::Ident,
     ) -> Result<Option<crate::catalog::TableInfo>, StoreError> {
         let table = table.clone();
         self.run(move |c| describe::describe(c, &table)).await
@@ -360,6 +382,7 @@ impl Store {
         self.run(move |c| queries::partition(c, id)).await
     }
 
+    #[doc(hidden)]
     /// Claims one pending partition, or one whose lease expired, in one
     /// statement: sets the owner, increments the epoch and sets the lease.
     pub async fn claim(
@@ -374,6 +397,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Reads the next page of a partition after `after` (or from its lower
     /// bound), at most `limit` rows, in `(order, key)` order.
     ///
@@ -409,6 +433,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Fenced checkpoint: moves the partition's cursor, adds the page's rows
     /// to its count, records its dead letters, renews the lease and, on the
     /// last page, completes it. Fails with [`StoreError::LeaseLost`] when
@@ -418,6 +443,7 @@ impl Store {
         self.run(move |c| queries::checkpoint(c, &checkpoint)).await
     }
 
+    #[doc(hidden)]
     /// Work stealing: splits the largest remaining range of a claimed range
     /// partition of the run (held by any instance, this one included) and
     /// claims its second half for `owner`. The holder keeps its lease and
@@ -439,6 +465,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Completes a partition without moving its cursor (its last page was
     /// empty). Fenced like [`Store::checkpoint`].
     pub async fn complete(
@@ -452,6 +479,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Extends the leases of the `(partition, epoch)` pairs `owner` holds;
     /// returns the pairs still held. Only the pairs given are renewed, so an
     /// instance restarted under the same id never keeps alive the leases of
@@ -472,6 +500,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Hands a partition back (graceful shutdown): pending again, no owner,
     /// checkpoint kept. Fenced.
     pub async fn release(
@@ -485,6 +514,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Records a failed attempt; with `fail`, the partition is marked failed
     /// for good. Returns the attempts so far. Fenced.
     pub async fn record_failure(
@@ -500,6 +530,7 @@ impl Store {
             .await
     }
 
+    #[doc(hidden)]
     /// Closes the run when no partition is pending or claimed; returns the
     /// run as it stands either way.
     pub async fn finish_run_if_complete(&self, run_id: i64) -> Result<RunRecord, StoreError> {

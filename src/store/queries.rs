@@ -15,6 +15,7 @@ use crate::plan;
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunState {
     /// Created; identification has not finished.
     Planning,
@@ -46,6 +47,7 @@ impl RunState {
 /// Where a partition stands (see [`lease`](super::lease)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PartitionState {
     /// Waiting for an owner.
     Pending,
@@ -76,6 +78,7 @@ impl PartitionState {
 
 /// A run as stored.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct RunRecord {
     /// Id.
     pub id: i64,
@@ -168,6 +171,7 @@ impl TryFrom<RunRow> for RunRecord {
 
 /// A partition as stored: its slice of the work and its progress.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct PartitionRecord {
     /// Id.
     pub id: i64,
@@ -317,6 +321,7 @@ impl TryFrom<PartitionRow> for PartitionRecord {
 /// rejected it, one of its values could not be read, or (found while
 /// planning) its key or order value could not be.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// Run.
     pub run_id: i64,
@@ -327,6 +332,24 @@ pub struct DeadLetter {
     pub row_key: Option<i64>,
     /// Why it was rejected.
     pub reason: String,
+}
+
+impl DeadLetter {
+    /// A dead letter of `run_id` for the row `row_key` read in
+    /// `partition_id`, rejected for `reason`.
+    pub fn new(
+        run_id: i64,
+        partition_id: Option<i64>,
+        row_key: Option<i64>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            run_id,
+            partition_id,
+            row_key,
+            reason: reason.into(),
+        }
+    }
 }
 
 #[derive(QueryableByName)]

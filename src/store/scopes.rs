@@ -13,6 +13,7 @@ pub type IdentifyScopes =
 
 /// How identification finds a run's scopes.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Scopes {
     /// One scope covering the whole filtered source.
     Whole,

@@ -78,6 +78,7 @@ where
 
 /// A page of a partition, in keyset order.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Page {
     /// The rows read.
     pub rows: Vec<SourceRow>,

@@ -100,6 +100,18 @@ pub fn run_tranche(args: &[&str]) -> std::process::Output {
     tranche_command().args(args).output().expect("run tranche")
 }
 
+/// An error and its causes as one line, `outer: inner: innermost`, as a
+/// log or a stored error shows it.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
 /// The `tranche` binary as a command, logging warnings only.
 pub fn tranche_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"));
@@ -219,7 +231,7 @@ pub fn unique(prefix: &str) -> String {
 /// Creates (if missing) the tests' `events (id, at)` table with its keyset
 /// index and inserts ids `1..=rows`, each `ties` consecutive ids sharing
 /// one `at` (so ties are split across pages).
-pub async fn seed_events(store: &tranche::Store, rows: i64, ties: i64) {
+pub async fn seed_events(store: &tranche::store::Store, rows: i64, ties: i64) {
     use tranche::store::{Bind, Sql};
     store
         .run(move |c| {

@@ -7,10 +7,11 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use super::BenchError;
+use tranche::job::{FilterValue, Op};
 use tranche::sink::Sink;
 use tranche::store::Store;
 use tranche::Job;
-use tranche::{FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
+use tranche::{Message, Scope, Source, SourceRow, Strategy};
 
 /// The table every measurement reads.
 pub(crate) const TABLE: &str = "tranche_bench_rows";

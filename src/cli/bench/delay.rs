@@ -107,7 +107,7 @@ fn authority_host(url: &str) -> Result<(usize, usize), BenchError> {
     let bad = || {
         BenchError::Config(format!(
             "{}: not a scheme://host:port URL",
-            tranche::redact_url(url)
+            tranche::redact::redact_url(url)
         ))
     };
     let start = url.find("://").ok_or_else(bad)? + 3;

@@ -45,7 +45,6 @@ pub use report::{BenchReport, Kind, Measurement, MemoryMeasurement, Target};
 use tranche::sink::UpdateSpec;
 use tranche::sink::{NullSink, Sink, UpdateSink};
 use tranche::store::RunState;
-use tranche::Ident;
 use tranche::{RuntimeConfig, RuntimeHandle};
 
 /// Why a bench run stopped.
@@ -69,12 +68,15 @@ impl BenchError {
     pub(crate) fn step(what: &str, e: impl std::fmt::Display) -> Self {
         Self::Step {
             what: what.to_owned(),
-            reason: tranche::redact_text(&e.to_string()),
+            reason: tranche::redact::redact_text(&e.to_string()),
         }
     }
 
     pub(crate) fn connect(url: &str, e: impl std::fmt::Display) -> Self {
-        Self::step(&format!("connecting to {}", tranche::redact_url(url)), e)
+        Self::step(
+            &format!("connecting to {}", tranche::redact::redact_url(url)),
+            e,
+        )
     }
 }
 
@@ -84,15 +86,15 @@ impl From<tranche::ConfigError> for BenchError {
     }
 }
 
-impl From<tranche::StoreError> for BenchError {
-    fn from(e: tranche::StoreError) -> Self {
-        Self::step("the store", e)
+impl From<tranche::store::StoreError> for BenchError {
+    fn from(e: tranche::store::StoreError) -> Self {
+        Self::step("the store", format!("{:#}", anyhow::Error::from(e)))
     }
 }
 
 impl From<tranche::Error> for BenchError {
     fn from(e: tranche::Error) -> Self {
-        Self::step("tranche", e)
+        Self::step("tranche", format!("{:#}", anyhow::Error::from(e)))
     }
 }
 
@@ -287,7 +289,7 @@ impl Bench<'_> {
     }
 
     fn skip(&mut self, what: &str, why: impl std::fmt::Display) {
-        let why = tranche::redact_text(&why.to_string());
+        let why = tranche::redact::redact_text(&why.to_string());
         println!("    skipped {what}: {why}");
         self.report.skipped.push((what.to_owned(), why));
     }
@@ -628,11 +630,7 @@ fn median(mut runs: Vec<(u64, Duration)>) -> (u64, Duration) {
 }
 
 fn update_spec() -> Result<UpdateSpec, BenchError> {
-    Ok(UpdateSpec {
-        table: Ident::parse("update.table", data::TABLE)?,
-        key_column: Ident::parse("update.key_column", "id")?,
-        version_column: Ident::parse("update.version_column", "version")?,
-    })
+    Ok(UpdateSpec::new(data::TABLE, "id", "version")?)
 }
 
 /// The name of a broker's group: the broker's alone on this machine,
@@ -1072,14 +1070,14 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
             c.concurrency, c.partitions, c.page_size
         ),
     );
-    s.insert("RabbitMQ".into(), format!("{}: persistent messages (delivery mode 2), mandatory, publisher confirms, durable queue, window {}", c.amqp_url.as_deref().map_or("not measured".into(), tranche::redact_url), c.window));
+    s.insert("RabbitMQ".into(), format!("{}: persistent messages (delivery mode 2), mandatory, publisher confirms, durable queue, window {}", c.amqp_url.as_deref().map_or("not measured".into(), tranche::redact::redact_url), c.window));
     s.insert(
         "JetStream".into(),
         format!(
             "{}: file storage, Nats-Msg-Id per message, acknowledgements awaited, window {}",
             c.nats_url
                 .as_deref()
-                .map_or("not measured".into(), tranche::redact_url),
+                .map_or("not measured".into(), tranche::redact::redact_url),
             c.window
         ),
     );

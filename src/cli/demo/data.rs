@@ -23,13 +23,13 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use serde::Serialize;
 
+use tranche::job::{Condition, FilterValue, Op};
 use tranche::sink::Sink;
 use tranche::sink::UpdateSpec;
 use tranche::store::Scopes;
 use tranche::store::{Bind, Connection, Dialect, Sql, StoreError};
-use tranche::Ident;
 use tranche::Job;
-use tranche::{Condition, FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
+use tranche::{Message, Scope, Source, SourceRow, Strategy};
 
 /// The demo job's name.
 pub const JOB_NAME: &str = "demo-s0";
@@ -56,7 +56,7 @@ pub fn create_schema(c: &mut Connection) -> Result<(), StoreError> {
     // SQLite has no timestamp type, so epoch seconds.
     let (pk, created) = match c.dialect() {
         Dialect::Postgres => ("BIGINT PRIMARY KEY", "TIMESTAMPTZ"),
-        Dialect::Sqlite => ("INTEGER PRIMARY KEY", "BIGINT"),
+        _ => ("INTEGER PRIMARY KEY", "BIGINT"),
     };
     c.batch(&format!(
         "CREATE TABLE IF NOT EXISTS {PRODUCTS} (id {pk}, name TEXT NOT NULL, version BIGINT NOT NULL);
@@ -207,7 +207,7 @@ fn add_subscriptions(
 ) -> Result<(), StoreError> {
     let row = match c.dialect() {
         Dialect::Postgres => "(?, ?, ?, ?, to_timestamp(?))",
-        Dialect::Sqlite => "(?, ?, ?, ?, ?)",
+        _ => "(?, ?, ?, ?, ?)",
     };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut id = 0i64;
@@ -294,11 +294,7 @@ fn config_bug(e: tranche::ConfigError) -> StoreError {
 
 /// What the update step changes: `demo_subscriptions.version`, by `id`.
 pub fn update_spec() -> UpdateSpec {
-    UpdateSpec {
-        table: Ident::parse("update.table", SUBSCRIPTIONS).expect("valid name"),
-        key_column: Ident::parse("update.key_column", "id").expect("valid name"),
-        version_column: Ident::parse("update.version_column", "version").expect("valid name"),
-    }
+    UpdateSpec::new(SUBSCRIPTIONS, "id", "version").expect("valid names")
 }
 
 /// The S0 job: scopes from [`changed_products`], range partitions over
@@ -312,7 +308,7 @@ pub fn job(
     let source = Source::new(SUBSCRIPTIONS, "id", "created_at")?;
     let source = match dialect {
         Dialect::Postgres => source.order_by_timestamp(),
-        Dialect::Sqlite => source,
+        _ => source,
     };
     Job::builder(JOB_NAME)
         .source(source)

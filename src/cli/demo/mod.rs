@@ -12,10 +12,10 @@ use clap::Parser;
 use data::Verification;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use tranche::{
-    redact_url, JsonLinesSink, OutboxSink, RuntimeConfig, RuntimeHandle, Sink, Store, StoreOptions,
-    UpdateSink,
-};
+use tranche::redact::redact_url;
+use tranche::sink::{JsonLinesSink, OutboxSink, UpdateSink};
+use tranche::store::Store;
+use tranche::{RuntimeConfig, RuntimeHandle, Sink};
 
 use super::progress::{follow, print_report};
 use super::{consume, flag_of, InstanceArgs};
@@ -144,10 +144,7 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     config.page_size = args.page_size;
     config.lease.lease = Duration::from_millis(args.lease_ms);
     config.lease.heartbeat = Duration::from_millis(args.heartbeat_ms);
-    config.store = StoreOptions {
-        threads: args.db_threads.unwrap_or(args.concurrency.clamp(2, 8)),
-        ..StoreOptions::default()
-    };
+    config.store.threads = args.db_threads.unwrap_or(args.concurrency.clamp(2, 8));
     config.instance_id = args.instance.instance_id.clone();
     if let Some(ms) = args.instance.poll_ms {
         config.poll_interval = Duration::from_millis(ms);
@@ -268,7 +265,7 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             interrupted: report.interrupted,
             verified,
             verification,
-            peak_rss_bytes: tranche::peak_rss_bytes(),
+            peak_rss_bytes: tranche::runtime::peak_rss_bytes(),
             consumed,
         };
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
