@@ -21,7 +21,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tranche::sink::{AmqpConfig, AmqpSink};
-use tranche::{Job, Message, Scope, Sink, SinkError, Source, SourceRow, Strategy};
+use tranche::{Job, Message, Sink, SinkError};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -111,16 +111,7 @@ async fn delete(url: &str, exchange: &str, queue: &str) {
 }
 
 fn job(sink: Arc<dyn Sink>) -> Job {
-    Job::builder("amqp-test")
-        .source(Source::new("events", "id", "at").unwrap())
-        .strategy(Strategy::Range { partitions: 8 })
-        .processor(|row: &SourceRow, _: &Scope| {
-            let payload = format!("{{\"id\":{}}}", row.key).into_bytes();
-            Ok(Some(Message::new("amqp-test", row.key, 1, payload)))
-        })
-        .sink(sink)
-        .build()
-        .unwrap()
+    common::events_job("amqp-test", sink, 8)
 }
 
 fn sink_for(url: &str, exchange: &str, queue: &str) -> AmqpSink {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use tranche::sink::{KafkaConfig, KafkaSink};
-use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
+use tranche::{Job, Message, Sink};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -26,16 +26,7 @@ const PAGE: usize = 1000;
 const CONCURRENCY: usize = 4;
 
 fn job(sink: Arc<dyn Sink>) -> Job {
-    Job::builder("kafka-test")
-        .source(Source::new("events", "id", "at").unwrap())
-        .strategy(Strategy::Range { partitions: 8 })
-        .processor(|row: &SourceRow, _: &Scope| {
-            let payload = format!("{{\"id\":{}}}", row.key).into_bytes();
-            Ok(Some(Message::new("kafka-test", row.key, 1, payload)))
-        })
-        .sink(sink)
-        .build()
-        .unwrap()
+    common::events_job("kafka-test", sink, 8)
 }
 
 /// One record read back: its id, key, partition and offset.

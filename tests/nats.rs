@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use tranche::sink::{NatsConfig, NatsSink};
-use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
+use tranche::{Job, Message, Sink};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -25,16 +25,7 @@ const PAGE: usize = 1000;
 const CONCURRENCY: usize = 4;
 
 fn job(sink: Arc<dyn Sink>) -> Job {
-    Job::builder("nats-test")
-        .source(Source::new("events", "id", "at").unwrap())
-        .strategy(Strategy::Range { partitions: 8 })
-        .processor(|row: &SourceRow, _: &Scope| {
-            let payload = format!("{{\"id\":{}}}", row.key).into_bytes();
-            Ok(Some(Message::new("nats-test", row.key, 1, payload)))
-        })
-        .sink(sink)
-        .build()
-        .unwrap()
+    common::events_job("nats-test", sink, 8)
 }
 
 /// A stream and subject of this test alone.

@@ -14,10 +14,7 @@ use tokio::sync::watch;
 use tranche::runtime::{Schedule, ScheduleStatus};
 use tranche::sink::MemorySink;
 use tranche::store::RunState;
-use tranche::{
-    Delivery, Job, Message, RuntimeConfig, RuntimeHandle, Scope, Sink, SinkError, Source,
-    SourceRow, Strategy,
-};
+use tranche::{Delivery, Job, Message, RuntimeConfig, RuntimeHandle, Sink, SinkError};
 
 const JOB: &str = "nightly";
 
@@ -52,13 +49,7 @@ fn config(url: &str) -> RuntimeConfig {
 }
 
 fn job(sink: Arc<dyn Sink>) -> Job {
-    Job::builder(JOB)
-        .source(Source::new("events", "id", "at").unwrap())
-        .strategy(Strategy::Range { partitions: 2 })
-        .processor(|row: &SourceRow, _: &Scope| Ok(Some(Message::new(JOB, row.key, 1, vec![]))))
-        .sink(sink)
-        .build()
-        .unwrap()
+    common::events_job(JOB, sink, 2)
 }
 
 /// Waits on the schedule's status until `cond` holds.

@@ -255,6 +255,27 @@ pub async fn seed_events(store: &tranche::store::Store, rows: i64, ties: i64) {
         .expect("seed events");
 }
 
+/// A job named `name` over the `events` table of [`seed_events`], cut
+/// into `partitions` ranges: each row becomes a message at version 1
+/// whose payload is `{"id":<key>}`, delivered to `sink`.
+pub fn events_job(
+    name: &str,
+    sink: std::sync::Arc<dyn tranche::Sink>,
+    partitions: u32,
+) -> tranche::Job {
+    let job = name.to_owned();
+    tranche::Job::builder(name)
+        .source(tranche::Source::new("events", "id", "at").unwrap())
+        .strategy(tranche::Strategy::Range { partitions })
+        .processor(move |row: &tranche::SourceRow, _: &tranche::Scope| {
+            let payload = format!("{{\"id\":{}}}", row.key).into_bytes();
+            Ok(Some(tranche::Message::new(&job, row.key, 1, payload)))
+        })
+        .sink(sink)
+        .build()
+        .unwrap()
+}
+
 /// A runtime on a fresh SQLite database holding `rows` events.
 pub async fn events_runtime(
     rows: i64,
