@@ -154,7 +154,7 @@ fn postgres_read(c: &mut Criterion) {
     let runtime = rt.block_on(async {
         let mut config = RuntimeConfig::new(&url);
         config.concurrency = 4;
-        config.store.threads = 8;
+        config.db_threads = 8;
         RuntimeHandle::start(config).await.unwrap()
     });
     let store = runtime.store().clone();

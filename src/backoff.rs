@@ -15,6 +15,11 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starting at `base`, never more than `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self { base, max }
+    }
+
     /// Delay before retry number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);

@@ -3,8 +3,11 @@
 //!
 //! One typed [`JobFile`] with documented defaults. It is loaded from TOML,
 //! then overridden by `TRANCHE_*` environment variables, then by the CLI's
-//! flags, and validated once before anything is claimed. Every error names
-//! the field.
+//! flags (layered with figment, which keeps each value's origin), and
+//! validated once before anything is claimed. Every error names the field
+//! path, and says which variable or flag a bad value came from. The
+//! `[runtime]` table is [`RuntimeConfig`] itself; [`RUNTIME_SETTINGS`] lists
+//! its fields, each settable as `TRANCHE_<FIELD>` and `--<field>`.
 //!
 //! ```toml
 //! database_url = "postgres://app@db/app"
@@ -28,11 +31,11 @@
 //! kind = "range"                  # or kind = "modulo", modulus = 5
 //! partitions = 16
 //!
-//! [runtime]                       # every field optional
+//! [runtime]                       # every field optional: see RUNTIME_SETTINGS
 //! concurrency = 4
 //! page_size = 1000
-//! lease_ms = 30000
-//! heartbeat_ms = 10000
+//! lease = "30s"                   # durations: "500ms", "30s", "5m", "2h"
+//! heartbeat = "10s"
 //!
 //! [sink]
 //! kind = "jsonl"                  # or "outbox" (table), "update" (table, key_column, version_column),
@@ -54,9 +57,13 @@ use crate::model::ConfigError;
 use crate::model::Ident;
 use crate::model::{Condition, FilterValue, Message, Op, Scope, Source, SourceRow, Strategy};
 use crate::runtime::{RuntimeConfig, Schedule};
+
+mod layers;
+
 use crate::sink::UpdateSpec;
 use crate::sink::{JsonLinesSink, OutboxSink, Sink, UpdateSink};
 use crate::store::Store;
+pub use layers::{Flags, Setting, RUNTIME_SETTINGS};
 
 /// A TOML parse error of `what`, with the line it points at.
 pub(crate) fn toml_error(what: &str, text: &str, e: &toml::de::Error) -> ConfigError {
@@ -83,13 +90,17 @@ pub struct JobFile {
     pub source: SourceSection,
     /// How to partition it.
     pub strategy: Strategy,
-    /// Runtime settings; each defaults as in [`RuntimeConfig::new`].
+    /// Runtime settings, [`RuntimeConfig`] field for field; each defaults
+    /// as there.
     #[serde(default)]
-    pub runtime: RuntimeSection,
+    pub runtime: RuntimeConfig,
     /// Where messages go.
     pub sink: SinkSection,
     /// When it runs, for `tranche schedule` (absent: `tranche run` only).
     pub schedule: Option<ScheduleSection>,
+    /// Where each runtime setting was set, when a variable or flag set it.
+    #[serde(skip)]
+    origins: layers::Origins,
 }
 
 /// `[schedule]`: exactly one of `every`, `cron` and `at`.
@@ -195,37 +206,6 @@ pub struct FilterEntry {
     pub value: FilterValue,
 }
 
-/// `[runtime]`: overrides of [`RuntimeConfig`]'s defaults.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RuntimeSection {
-    /// Partitions worked at once (`TRANCHE_CONCURRENCY`, `--concurrency`).
-    pub concurrency: Option<usize>,
-    /// Rows per page (`TRANCHE_PAGE_SIZE`, `--page-size`).
-    pub page_size: Option<usize>,
-    /// Lease in ms (`TRANCHE_LEASE_MS`, `--lease-ms`).
-    pub lease_ms: Option<u64>,
-    /// Heartbeat in ms (`TRANCHE_HEARTBEAT_MS`, `--heartbeat-ms`).
-    pub heartbeat_ms: Option<u64>,
-    /// Attempts per partition.
-    pub max_attempts: Option<u32>,
-    /// Poison rows tolerated per partition.
-    pub skip_limit: Option<u64>,
-    /// Publisher lanes.
-    pub lanes: Option<usize>,
-    /// Publisher mailbox capacity.
-    pub mailbox_capacity: Option<usize>,
-    /// Database executor threads.
-    pub db_threads: Option<usize>,
-    /// This instance's lease identity (`TRANCHE_INSTANCE_ID`).
-    pub instance_id: Option<String>,
-    /// How often to look again for claimable work, in ms (`--poll-ms`).
-    pub poll_ms: Option<u64>,
-    /// Whether idle workers split busy workers' ranges (default true).
-    pub work_stealing: Option<bool>,
-}
-
 /// `[sink]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -323,126 +303,97 @@ impl SinkSection {
     }
 }
 
-/// Command-line overrides, applied after the environment.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    /// `--db`, shown masked.
-    pub database_url: Option<crate::model::redact::SecretUrl>,
-    /// `--concurrency`.
-    pub concurrency: Option<usize>,
-    /// `--page-size`.
-    pub page_size: Option<usize>,
-    /// `--lease-ms`.
-    pub lease_ms: Option<u64>,
-    /// `--heartbeat-ms`.
-    pub heartbeat_ms: Option<u64>,
-    /// `--instance-id`.
-    pub instance_id: Option<String>,
-    /// `--poll-ms`.
-    pub poll_ms: Option<u64>,
-    /// `--run-key`.
-    pub run_key: Option<String>,
-    /// `--no-work-stealing` (as `Some(false)`).
-    pub work_stealing: Option<bool>,
+/// Runtime settings without a job file (the demo, a host): `defaults`,
+/// then `TRANCHE_DATABASE_URL` and `TRANCHE_<FIELD>` looked up by `env`,
+/// then `flags`; validated, errors naming the field as in a job file's
+/// `[runtime]` table (`runtime.page_size`) and where a bad value came from.
+pub fn layered_runtime_config(
+    defaults: &RuntimeConfig,
+    env: impl Fn(&str) -> Option<String>,
+    flags: &Flags,
+) -> Result<RuntimeConfig, ConfigError> {
+    #[derive(Deserialize)]
+    struct Settings {
+        database_url: crate::model::redact::SecretUrl,
+        runtime: RuntimeConfig,
+    }
+    let base = figment::providers::Serialized::defaults(serde_json::json!({
+        "database_url": defaults.database_url.expose(),
+        "runtime": defaults,
+    }));
+    let figment = figment::Figment::from(base)
+        .merge(layers::Env::read(env))
+        .merge(flags.clone());
+    let settings: Settings = figment.extract().map_err(layers::config_error)?;
+    let mut c = settings.runtime;
+    c.database_url = settings.database_url;
+    let origins = layers::Origins::of(&figment);
+    c.validate().map_err(|e| as_file_field(e, &origins))?;
+    Ok(c)
+}
+
+/// A [`RuntimeConfig::validate`] error named as a job file writes the
+/// field.
+/// field, saying which variable or flag set it when one did.
+fn as_file_field(e: ConfigError, origins: &layers::Origins) -> ConfigError {
+    let field = match e.field.as_str() {
+        "database_url" => e.field.clone(),
+        other => format!("runtime.{other}"),
+    };
+    match origins.of_field(&field) {
+        Some(origin) => ConfigError::new(field, format!("{} ({origin})", e.reason)),
+        None => ConfigError::new(field, e.reason),
+    }
 }
 
 impl JobFile {
-    /// Reads and parses a job file (not yet validated).
-    pub fn from_path(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads a job file with the `TRANCHE_*` variables of the process
+    /// environment and `flags` (the binary's `--<setting>` flags, from
+    /// [`RUNTIME_SETTINGS`]) layered over it, in that order; not yet
+    /// validated.
+    pub fn load(path: &Path, flags: &Flags) -> Result<Self, ConfigError> {
+        Self::load_with(path, |k| std::env::var(k).ok(), flags)
+    }
+
+    /// [`JobFile::load`] with the variables looked up by `env`.
+    pub fn load_with(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Flags,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text)
+        Self::layered(&text, Some(path), env, flags)
     }
 
-    /// Parses TOML text. Unknown fields are errors, so a typo is not
-    /// silently ignored.
+    /// Parses TOML text alone (no environment, no flags). Unknown fields
+    /// are errors, so a typo is not silently ignored.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| toml_error("job file", text, &e))
+        Self::layered(text, None, |_| None, &Flags::default())
     }
 
-    /// Applies `TRANCHE_*` variables found by `lookup` (pass
-    /// `|k| std::env::var(k).ok()` for the process environment).
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(var: &str, v: String) -> Result<T, ConfigError> {
-            v.trim()
-                .parse()
-                .map_err(|_| ConfigError::new(var, format!("{v:?} is not a valid number")))
-        }
-        if let Some(v) = lookup("TRANCHE_DATABASE_URL") {
-            self.database_url = v.into();
-        }
-        let r = &mut self.runtime;
-        if let Some(v) = lookup("TRANCHE_CONCURRENCY") {
-            r.concurrency = Some(parse("TRANCHE_CONCURRENCY", v)?);
-        }
-        if let Some(v) = lookup("TRANCHE_PAGE_SIZE") {
-            r.page_size = Some(parse("TRANCHE_PAGE_SIZE", v)?);
-        }
-        if let Some(v) = lookup("TRANCHE_LEASE_MS") {
-            r.lease_ms = Some(parse("TRANCHE_LEASE_MS", v)?);
-        }
-        if let Some(v) = lookup("TRANCHE_HEARTBEAT_MS") {
-            r.heartbeat_ms = Some(parse("TRANCHE_HEARTBEAT_MS", v)?);
-        }
-        if let Some(v) = lookup("TRANCHE_INSTANCE_ID") {
-            r.instance_id = Some(v);
-        }
-        Ok(())
+    fn layered(
+        text: &str,
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Flags,
+    ) -> Result<Self, ConfigError> {
+        let file = layers::TomlText::parse(text, path)?;
+        let figment = figment::Figment::new()
+            .merge(file)
+            .merge(layers::Env::read(env))
+            .merge(flags.clone());
+        let mut job: Self = figment.extract().map_err(layers::config_error)?;
+        job.origins = layers::Origins::of(&figment);
+        Ok(job)
     }
 
-    /// Applies command-line overrides.
-    pub fn apply_overrides(&mut self, o: &Overrides) {
-        if let Some(v) = &o.database_url {
-            self.database_url = v.clone();
-        }
-        let r = &mut self.runtime;
-        r.concurrency = o.concurrency.or(r.concurrency);
-        r.page_size = o.page_size.or(r.page_size);
-        r.lease_ms = o.lease_ms.or(r.lease_ms);
-        r.heartbeat_ms = o.heartbeat_ms.or(r.heartbeat_ms);
-        r.instance_id = o.instance_id.clone().or(r.instance_id.take());
-        r.poll_ms = o.poll_ms.or(r.poll_ms);
-        r.work_stealing = o.work_stealing.or(r.work_stealing);
-        self.job.run_key = o.run_key.clone().or(self.job.run_key.take());
-    }
-
-    /// The runtime configuration, validated.
+    /// The runtime configuration, validated; errors name the field as the
+    /// file writes it (`runtime.page_size`, `database_url`).
     pub fn runtime_config(&self) -> Result<RuntimeConfig, ConfigError> {
-        let mut c = RuntimeConfig::new(self.database_url.clone());
-        let r = &self.runtime;
-        c.concurrency = r.concurrency.unwrap_or(c.concurrency);
-        c.page_size = r.page_size.unwrap_or(c.page_size);
-        if let Some(ms) = r.lease_ms {
-            c.lease.lease = Duration::from_millis(ms);
-        }
-        if let Some(ms) = r.heartbeat_ms {
-            c.lease.heartbeat = Duration::from_millis(ms);
-        }
-        c.max_attempts = r.max_attempts.unwrap_or(c.max_attempts);
-        c.skip_limit = r.skip_limit.unwrap_or(c.skip_limit);
-        c.lanes = r.lanes.unwrap_or(c.lanes);
-        c.mailbox_capacity = r.mailbox_capacity.unwrap_or(c.mailbox_capacity);
-        c.store.threads = r.db_threads.unwrap_or(c.store.threads);
-        c.instance_id = r.instance_id.clone();
-        if let Some(ms) = r.poll_ms {
-            c.poll_interval = Duration::from_millis(ms);
-        }
-        c.work_stealing = r.work_stealing.unwrap_or(c.work_stealing);
-        c.validate().map_err(|e| {
-            // Name the field as it is written in the file.
-            let field = match e.field.as_str() {
-                "lease" => "runtime.lease_ms".to_owned(),
-                "heartbeat" => "runtime.heartbeat_ms".to_owned(),
-                "store.threads" => "runtime.db_threads".to_owned(),
-                "poll_interval" => "runtime.poll_ms".to_owned(),
-                "database_url" => "database_url".to_owned(),
-                other => format!("runtime.{other}"),
-            };
-            ConfigError::new(field, e.reason)
-        })?;
+        let mut c = self.runtime.clone();
+        c.database_url = self.database_url.clone();
+        c.validate().map_err(|e| as_file_field(e, &self.origins))?;
         Ok(c)
     }
 
@@ -540,11 +491,7 @@ impl JobFile {
         let mut c = crate::sink::NatsConfig::new(url.expose(), stream, subject);
         c.declare = declare.unwrap_or(true);
         c.window = window.unwrap_or(c.window);
-        let lease = self.runtime.lease_ms.map_or(
-            crate::store::lease::LeaseConfig::default().lease,
-            Duration::from_millis,
-        );
-        c.replay_within = lease + Duration::from_secs(30);
+        c.replay_within = self.runtime.lease + Duration::from_secs(30);
         c.duplicate_window = c.duplicate_window.max(c.replay_within * 2);
         c.validate()?;
         Ok(c)
@@ -787,25 +734,87 @@ path = "out.jsonl"
 
     #[test]
     fn flags_beat_the_environment_which_beats_the_file() {
-        let mut f = JobFile::from_toml(GOOD).unwrap();
-        f.apply_env(|k| match k {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let env = |k: &str| match k {
             "TRANCHE_PAGE_SIZE" => Some("300".into()),
             "TRANCHE_CONCURRENCY" => Some("2".into()),
+            "TRANCHE_LEASE" => Some("45s".into()),
             "TRANCHE_DATABASE_URL" => Some("sqlite://env.db".into()),
             _ => None,
-        })
-        .unwrap();
-        f.apply_overrides(&Overrides {
-            concurrency: Some(7),
-            ..Overrides::default()
-        });
+        };
+        let mut flags = Flags::default();
+        flags.set("concurrency", "7");
+        flags.set("instance_id", "42");
+        let f = JobFile::load_with(&path, env, &flags).unwrap();
         let c = f.runtime_config().unwrap();
         assert_eq!((c.page_size, c.concurrency), (300, 7));
+        assert_eq!(c.lease, Duration::from_secs(45));
+        assert_eq!(c.instance_id.as_deref(), Some("42"), "text stays text");
         assert_eq!(c.database_url.expose(), "sqlite://env.db");
-        let err = f
-            .apply_env(|k| (k == "TRANCHE_PAGE_SIZE").then(|| "lots".into()))
-            .unwrap_err();
-        assert_eq!(err.field, "TRANCHE_PAGE_SIZE");
+
+        // An error names the field path, and where the value came from.
+        let lots = |k: &str| (k == "TRANCHE_PAGE_SIZE").then(|| "lots".into());
+        let err = JobFile::load_with(&path, lots, &Flags::default()).unwrap_err();
+        assert_eq!(err.field, "runtime.page_size");
+        assert!(err.reason.contains("TRANCHE_PAGE_SIZE"), "{err}");
+        let mut flags = Flags::default();
+        flags.set("lease", "30");
+        let err = JobFile::load_with(&path, |_| None, &flags).unwrap_err();
+        assert_eq!(err.field, "runtime.lease");
+        assert!(
+            err.reason.contains("--lease") && err.reason.contains("unit"),
+            "{err}"
+        );
+        let text = GOOD.replace("[runtime]", "[runtime]\npage_sise = 3");
+        let err = JobFile::from_toml(&text).unwrap_err();
+        assert_eq!(err.field, "runtime.page_sise", "{err}");
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_field_and_the_flag_or_variable_that_set_it() {
+        let defaults = RuntimeConfig::new("sqlite://x.db");
+        let mut flags = Flags::default();
+        flags.set("heartbeat", "1s");
+        let env = |k: &str| (k == "TRANCHE_LEASE").then(|| "1s".to_owned());
+        let err = layered_runtime_config(&defaults, env, &flags).unwrap_err();
+        assert_eq!(err.field, "runtime.heartbeat");
+        assert!(
+            err.reason.contains("--heartbeat, command-line flag"),
+            "{err}"
+        );
+        let err = layered_runtime_config(&defaults, |_| None, &flags).unwrap();
+        assert_eq!(err.heartbeat, Duration::from_secs(1));
+        // A default at fault is named by its field alone.
+        let mut bad = defaults.clone();
+        bad.heartbeat = bad.lease;
+        let err = layered_runtime_config(&bad, |_| None, &Flags::default()).unwrap_err();
+        assert_eq!(err.field, "runtime.heartbeat");
+        assert!(
+            !err.reason.contains("flag") && !err.reason.contains("variable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_runtime_field_is_a_setting_and_every_setting_a_field() {
+        use figment::Provider as _;
+        let fields = figment::Figment::from(figment::providers::Serialized::defaults(
+            RuntimeConfig::default(),
+        ))
+        .data()
+        .unwrap()
+        .remove(&figment::Profile::Default)
+        .unwrap();
+        let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        // Optional settings with no default serialize to nothing.
+        fields.extend(["instance_id", "application_name"]);
+        fields.sort_unstable();
+        fields.dedup();
+        let mut settings: Vec<&str> = RUNTIME_SETTINGS.iter().map(|s| s.field).collect();
+        settings.sort_unstable();
+        assert_eq!(fields, settings);
     }
 
     #[test]
@@ -819,10 +828,13 @@ path = "out.jsonl"
             "runtime.page_size"
         );
         assert_eq!(
-            bad("[runtime]", "[runtime]\nlease_ms = 100\nheartbeat_ms = 100")
-                .unwrap_err()
-                .field,
-            "runtime.heartbeat_ms"
+            bad(
+                "[runtime]",
+                "[runtime]\nlease = \"100ms\"\nheartbeat = \"100ms\""
+            )
+            .unwrap_err()
+            .field,
+            "runtime.heartbeat"
         );
         assert_eq!(
             bad("\"placed_at\"", "\"placed_at; --\"").unwrap_err().field,

@@ -32,10 +32,10 @@ fn demo_args<'a>(db: &'a str, sink: &'a str, json: &'a str) -> Vec<&'a str> {
         "500",
         "--sink",
         sink,
-        "--lease-ms",
-        "1500",
-        "--heartbeat-ms",
-        "300",
+        "--lease",
+        "1500ms",
+        "--heartbeat",
+        "300ms",
         "--quiet",
         "--summary-json",
         json,
@@ -258,8 +258,8 @@ fn sigterm_hands_partitions_back_at_once_and_the_next_instance_finishes_on_postg
     let json_s = json.to_str().unwrap();
     // Leases far longer than the test: one left held would be taken over.
     let mut args = demo_args(&pg.url, &sink, json_s);
-    let at = args.iter().position(|a| *a == "--lease-ms").unwrap();
-    args[at + 1] = "120000";
+    let at = args.iter().position(|a| *a == "--lease").unwrap();
+    args[at + 1] = "120s";
 
     let child = spawn(&args);
     common::wait_until("the run to make progress", 300, || lines(&out) >= 10_000);

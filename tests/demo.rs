@@ -103,11 +103,13 @@ fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
         (vec!["--sink", "kafka"], "--sink"),
         (vec!["--rows", "0"], "--rows"),
         (vec!["--page-size", "0"], "--page-size"),
-        (vec!["--poll-ms", "0"], "--poll-ms"),
+        (vec!["--poll-interval", "0ms"], "runtime.poll_interval"),
+        (vec!["--poll-interval", "500"], "--poll-interval"),
         (
-            vec!["--lease-ms", "1000", "--heartbeat-ms", "1000"],
-            "--heartbeat-ms",
+            vec!["--lease", "1s", "--heartbeat", "1s"],
+            "runtime.heartbeat",
         ),
+        (vec!["--concurrency", "many"], "--concurrency"),
     ] {
         let mut all = vec!["demo", "--db", &db, "--quiet"];
         all.extend(args);

@@ -23,7 +23,7 @@ fn config(url: &str) -> RuntimeConfig {
     let mut c = RuntimeConfig::new(url);
     c.page_size = 128;
     c.concurrency = 3;
-    c.backoff.base = Duration::from_millis(10);
+    c.backoff = Duration::from_millis(10);
     c
 }
 
@@ -304,8 +304,8 @@ async fn a_worker_whose_lease_was_taken_over_stops_without_writing(url: String) 
     let mut cfg = config(&url);
     cfg.concurrency = 1;
     cfg.page_size = 50;
-    cfg.lease.lease = Duration::from_secs(5);
-    cfg.lease.heartbeat = Duration::from_millis(100);
+    cfg.lease = Duration::from_secs(5);
+    cfg.heartbeat = Duration::from_millis(100);
     let runtime = RuntimeHandle::start(cfg).await.unwrap();
     common::seed_events(runtime.store(), 3000, 7).await;
     let sink = SlowSink::default();
@@ -648,7 +648,7 @@ async fn bad_configuration_fails_before_anything_starts_and_names_the_field() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
     let mut cfg = config(&url);
-    cfg.lease.heartbeat = cfg.lease.lease;
+    cfg.heartbeat = cfg.lease;
     match RuntimeHandle::start(cfg).await {
         Err(Error::Config(e)) => assert_eq!(e.field, "heartbeat"),
         other => panic!("expected a configuration error, got {other:?}"),

@@ -60,12 +60,12 @@ impl Cluster {
             &concurrency.to_string(),
             "--page-size",
             &PAGE.to_string(),
-            "--lease-ms",
-            &LEASE_MS.to_string(),
-            "--heartbeat-ms",
-            "300",
-            "--poll-ms",
-            &POLL_MS.to_string(),
+            "--lease",
+            &format!("{LEASE_MS}ms"),
+            "--heartbeat",
+            "300ms",
+            "--poll-interval",
+            &format!("{POLL_MS}ms"),
             "--run-key",
             "shared",
             "--instance-id",
@@ -80,7 +80,7 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         if !steal {
-            args.push("--no-work-stealing".into());
+            args.extend(["--work-stealing".into(), "false".into()]);
         }
         args
     }

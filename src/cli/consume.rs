@@ -206,7 +206,7 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     }
     file.validate()?;
     let mut config = RuntimeConfig::new(file.database_url.clone());
-    config.store.threads = args.consumers.clamp(1, 8);
+    config.db_threads = args.consumers.clamp(1, 8);
     let shown_db = file.database_url.to_string();
     let runtime = RuntimeHandle::start(config)
         .await

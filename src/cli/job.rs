@@ -10,6 +10,7 @@ use serde::Serialize;
 use tranche::{RuntimeConfig, RuntimeHandle};
 
 use super::progress::{follow, print_report, StopSignal};
+use super::settings::RuntimeFlags;
 use super::InstanceArgs;
 
 #[derive(Parser)]
@@ -39,18 +40,8 @@ pub(crate) struct RunArgs {
     /// Database URL, overriding the file and TRANCHE_DATABASE_URL.
     #[arg(long)]
     pub(crate) db: Option<String>,
-    /// Partitions worked at once.
-    #[arg(long)]
-    pub(crate) concurrency: Option<usize>,
-    /// Rows per page.
-    #[arg(long)]
-    pub(crate) page_size: Option<usize>,
-    /// Lease duration in milliseconds.
-    #[arg(long)]
-    pub(crate) lease_ms: Option<u64>,
-    /// Lease renewal interval in milliseconds.
-    #[arg(long)]
-    pub(crate) heartbeat_ms: Option<u64>,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeFlags,
     /// Write a JSON summary of the run here.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
@@ -61,52 +52,27 @@ pub(crate) struct RunArgs {
     pub(crate) quiet: bool,
 }
 
-/// The `run --summary-json` object.
+/// The `run --summary-json` object: the run's report and this process.
 #[derive(Serialize)]
-pub(crate) struct RunSummary {
-    pub(crate) job: String,
+pub(crate) struct RunSummary<'a> {
+    #[serde(flatten)]
+    pub(crate) report: &'a tranche::RunReport,
     pub(crate) instance_id: String,
-    pub(crate) run_id: i64,
     pub(crate) run_key: Option<String>,
-    pub(crate) state: tranche::store::RunState,
-    pub(crate) rows_identified: i64,
-    pub(crate) rows_done: i64,
-    pub(crate) rows_done_at_start: i64,
-    pub(crate) rows_checkpointed: u64,
-    pub(crate) rows_published: u64,
-    pub(crate) rows_replayed: u64,
-    pub(crate) rows_possibly_replayed: u64,
-    pub(crate) dead_letters: u64,
-    pub(crate) partitions: usize,
-    pub(crate) failed_partitions: usize,
-    pub(crate) takeovers: u64,
-    pub(crate) steals: u64,
-    pub(crate) leases_lost: u64,
-    pub(crate) elapsed_s: f64,
-    pub(crate) rows_per_s: f64,
-    pub(crate) run_rows_per_s: Option<f64>,
-    pub(crate) error: Option<String>,
-    pub(crate) resumed: bool,
-    pub(crate) interrupted: bool,
     /// Peak resident memory of this process, bytes (Linux).
     pub(crate) peak_rss_bytes: Option<u64>,
 }
 
 /// The job file with the environment and flags applied, validated.
 pub(crate) fn load_job_file(args: &RunArgs) -> anyhow::Result<tranche::config::JobFile> {
-    let mut file = tranche::config::JobFile::from_path(&args.config)?;
-    file.apply_env(|k| std::env::var(k).ok())?;
-    file.apply_overrides(&tranche::config::Overrides {
-        database_url: args.db.clone().map(Into::into),
-        concurrency: args.concurrency,
-        page_size: args.page_size,
-        lease_ms: args.lease_ms,
-        heartbeat_ms: args.heartbeat_ms,
-        instance_id: args.instance.instance_id.clone(),
-        poll_ms: args.instance.poll_ms,
-        run_key: args.instance.run_key.clone(),
-        work_stealing: args.instance.no_work_stealing.then_some(false),
-    });
+    let mut flags = args.runtime.0.clone();
+    if let Some(db) = &args.db {
+        flags.set_database_url(db.clone());
+    }
+    let mut file = tranche::config::JobFile::load(&args.config, &flags)?;
+    if let Some(key) = &args.instance.run_key {
+        file.job.run_key = Some(key.clone());
+    }
     file.validate()?;
     Ok(file)
 }
@@ -140,43 +106,21 @@ pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     });
     let started = Instant::now();
     let run = runtime.start_run(job)?;
-    let report = follow(&runtime, run, &multi).await?;
-    let elapsed = started.elapsed();
+    let mut report = follow(&runtime, run, &multi).await?;
+    // This process's time, start-up included, as the summary reports it.
+    report.elapsed = started.elapsed();
     multi.clear().ok();
     let instance_id = runtime.instance_id().to_owned();
     runtime.shutdown().await;
-    let rows_per_s = report.rows_checkpointed as f64 / elapsed.as_secs_f64().max(1e-9);
-    print_report(&report, elapsed, rows_per_s, None);
-    let failed = report.failed_partitions().count();
+    print_report(&report, None);
     if !report.interrupted {
         println!("  run {} ended {:?}", report.run_id, report.state);
     }
     if let Some(path) = &args.summary_json {
         let summary = RunSummary {
-            job: report.job.clone(),
+            report: &report,
             instance_id,
-            run_id: report.run_id,
             run_key: file.job.run_key.clone(),
-            state: report.state,
-            rows_identified: report.rows_identified,
-            rows_done: report.rows_done,
-            rows_done_at_start: report.rows_done_at_start,
-            rows_checkpointed: report.rows_checkpointed,
-            rows_published: report.rows_published,
-            rows_replayed: report.rows_replayed,
-            rows_possibly_replayed: report.rows_possibly_replayed,
-            dead_letters: report.dead_letters,
-            partitions: report.partitions.len(),
-            failed_partitions: failed,
-            takeovers: report.takeovers,
-            steals: report.steals,
-            leases_lost: report.leases_lost,
-            elapsed_s: elapsed.as_secs_f64(),
-            rows_per_s,
-            run_rows_per_s: report.run_rows_per_s,
-            error: report.error.clone(),
-            resumed: report.resumed,
-            interrupted: report.interrupted,
             peak_rss_bytes: tranche::runtime::peak_rss_bytes(),
         };
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
@@ -271,7 +215,7 @@ pub(crate) async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
     let file = args
         .config
         .as_deref()
-        .map(tranche::config::JobFile::from_path)
+        .map(|path| tranche::config::JobFile::load(path, &Default::default()))
         .transpose()?;
     let db: tranche::redact::SecretUrl = args
         .db
@@ -286,7 +230,7 @@ pub(crate) async fn history_main(args: HistoryArgs) -> anyhow::Result<()> {
         bail!("invalid configuration: --limit: must be at least 1");
     }
     let mut config = RuntimeConfig::new(db.clone());
-    config.store.threads = 1;
+    config.db_threads = 1;
     let runtime = RuntimeHandle::start(config)
         .await
         .with_context(|| format!("opening {db}"))?;

@@ -103,7 +103,7 @@ pub(crate) async fn follow(
                     total.set_message(if active == 0 && held_elsewhere > 0 {
                         format!(
                             "waiting for {held_elsewhere} partitions held by a stopped process \
-                             (their leases expire within --lease-ms)"
+                             (their leases expire within --lease)"
                         )
                     } else {
                         format!("{rate:.0} rows/s  {active} of {} partitions active", p.partitions.len())
@@ -143,12 +143,8 @@ pub(crate) fn draw_partitions(
     }
 }
 
-pub(crate) fn print_report(
-    report: &RunReport,
-    elapsed: Duration,
-    rows_per_s: f64,
-    verification: Option<&Verification>,
-) {
+pub(crate) fn print_report(report: &RunReport, verification: Option<&Verification>) {
+    let (elapsed, rows_per_s) = (report.elapsed, report.rows_per_s());
     println!(
         "  identified {} rows in {} partitions (run {})",
         report.rows_identified,

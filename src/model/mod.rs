@@ -7,6 +7,7 @@
 
 mod cause;
 mod config_error;
+pub mod duration;
 mod ident;
 mod keyset;
 mod message;

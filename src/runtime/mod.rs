@@ -38,68 +38,133 @@ pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
 use crate::error::Error;
 use crate::job::Job;
 use crate::model::ConfigError;
+use serde::{Deserialize, Serialize};
+
 use crate::store::{Store, StoreOptions};
 use lease_keeper::{HeldLeases, LeaseKeeper};
 use supervisor::{RunSupervisor, SupervisorSetup};
 
 /// Everything an instance needs to run jobs, with documented defaults.
-#[derive(Clone, Debug)]
+///
+/// It is also the `[runtime]` table of a job file, field for field (unknown
+/// fields refused, durations written with their unit: `"500ms"`, `"30s"`),
+/// and each field can be set as `TRANCHE_<FIELD>` and with the binary's
+/// `--<field>` flag (see [`crate::config::RUNTIME_SETTINGS`]). The database
+/// URL is the file's top-level `database_url` (`TRANCHE_DATABASE_URL`,
+/// `--db`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RuntimeConfig {
     /// Database holding tranche's tables (and, for the update step, the
     /// source): see [`DatabaseUrl`](crate::store::DatabaseUrl) for the forms it
     /// takes. Shown with its password masked.
+    #[serde(skip)]
     pub database_url: crate::model::redact::SecretUrl,
-    /// Pool and executor settings.
-    pub store: StoreOptions,
     /// This instance's identity in leases (default: host, pid and a random
     /// suffix). Must be unique among live instances.
     pub instance_id: Option<String>,
     /// Partitions worked at once per run by this instance (default 4).
     pub concurrency: usize,
-    /// Rows per page, and so per checkpoint (default 1000).
+    /// Rows per page, and so per checkpoint (default 1000, at most 100000).
     pub page_size: usize,
     /// Publisher mailbox and per-lane queue capacity (default 16).
     pub mailbox_capacity: usize,
     /// Per-key lanes in the publisher (default 4).
     pub lanes: usize,
-    /// Lease and heartbeat durations.
-    pub lease: LeaseConfig,
+    /// How long a claim holds without renewal (default 30 s).
+    #[serde(with = "crate::model::duration::serde_text")]
+    pub lease: Duration,
+    /// How often this instance renews its leases (default 10 s; shorter
+    /// than `lease`).
+    #[serde(with = "crate::model::duration::serde_text")]
+    pub heartbeat: Duration,
     /// Attempts per partition before it is marked failed (default 5).
     pub max_attempts: u32,
-    /// Delay between attempts.
-    pub backoff: Backoff,
+    /// Delay before a failed partition's first retry, doubled each attempt
+    /// and jittered (default 200 ms).
+    #[serde(with = "crate::model::duration::serde_text")]
+    pub backoff: Duration,
+    /// Longest delay between retries (default 10 s).
+    #[serde(with = "crate::model::duration::serde_text")]
+    pub backoff_max: Duration,
     /// Poison rows tolerated per partition before it fails (default 100).
     pub skip_limit: u64,
     /// How often to look again when waiting for identification, for other
     /// instances' partitions or for the store (default 500 ms).
+    #[serde(with = "crate::model::duration::serde_text")]
     pub poll_interval: Duration,
     /// Whether an idle worker splits the largest remaining range of a busy
     /// one when nothing is left to claim (default true; range partitions
     /// only).
     pub work_stealing: bool,
+    /// Database executor threads, and so the most queries running at once
+    /// (default 4; the pool holds one more connection).
+    pub db_threads: usize,
+    /// How long to wait for a database connection (default 10 s).
+    #[serde(with = "crate::model::duration::serde_text")]
+    pub connect_timeout: Duration,
+    /// Apply the embedded migrations when starting (default true).
+    pub migrate: bool,
+    /// PostgreSQL `application_name` of every pooled session (default
+    /// `tranche <instance id>`).
+    pub application_name: Option<String>,
+}
+
+impl Default for RuntimeConfig {
+    /// The defaults, with no database URL (set one before starting).
+    fn default() -> Self {
+        Self::new("")
+    }
 }
 
 impl RuntimeConfig {
     /// Defaults for the database at `database_url`.
     pub fn new(database_url: impl Into<crate::model::redact::SecretUrl>) -> Self {
+        let store = StoreOptions::default();
+        let lease = LeaseConfig::default();
         Self {
             database_url: database_url.into(),
-            store: StoreOptions::default(),
             instance_id: None,
             concurrency: 4,
             page_size: 1000,
             mailbox_capacity: 16,
             lanes: 4,
-            lease: LeaseConfig::default(),
+            lease: lease.lease,
+            heartbeat: lease.heartbeat,
             max_attempts: 5,
-            backoff: Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(10),
-            },
+            backoff: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
             skip_limit: 100,
             poll_interval: Duration::from_millis(500),
             work_stealing: true,
+            db_threads: store.threads,
+            connect_timeout: store.connect_timeout,
+            migrate: store.migrate,
+            application_name: None,
+        }
+    }
+
+    /// The lease timings.
+    pub fn lease_config(&self) -> LeaseConfig {
+        LeaseConfig {
+            lease: self.lease,
+            heartbeat: self.heartbeat,
+        }
+    }
+
+    /// The delays between a failed partition's attempts.
+    pub fn retry_backoff(&self) -> Backoff {
+        Backoff::new(self.backoff, self.backoff_max)
+    }
+
+    /// How the store connects.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            threads: self.db_threads,
+            connect_timeout: self.connect_timeout,
+            migrate: self.migrate,
+            application_name: self.application_name.clone(),
         }
     }
 
@@ -111,7 +176,7 @@ impl RuntimeConfig {
             ("page_size", self.page_size),
             ("mailbox_capacity", self.mailbox_capacity),
             ("lanes", self.lanes),
-            ("store.threads", self.store.threads),
+            ("db_threads", self.db_threads),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -124,8 +189,23 @@ impl RuntimeConfig {
         if self.max_attempts == 0 {
             return Err(ConfigError::new("max_attempts", "must be at least 1"));
         }
-        if self.poll_interval.is_zero() {
-            return Err(ConfigError::new("poll_interval", "must be positive"));
+        for (field, d) in [
+            ("poll_interval", self.poll_interval),
+            ("backoff", self.backoff),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be positive"));
+            }
+        }
+        if self.backoff_max < self.backoff {
+            return Err(ConfigError::new(
+                "backoff_max",
+                format!(
+                    "must be at least the backoff ({})",
+                    crate::model::duration::format(self.backoff)
+                ),
+            ));
         }
         if let Some(id) = &self.instance_id {
             if id.is_empty() || id.len() > 200 {
@@ -135,7 +215,7 @@ impl RuntimeConfig {
                 ));
             }
         }
-        self.lease.validate()
+        self.lease_config().validate()
     }
 }
 
@@ -242,13 +322,13 @@ impl RuntimeHandle {
                 .spawn(move || {
                     let system = System::new();
                     let opened = system.block_on(async {
-                        let mut options = config.store.clone();
+                        let mut options = config.store_options();
                         if options.application_name.is_none() {
                             options.application_name = Some(format!("tranche {owner}"));
                         }
                         let url = crate::store::DatabaseUrl::parse(config.database_url.expose())?;
                         let store = Store::open_url(&url, &options)?;
-                        LeaseKeeper::new(store.clone(), owner, config.lease, held).start();
+                        LeaseKeeper::new(store.clone(), owner, config.lease_config(), held).start();
                         Ok::<_, Error>((store, System::current(), Arbiter::current()))
                     });
                     let ok = opened.is_ok();

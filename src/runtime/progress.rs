@@ -90,7 +90,13 @@ pub struct RunProgress {
 }
 
 /// How a run ended on this instance: the gathered results of its partitions.
-#[derive(Clone, Debug, Serialize)]
+///
+/// It is also what `tranche run --summary-json` and `tranche demo
+/// --summary-json` write (with a few fields of the process's own): its JSON
+/// form has every field below except `partitions` and `elapsed`, which
+/// appear as `partitions` (how many), `failed_partitions`, `elapsed_s` and
+/// `rows_per_s` (rows this instance checkpointed per second).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RunReport {
     /// Run id.
@@ -140,6 +146,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Rows this instance checkpointed per second of its part of the run.
+    pub fn rows_per_s(&self) -> f64 {
+        self.rows_checkpointed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     pub(crate) fn from_progress(p: RunProgress, state: RunState, interrupted: bool) -> Self {
         Self {
             run_id: p.run_id,
@@ -181,4 +192,34 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+impl Serialize for RunReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut r = s.serialize_struct("RunReport", 22)?;
+        r.serialize_field("job", &self.job)?;
+        r.serialize_field("run_id", &self.run_id)?;
+        r.serialize_field("state", &self.state)?;
+        r.serialize_field("interrupted", &self.interrupted)?;
+        r.serialize_field("resumed", &self.resumed)?;
+        r.serialize_field("rows_identified", &self.rows_identified)?;
+        r.serialize_field("rows_done", &self.rows_done)?;
+        r.serialize_field("rows_done_at_start", &self.rows_done_at_start)?;
+        r.serialize_field("rows_checkpointed", &self.rows_checkpointed)?;
+        r.serialize_field("rows_published", &self.rows_published)?;
+        r.serialize_field("rows_replayed", &self.rows_replayed)?;
+        r.serialize_field("rows_possibly_replayed", &self.rows_possibly_replayed)?;
+        r.serialize_field("dead_letters", &self.dead_letters)?;
+        r.serialize_field("partitions", &self.partitions.len())?;
+        r.serialize_field("failed_partitions", &self.failed_partitions().count())?;
+        r.serialize_field("takeovers", &self.takeovers)?;
+        r.serialize_field("steals", &self.steals)?;
+        r.serialize_field("leases_lost", &self.leases_lost)?;
+        r.serialize_field("elapsed_s", &self.elapsed.as_secs_f64())?;
+        r.serialize_field("rows_per_s", &self.rows_per_s())?;
+        r.serialize_field("run_rows_per_s", &self.run_rows_per_s)?;
+        r.serialize_field("error", &self.error)?;
+        r.end()
+    }
 }

@@ -127,7 +127,7 @@ impl RunSupervisor {
         self.claiming = true;
         let store = self.run.store.clone();
         let owner = self.run.owner.clone();
-        let lease = self.run.config.lease.lease;
+        let lease = self.run.config.lease;
         ctx.spawn(
             async move { store.claim(run_id, &owner, lease).await }
                 .into_actor(self)
@@ -162,7 +162,7 @@ impl RunSupervisor {
             self.run.job.clone(),
             self.run.owner.clone(),
         );
-        let lease = self.run.config.lease.lease;
+        let lease = self.run.config.lease;
         let steal = Steal::for_page_size(self.run.config.page_size);
         ctx.spawn(
             async move { store.steal(&job.source, run_id, &owner, lease, steal).await }
@@ -438,7 +438,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                         };
                         match res {
                             Ok((attempts, Some(fresh), reason)) => {
-                                let delay = act.run.config.backoff.jittered(attempts as u32);
+                                let delay = act.run.config.retry_backoff().jittered(attempts as u32);
                                 tracing::warn!(partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
                                 act.set_partition(id, PartitionState::Claimed, Some(reason));
                                 let lost = Arc::clone(&active.lost);
@@ -513,7 +513,7 @@ async fn identify(
             return Err(Error::Shutdown);
         }
         match store
-            .acquire_job_lease(&job.name, owner, config.lease.lease)
+            .acquire_job_lease(&job.name, owner, config.lease)
             .await
         {
             Ok(true) => {
@@ -550,11 +550,8 @@ async fn identify(
                 // harmless, but wasteful).
                 let renew = async {
                     loop {
-                        tokio::time::sleep(config.lease.heartbeat).await;
-                        match store
-                            .renew_job_lease(&job.name, owner, config.lease.lease)
-                            .await
-                        {
+                        tokio::time::sleep(config.heartbeat).await;
+                        match store.renew_job_lease(&job.name, owner, config.lease).await {
                             Ok(true) => {}
                             Ok(false) => tracing::warn!("identification lease lost while planning"),
                             Err(e) => {

@@ -313,7 +313,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 rows: read,
                 done: !full,
                 dead_letters: dead,
-                lease: setup.run.config.lease.lease,
+                lease: setup.run.config.lease,
             })
             .await?;
         if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {

@@ -101,8 +101,8 @@ impl LeaseConfig {
             return Err(ConfigError::new(
                 "heartbeat",
                 format!(
-                    "must be positive and shorter than the lease ({} ms)",
-                    self.lease.as_millis()
+                    "must be positive and shorter than the lease ({})",
+                    crate::model::duration::format(self.lease)
                 ),
             ));
         }

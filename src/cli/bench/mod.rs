@@ -304,7 +304,7 @@ impl Bench<'_> {
         let mut rc = RuntimeConfig::new(url);
         rc.concurrency = c.concurrency;
         rc.page_size = c.page_size;
-        rc.store.threads = (2 * c.concurrency).clamp(2, 16);
+        rc.db_threads = (2 * c.concurrency).clamp(2, 16);
         Ok(RuntimeHandle::start(rc).await?)
     }
 

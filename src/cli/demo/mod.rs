@@ -18,7 +18,8 @@ use tranche::store::Store;
 use tranche::{RuntimeConfig, RuntimeHandle, Sink};
 
 use super::progress::{follow, print_report};
-use super::{consume, flag_of, InstanceArgs};
+use super::settings::RuntimeFlags;
+use super::{consume, InstanceArgs};
 
 #[derive(Parser)]
 pub(crate) struct DemoArgs {
@@ -36,12 +37,6 @@ pub(crate) struct DemoArgs {
     /// Partitions for the run (spread over the changed products).
     #[arg(long, default_value_t = 8)]
     pub(crate) partitions: u32,
-    /// Partitions worked at once.
-    #[arg(long, default_value_t = 4)]
-    pub(crate) concurrency: usize,
-    /// Rows per page (and per checkpoint).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) page_size: usize,
     /// Drop the demo data and its runs first, then seed again.
     #[arg(long)]
     pub(crate) fresh: bool,
@@ -57,47 +52,29 @@ pub(crate) struct DemoArgs {
     /// Write a JSON summary of the run here.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
-    /// Lease duration in milliseconds: after a crash, the partitions the dead
-    /// process held are taken over this long after its last renewal.
-    #[arg(long, default_value_t = 10_000)]
-    pub(crate) lease_ms: u64,
-    /// Lease renewal interval in milliseconds (below the lease).
-    #[arg(long, default_value_t = 2_500)]
-    pub(crate) heartbeat_ms: u64,
-    /// Database executor threads (default: concurrency, between 2 and 8).
-    #[arg(long)]
-    pub(crate) db_threads: Option<usize>,
     #[command(flatten)]
     pub(crate) instance: InstanceArgs,
+    /// The runtime settings, as for `tranche run`; the demo's own defaults
+    /// differ in two: a 10 s lease renewed every 2.5 s, so that a killed
+    /// demo's partitions are taken over soon, and as many database threads
+    /// as partitions worked at once (2 to 8).
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeFlags,
     /// Draw no progress bars.
     #[arg(long)]
     pub(crate) quiet: bool,
 }
 
-/// The `--summary-json` object.
+/// The `--summary-json` object: the run's report, this process and the
+/// demo's verification.
 #[derive(Serialize)]
-pub(crate) struct Summary {
+pub(crate) struct Summary<'a> {
+    #[serde(flatten)]
+    pub(crate) report: &'a tranche::RunReport,
     pub(crate) db: String,
     pub(crate) sink: String,
     pub(crate) instance_id: String,
-    pub(crate) run_id: i64,
-    pub(crate) rows_identified: i64,
-    pub(crate) rows_checkpointed: u64,
-    pub(crate) rows_published: u64,
     pub(crate) rows_updated: u64,
-    pub(crate) rows_replayed: u64,
-    pub(crate) rows_possibly_replayed: u64,
-    pub(crate) rows_done: i64,
-    pub(crate) rows_done_at_start: i64,
-    pub(crate) partitions: usize,
-    pub(crate) takeovers: u64,
-    pub(crate) steals: u64,
-    pub(crate) leases_lost: u64,
-    pub(crate) elapsed_s: f64,
-    pub(crate) rows_per_s: f64,
-    pub(crate) run_rows_per_s: Option<f64>,
-    pub(crate) resumed: bool,
-    pub(crate) interrupted: bool,
     pub(crate) verified: bool,
     pub(crate) verification: Option<Verification>,
     /// Peak resident memory of this process, bytes (Linux).
@@ -130,6 +107,28 @@ pub(crate) fn parse_sink(s: &str) -> anyhow::Result<DemoSink> {
     }
 }
 
+/// The demo's runtime settings: its defaults, then `TRANCHE_*`, then flags.
+fn demo_config(
+    args: &DemoArgs,
+    env: impl Fn(&str) -> Option<String> + Copy,
+) -> anyhow::Result<RuntimeConfig> {
+    let mut defaults = RuntimeConfig::new(args.db.clone());
+    defaults.lease = Duration::from_secs(10);
+    defaults.heartbeat = Duration::from_millis(2500);
+    let given = |field: &str| {
+        args.runtime.0.has(field)
+            || env(&format!("TRANCHE_{}", field.to_ascii_uppercase())).is_some()
+    };
+    // --db (or TRANCHE_DATABASE_URL, as clap read it) is a flag like the others.
+    let mut flags = args.runtime.0.clone();
+    flags.set_database_url(args.db.clone());
+    let mut config = tranche::config::layered_runtime_config(&defaults, env, &flags)?;
+    if !given("db_threads") {
+        config.db_threads = config.concurrency.clamp(2, 8);
+    }
+    Ok(config)
+}
+
 pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     if args.rows == 0 {
         bail!("invalid configuration: --rows: must be at least 1");
@@ -139,20 +138,7 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     }
     let sink_kind = parse_sink(&args.sink)?;
     let shown_db = redact_url(&args.db);
-    let mut config = RuntimeConfig::new(args.db.clone());
-    config.concurrency = args.concurrency;
-    config.page_size = args.page_size;
-    config.lease.lease = Duration::from_millis(args.lease_ms);
-    config.lease.heartbeat = Duration::from_millis(args.heartbeat_ms);
-    config.store.threads = args.db_threads.unwrap_or(args.concurrency.clamp(2, 8));
-    config.instance_id = args.instance.instance_id.clone();
-    if let Some(ms) = args.instance.poll_ms {
-        config.poll_interval = Duration::from_millis(ms);
-    }
-    config.work_stealing = !args.instance.no_work_stealing;
-    config.validate().map_err(|e| {
-        anyhow::anyhow!("invalid configuration: {}: {}", flag_of(&e.field), e.reason)
-    })?;
+    let config = demo_config(&args, |k| std::env::var(k).ok())?;
     let runtime = RuntimeHandle::start(config)
         .await
         .with_context(|| format!("starting tranche on {shown_db}"))?;
@@ -190,8 +176,9 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     }
     let started = Instant::now();
     let run = runtime.start_run(job)?;
-    let report = follow(&runtime, run, &multi).await?;
-    let elapsed = started.elapsed();
+    let mut report = follow(&runtime, run, &multi).await?;
+    // This process's time, start-up included, as the summary reports it.
+    report.elapsed = started.elapsed();
     multi.clear().ok();
 
     let mut consumed = None;
@@ -222,16 +209,15 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     let instance_id = runtime.instance_id().to_owned();
     runtime.shutdown().await;
 
-    let rows_per_s = report.rows_checkpointed as f64 / elapsed.as_secs_f64().max(1e-9);
     let rows_updated = match (&sink_kind, &verification) {
         (DemoSink::Update | DemoSink::Broker(_), Some(v)) => v.delivered,
         _ => 0,
     };
-    let rows_replayed = match (&sink_kind, &verification) {
-        (DemoSink::Jsonl(_), Some(v)) => v.duplicates,
-        _ => report.rows_replayed,
-    };
-    print_report(&report, elapsed, rows_per_s, verification.as_ref());
+    // A file sink cannot tell replays; the verification counted them.
+    if let (DemoSink::Jsonl(_), Some(v)) = (&sink_kind, &verification) {
+        report.rows_replayed = v.duplicates;
+    }
+    print_report(&report, verification.as_ref());
     if let Some(c) = &consumed {
         println!(
             "  consumers: {} received, {} applied, {} stale (replays), {} dead letters, \
@@ -242,27 +228,11 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     let verified = verification.as_ref().is_some_and(|v| v.verified);
     if let Some(path) = &args.summary_json {
         let summary = Summary {
+            report: &report,
             db: shown_db,
             sink: redact_url(&args.sink),
             instance_id,
-            run_id: report.run_id,
-            rows_identified: report.rows_identified,
-            rows_checkpointed: report.rows_checkpointed,
-            rows_published: report.rows_published,
             rows_updated,
-            rows_replayed,
-            rows_possibly_replayed: report.rows_possibly_replayed,
-            rows_done: report.rows_done,
-            rows_done_at_start: report.rows_done_at_start,
-            partitions: report.partitions.len(),
-            takeovers: report.takeovers,
-            steals: report.steals,
-            leases_lost: report.leases_lost,
-            elapsed_s: elapsed.as_secs_f64(),
-            rows_per_s,
-            run_rows_per_s: report.run_rows_per_s,
-            resumed: report.resumed,
-            interrupted: report.interrupted,
             verified,
             verification,
             peak_rss_bytes: tranche::runtime::peak_rss_bytes(),
