@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     println!(
-        "end-to-end S0 demo: {rows} subscriptions seeded, update sink, concurrency {concurrency}, page {page}, {} cores",
+        "end-to-end demo: {rows} subscriptions seeded, update sink, concurrency {concurrency}, page {page}, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(

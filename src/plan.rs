@@ -4,7 +4,7 @@
 //! numbers read in one pass over the source and persists what it returns:
 //!
 //! 1. [`allocate`] spreads the requested partition count over the run's
-//!    scopes (for S0, one scope per product whose version changed) in
+//!    scopes (in the demo, one scope per product whose version changed) in
 //!    proportion to their eligible row counts.
 //! 2. [`cut_positions`] says which rows, by 1-based position in `(order, key)`
 //!    order, start each partition after the first: the row-count quantiles.

@@ -281,7 +281,7 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The demo's broker: the sink that publishes the S0 messages to it and the
+/// The demo's broker: the sink that publishes the demo's messages to it and the
 /// in-process consumers that apply them (the update phase on the consuming
 /// side), all named `tranche-demo`.
 ///

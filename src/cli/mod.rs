@@ -1,5 +1,10 @@
 //! The `tranche` binary's commands, one module each, and what they share.
 
+use clap::{Parser, Subcommand};
+
+use demo::DemoArgs;
+use job::{HistoryArgs, RunArgs};
+
 #[cfg(feature = "bench")]
 pub(crate) mod bench;
 pub(crate) mod consume;
@@ -7,6 +12,85 @@ pub(crate) mod demo;
 pub(crate) mod job;
 pub(crate) mod progress;
 pub(crate) mod settings;
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "tranche",
+    version,
+    about = "Partitioned, checkpointed, repeatable data jobs"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the subscription migration end to end with live progress.
+    Demo(DemoArgs),
+    /// Run (or join the active run of) a job described by a TOML file, once,
+    /// now.
+    Run(RunArgs),
+    /// Run a job file on its `[schedule]` (interval, cron or one instant)
+    /// until Ctrl-C, or until a one-time schedule has run.
+    Schedule(RunArgs),
+    /// List a job's runs, newest first.
+    History(HistoryArgs),
+    /// Consume a broker (RabbitMQ queue or JetStream durable consumer) and
+    /// apply each message to the database, as a consumer file describes.
+    Consume(consume::ConsumeArgs),
+    /// Measure tranche against one-at-a-time baselines and the machine's limits
+    /// on one PostgreSQL table; writes bench.json, bench.md and bench.png.
+    #[cfg(feature = "bench")]
+    Bench(bench::command::BenchArgs),
+    /// Apply tranche's migrations to a database.
+    Migrate {
+        /// Database URL: postgres://..., a keyword DSN, or sqlite://path (or a
+        /// path ending .db, .sqlite or .sqlite3).
+        #[arg(long, env = "TRANCHE_DATABASE_URL")]
+        db: String,
+    },
+}
+
+/// Runs one command to its end; the commands that end a run exit with
+/// its status.
+pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate { db } => {
+            let applied =
+                tokio::task::spawn_blocking(move || tranche::run_migrations(&db)).await??;
+            if applied.is_empty() {
+                println!("tranche: migrations up to date");
+            } else {
+                println!("tranche: applied {}", applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let code = demo::demo_main(args).await?;
+            std::process::exit(code);
+        }
+        Command::Run(args) => {
+            let code = job::run_main(args).await?;
+            std::process::exit(code);
+        }
+        Command::Schedule(args) => {
+            let code = job::schedule_main(args).await?;
+            std::process::exit(code);
+        }
+        Command::History(args) => job::history_main(args).await,
+        Command::Consume(args) => {
+            let code = consume::consume_main(args).await?;
+            std::process::exit(code);
+        }
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => {
+            let code = bench::command::bench_main(args).await?;
+            std::process::exit(code);
+        }
+    }
+}
 
 /// Which run this process joins.
 #[derive(clap::Args)]

@@ -25,7 +25,7 @@ pub(crate) struct Operation {
 /// The change an operation makes.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Change {
-    /// Advance the version column (the S0 update).
+    /// Advance the version column (the version update).
     Version,
     /// Insert the row, or set these columns of the existing one.
     Upsert(Vec<(usize, Cell)>),

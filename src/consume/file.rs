@@ -18,7 +18,7 @@
 //! #                 instance_id = "updater-a-{n}" (static membership)
 //!
 //! [apply]
-//! kind = "versions"               # the S0 update: table, key_column, version_column
+//! kind = "versions"               # table, key_column, version_column
 //! table = "subscriptions"
 //! key_column = "id"
 //! version_column = "version"
@@ -135,7 +135,7 @@ impl FromSection {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum ApplySection {
-    /// The S0 update; see [`Apply::Versions`].
+    /// The version update; see [`Apply::Versions`].
     Versions {
         /// Table to update.
         table: String,

@@ -7,7 +7,7 @@
 //! crash between the commit and the acknowledgement makes the broker deliver
 //! the batch again, and applying it again changes nothing:
 //!
-//! * [`Apply::Versions`] is the S0 update: the message id `job:key:version`
+//! * [`Apply::Versions`] is the version update: the message id `job:key:version`
 //!   names the row and the version it must reach; the version column only
 //!   moves forward.
 //! * [`Apply::Rows`] applies insert, modify and delete operations (S2). The
@@ -62,7 +62,7 @@ use apply::{Operation, Outcome, Poisoned};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Apply {
-    /// The S0 update: advance `version_column` of the row the message id
+    /// The version update: advance `version_column` of the row the message id
     /// names to the id's version, only when it is lower. The payload is not
     /// read.
     Versions(UpdateSpec),

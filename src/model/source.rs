@@ -74,7 +74,7 @@ impl Condition {
 }
 
 /// One slice of a run's work with its own conditions, planned and
-/// partitioned separately (for S0: one product whose version changed, with
+/// partitioned separately (say, one product whose version changed, with
 /// its key and new version in `params`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scope {
@@ -253,7 +253,7 @@ pub enum Strategy {
         /// Partitions for the whole run.
         partitions: u32,
     },
-    /// `key % modulus = k` for `k` in `0..modulus`, per scope (the S1 quick
+    /// `key % modulus = k` for `k` in `0..modulus`, per scope (the quick
     /// fix, with N from configuration).
     Modulo {
         /// N.

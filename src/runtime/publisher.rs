@@ -11,7 +11,7 @@
 //! A lane does not make a sink wait for one sub-batch at a time: when
 //! several are queued behind a delivery, the next delivery takes them all
 //! (up to [`COALESCE_MAX`] messages), in their order. A sink whose every
-//! confirmation takes a fixed time (S1's broker, about 20 ms) then confirms
+//! confirmation takes a fixed time (a remote broker's round trip, about 20 ms) then confirms
 //! as many workers' pages per round trip as are waiting, instead of one.
 //! If such a combined delivery fails fatally, each of its batches is
 //! delivered again on its own, so a fatal failure is answered to the batch
@@ -300,7 +300,7 @@ mod order_tests {
         }
     }
 
-    /// Each delivery takes 20 ms, like S1's broker; fails fatally when it
+    /// Each delivery takes 20 ms, like a remote broker's; fails fatally when it
     /// holds key 7; counts deliveries.
     #[derive(Default)]
     struct Slow {

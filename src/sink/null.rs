@@ -12,7 +12,7 @@ use super::{Delivery, Message, Sink, SinkError};
 /// Without a delay it measures what reading, processing and checkpointing
 /// cost on their own (`[sink] kind = "null"`). With one it stands for a
 /// latency-bound destination whose every confirmation takes that long, as
-/// the S1 broker did (about 20 ms), which is what the bench's latency rows
+/// a remote broker's round trip does (about 20 ms), which is what the bench's latency rows
 /// measure.
 #[derive(Clone, Default)]
 pub struct NullSink {

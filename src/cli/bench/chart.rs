@@ -1,5 +1,5 @@
 //! The bench's results drawn as a PNG: one horizontal bar per measurement,
-//! grouped as in the table, on a logarithmic rows-per-second axis (the S1
+//! grouped as in the table, on a logarithmic rows-per-second axis (the sequential worker
 //! baseline and tranche differ by orders of magnitude), coloured by kind.
 //! Text is drawn with an 8x8 bitmap font so no font files are needed.
 
@@ -109,7 +109,7 @@ pub(crate) fn draw(report: &BenchReport, title: &str, path: &Path) -> Result<(),
     c.text(MARGIN, MARGIN, title, 2, INK);
     let legend = [
         ("limit", Kind::Limit),
-        ("baseline (S1)", Kind::Baseline),
+        ("baseline", Kind::Baseline),
         ("tranche", Kind::Tranche),
     ];
     let mut lx = MARGIN;

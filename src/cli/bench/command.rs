@@ -39,7 +39,7 @@ pub struct BenchArgs {
     /// tranche's range partitions.
     #[arg(long, default_value_t = 8)]
     partitions: u32,
-    /// Workers of the S1 quick fix.
+    /// Workers of the modulo-workers baseline.
     #[arg(long, default_value_t = 5)]
     quick_fix_workers: u64,
     /// Seconds a baseline may run before it is stopped and projected.

@@ -1,6 +1,6 @@
 //! A TCP relay that holds every byte for a fixed time on its way in each
 //! direction, so that a broker on this machine answers the bench as one
-//! across a network would. The S1 legacy job waited about 20 ms for each
+//! across a network would. A legacy job against a remote broker waits about 20 ms for each
 //! confirmation; on loopback a confirmation takes a millisecond or less,
 //! which flatters the one-at-a-time baseline. Through the relay, the
 //! baseline, the bare clients and tranche all pay the same round trip.

@@ -1,4 +1,4 @@
-//! The systems tranche replaces (scenario S1): a worker that loads a page
+//! The systems tranche replaces: a worker that loads a page
 //! of entities and sends them one by one, waiting for each confirmation
 //! before the next, and the quick fix that ran N such workers, worker k
 //! taking the rows with `id % N = k`, filtered in SQL.
@@ -82,7 +82,7 @@ async fn worker(
     Ok(sent)
 }
 
-/// The S1 baseline (`workers` = 1, no modulo) or its quick fix (`workers`
+/// The sequential worker (`workers` = 1, no modulo) or the modulo workers (`workers`
 /// modulo workers at once), stopped at `budget` if not done by then.
 pub(crate) async fn run(plan: &Plan, workers: u64, budget: Duration) -> Result<Legacy, BenchError> {
     let started = Instant::now();

@@ -9,12 +9,12 @@
 //!   publishing as many messages with pipelined confirmations to RabbitMQ
 //!   (persistent, publisher confirms), to NATS JetStream (file storage,
 //!   acknowledgements) and to Kafka (idempotent producer, acks=all);
-//! - **baselines** (scenario S1): one sequential worker confirming every
+//! - **baselines**: one sequential worker confirming every
 //!   message before the next, and the quick fix of N modulo workers each
 //!   doing so; a baseline still running at its time budget is stopped and
 //!   its time projected from the rows it did;
 //! - **brokers at a distance**: the bare clients, the baselines and
-//!   tranche again, through a relay inside the bench that adds S1's round trip
+//!   tranche again, through a relay inside the bench that adds a remote broker's round trip
 //!   (20 ms by default) between the bench and each broker, since on
 //!   loopback a confirmation takes a millisecond or less;
 //! - **tranche** with the null sink, the in-process update step (SQLite and
@@ -121,7 +121,7 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// tranche's range partitions (default 8).
     pub partitions: u32,
-    /// Workers of the S1 quick fix (default 5).
+    /// Workers of the modulo-workers baseline (default 5).
     pub quick_fix_workers: u64,
     /// How long a baseline may run before it is stopped and projected
     /// (default 20 s).
@@ -140,7 +140,7 @@ pub struct BenchConfig {
     /// connect to the address the broker advertises, past any relay.
     pub kafka_brokers: Option<String>,
     /// The round trip added between the bench and RabbitMQ and JetStream
-    /// for the broker rows at a distance (default 20 ms, what the S1 legacy job
+    /// for the broker rows at a distance (default 20 ms, what a legacy job against a remote broker
     /// waited for each confirmation): every byte is held half of it on its
     /// way in each direction by a relay inside the bench. Zero leaves
     /// those rows out.
@@ -270,7 +270,7 @@ impl Progress for PrintProgress {
 
 const READ: &str = "PostgreSQL read";
 const UPDATE: &str = "update step";
-const S1: &str = "S1 baseline (1 worker)";
+const SEQUENTIAL: &str = "sequential worker (1)";
 
 struct Bench<'a> {
     config: &'a BenchConfig,
@@ -295,7 +295,7 @@ impl Bench<'_> {
     }
 
     fn quick_fix(&self) -> String {
-        format!("S1 quick fix ({} workers)", self.config.quick_fix_workers)
+        format!("modulo workers ({})", self.config.quick_fix_workers)
     }
 
     /// A runtime on the database at `url`, with the bench's settings.
@@ -386,7 +386,7 @@ impl Bench<'_> {
         Ok(seconds)
     }
 
-    /// The S1 baseline and its quick fix into `sink`, over `rows` rows.
+    /// The sequential worker and the modulo workers into `sink`, over `rows` rows.
     async fn legacy(
         &mut self,
         group: &str,
@@ -403,17 +403,17 @@ impl Bench<'_> {
             page_size: c.page_size,
             upto: (rows < c.rows).then_some(rows),
         };
-        self.progress.step(&format!("{group}: S1 baseline"));
+        self.progress.step(&format!("{group}: sequential worker"));
         let one = legacy::run(&plan, 1, c.baseline_budget).await?;
         self.push(Measurement::new(
             group,
-            S1,
+            SEQUENTIAL,
             Kind::Baseline,
             rows,
             one.rows,
             one.elapsed.as_secs_f64(),
         ));
-        self.progress.step(&format!("{group}: S1 quick fix"));
+        self.progress.step(&format!("{group}: modulo workers"));
         // Ids of their own, so a broker does not take them for replays of
         // the baseline's.
         let plan = legacy::Plan {
@@ -479,7 +479,7 @@ pub async fn run(
     // Reading alone, then tranche reading into the null sink, in rounds.
     read_rows(&mut b).await?;
 
-    // The brokers on this machine, then at the round trip of S1's.
+    // The brokers on this machine, then at a remote broker's round trip.
     #[cfg(any(feature = "amqp", feature = "nats", feature = "kafka"))]
     {
         let mut round_trips = vec![Duration::ZERO];
@@ -768,7 +768,7 @@ impl Route {
     }
 }
 
-/// A broker's rows: its bare client (`raw`), the S1 baseline and quick fix
+/// A broker's rows: its bare client (`raw`), the sequential and modulo workers
 /// through `baseline`, and tranche through `sink`, each over the route's
 /// rows, with the queue or stream emptied (`purge`) before each and after
 /// the last.
@@ -1095,14 +1095,14 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
             "not measured".into()
         } else {
             format!(
-                "{} rows through a relay inside the bench that holds every byte {:.1} ms on its way in each direction ({} ms round trip, as S1's confirmations took); latency only, no bandwidth cap or loss; the database stays local",
+                "{} rows through a relay inside the bench that holds every byte {:.1} ms on its way in each direction ({} ms round trip, as a remote broker's confirmations take); latency only, no bandwidth cap or loss; the database stays local",
                 c.broker_rtt_rows,
                 c.broker_rtt.as_secs_f64() * 500.0,
                 c.broker_rtt.as_millis()
             )
         },
     );
-    s.insert("baselines".into(), format!("S1: 1 worker, pages of {} rows, each message confirmed before the next; quick fix: {} workers, id % {} = k in SQL; stopped after {} s and projected", c.page_size, c.quick_fix_workers, c.quick_fix_workers, c.baseline_budget.as_secs()));
+    s.insert("baselines".into(), format!("sequential worker: 1 worker, pages of {} rows, each message confirmed before the next; modulo workers: {} workers, id % {} = k in SQL, each the same; stopped after {} s and projected", c.page_size, c.quick_fix_workers, c.quick_fix_workers, c.baseline_budget.as_secs()));
     s.insert(
         "reads".into(),
         format!(
@@ -1147,9 +1147,9 @@ fn targets(r: &BenchReport, c: &BenchConfig) -> Vec<Target> {
                 raw_share,
             ));
             out.push(ratio(
-                format!("{group}: tranche / S1 baseline"),
+                format!("{group}: tranche / sequential worker"),
                 t,
-                rate(group, S1),
+                rate(group, SEQUENTIAL),
                 100.0,
             ));
         }
@@ -1170,17 +1170,17 @@ fn targets(r: &BenchReport, c: &BenchConfig) -> Vec<Target> {
             measured: t.map_or("-".into(), |s| format!("{s:.3} s")),
             met: t.map(|s| s < 0.5),
         });
-        let s1 = r.find(&group, S1).map(|m| m.seconds);
+        let s1 = r.find(&group, SEQUENTIAL).map(|m| m.seconds);
         out.push(Target {
-            what: format!("latency-bound sink, {rows} rows: S1 baseline (for reference)"),
+            what: format!("latency-bound sink, {rows} rows: sequential worker (for reference)"),
             wanted: format!("about {:.0} s", rows as f64 * c.latency.as_secs_f64()),
             measured: s1.map_or("-".into(), |s| format!("{s:.1} s")),
             met: None,
         });
         out.push(ratio(
-            format!("latency-bound sink, {rows} rows: tranche / S1 baseline"),
+            format!("latency-bound sink, {rows} rows: tranche / sequential worker"),
             rate(&group, "tranche"),
-            rate(&group, S1),
+            rate(&group, SEQUENTIAL),
             100.0,
         ));
     }

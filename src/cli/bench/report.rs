@@ -13,7 +13,7 @@ use serde::Serialize;
 pub enum Kind {
     /// A limit of the machine: the table read alone, a broker fed alone.
     Limit,
-    /// A system tranche replaces (S1 and its quick fix).
+    /// A system tranche replaces (the sequential and the modulo workers).
     Baseline,
     /// tranche itself.
     Tranche,

@@ -1,4 +1,4 @@
-//! The S0 story as a runnable demo: the two-phase subscription migration.
+//! The demo's data and job: the two-phase subscription migration.
 //!
 //! A catalogue of products, some of which moved to a new version, and
 //! subscriptions still on older versions. *Identification* finds the
@@ -52,7 +52,7 @@ const BURSTS: [(f64, f64); 2] = [(0.40, 0.43), (0.75, 0.76)];
 
 /// Creates the demo tables if they do not exist.
 pub fn create_schema(c: &mut Connection) -> Result<(), StoreError> {
-    // PostgreSQL keeps creation dates as timestamps, as the S0 system did;
+    // PostgreSQL keeps creation dates as timestamps, as such systems do;
     // SQLite has no timestamp type, so epoch seconds.
     let (pk, created) = match c.dialect() {
         Dialect::Postgres => ("BIGINT PRIMARY KEY", "TIMESTAMPTZ"),
@@ -297,7 +297,7 @@ pub fn update_spec() -> UpdateSpec {
     UpdateSpec::new(SUBSCRIPTIONS, "id", "version").expect("valid names")
 }
 
-/// The S0 job: scopes from [`changed_products`], range partitions over
+/// The demo's job: scopes from [`changed_products`], range partitions over
 /// `(created_at, id)`, one message per subscription carrying its new version.
 /// `dialect` says how `created_at` is stored (see [`create_schema`]).
 pub fn job(

@@ -1,4 +1,4 @@
-//! `tranche demo`: the S0 subscription migration end to end, seeded,
+//! `tranche demo`: the subscription migration end to end, seeded,
 //! run with live progress, summarised and verified.
 
 pub(crate) mod data;
@@ -148,7 +148,7 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     } else {
         ProgressDrawTarget::stderr()
     });
-    println!("tranche demo: S0 subscription migration on {shown_db}");
+    println!("tranche demo: subscription migration on {shown_db}");
 
     prepare_data(&store, &args, &multi).await?;
 
