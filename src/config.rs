@@ -40,6 +40,7 @@
 //! [sink]
 //! kind = "jsonl"                  # or "outbox" (table), "update" (table, key_column, version_column),
 //!                                 # "amqp", "nats", "kafka" (brokers, topic) or "null" (delay_ms)
+//!                                 # (a broker's table is its sink's settings, field for field)
 //! path = "out-{instance}.jsonl"   # {instance}: this instance's id
 //!
 //! [schedule]                      # for `tranche schedule`; one of:
@@ -217,55 +218,17 @@ pub enum SinkSection {
         path: PathBuf,
     },
     /// Publish each message to RabbitMQ (cargo feature `amqp`), persistent
-    /// and confirmed; see [`AmqpSink`](crate::sink::AmqpSink).
-    Amqp {
-        /// `amqp://user:pass@host:5672/vhost`, shown masked.
-        url: crate::model::redact::SecretUrl,
-        /// Exchange (a durable direct exchange when declared).
-        exchange: String,
-        /// Routing key of every message.
-        routing_key: String,
-        /// Durable queue to declare and bind, if any.
-        queue: Option<String>,
-        /// Declare the topology (default true) or only check it exists.
-        declare: Option<bool>,
-        /// Unconfirmed messages in flight, at most (default 1024).
-        window: Option<usize>,
-    },
+    /// and confirmed; the table is [`AmqpConfig`](crate::sink::AmqpConfig)
+    /// field for field.
+    Amqp(crate::sink::AmqpConfig),
     /// Publish each message to a NATS JetStream subject (cargo feature
-    /// `nats`); see [`NatsSink`](crate::sink::NatsSink).
-    Nats {
-        /// `nats://host:4222`, shown masked.
-        url: crate::model::redact::SecretUrl,
-        /// Stream storing the subject (created when missing unless
-        /// `declare = false`).
-        stream: String,
-        /// Subject of every message.
-        subject: String,
-        /// Create the stream when missing (default true).
-        declare: Option<bool>,
-        /// Acknowledgements awaited at once, at most (default 1024).
-        window: Option<usize>,
-    },
+    /// `nats`); the table is [`NatsConfig`](crate::sink::NatsConfig) field
+    /// for field.
+    Nats(crate::sink::NatsConfig),
     /// Produce each message to a Kafka topic (cargo feature `kafka`) with
-    /// an idempotent producer; see [`KafkaSink`](crate::sink::KafkaSink).
-    Kafka {
-        /// `host:port[,host:port...]`.
-        brokers: String,
-        /// Topic of every message.
-        topic: String,
-        /// Create the topic when missing (default true).
-        declare: Option<bool>,
-        /// Partitions of a created topic (default 3).
-        partitions: Option<i32>,
-        /// How long the producer retries one message before the delivery
-        /// fails as retryable, ms (default 60,000; librdkafka's
-        /// `message.timeout.ms`).
-        delivery_timeout_ms: Option<u64>,
-        /// Further librdkafka producer properties, such as
-        /// `{ "compression.type" = "lz4" }`, over the sink's own.
-        properties: Option<std::collections::BTreeMap<String, String>>,
-    },
+    /// an idempotent producer; the table is
+    /// [`KafkaConfig`](crate::sink::KafkaConfig) field for field.
+    Kafka(crate::sink::KafkaConfig),
     /// Write each message to an outbox table in the same database, once
     /// per message id.
     Outbox {
@@ -295,9 +258,9 @@ impl SinkSection {
     /// The cargo feature the chosen broker needs, when this build lacks it.
     pub fn feature_off(&self) -> Option<&'static str> {
         match self {
-            SinkSection::Amqp { .. } if !cfg!(feature = "amqp") => Some("amqp"),
-            SinkSection::Nats { .. } if !cfg!(feature = "nats") => Some("nats"),
-            SinkSection::Kafka { .. } if !cfg!(feature = "kafka") => Some("kafka"),
+            SinkSection::Amqp(_) if !cfg!(feature = "amqp") => Some("amqp"),
+            SinkSection::Nats(_) if !cfg!(feature = "nats") => Some("nats"),
+            SinkSection::Kafka(_) if !cfg!(feature = "kafka") => Some("kafka"),
             _ => None,
         }
     }
@@ -330,6 +293,16 @@ pub fn layered_runtime_config(
     let origins = layers::Origins::of(&figment);
     c.validate().map_err(|e| as_file_field(e, &origins))?;
     Ok(c)
+}
+
+/// What reading a `[sink]` table as its kind's settings says is wrong.
+fn sink_error(kind: &str, table: &figment::Figment) -> Option<figment::Error> {
+    match kind {
+        "amqp" => table.extract::<crate::sink::AmqpConfig>().err(),
+        "nats" => table.extract::<crate::sink::NatsConfig>().err(),
+        "kafka" => table.extract::<crate::sink::KafkaConfig>().err(),
+        _ => None,
+    }
 }
 
 /// A [`RuntimeConfig::validate`] error named as a job file writes the
@@ -383,7 +356,9 @@ impl JobFile {
             .merge(file)
             .merge(layers::Env::read(env))
             .merge(flags.clone());
-        let mut job: Self = figment.extract().map_err(layers::config_error)?;
+        let mut job: Self = figment.extract().map_err(|e| {
+            layers::config_error(layers::refine_tagged(&figment, "sink", e, sink_error))
+        })?;
         job.origins = layers::Origins::of(&figment);
         Ok(job)
     }
@@ -425,52 +400,21 @@ impl JobFile {
     /// The `[sink] kind = "amqp"` settings, if that is the sink.
     #[cfg(feature = "amqp")]
     fn amqp_config(&self) -> Result<crate::sink::AmqpConfig, ConfigError> {
-        let SinkSection::Amqp {
-            url,
-            exchange,
-            routing_key,
-            queue,
-            declare,
-            window,
-        } = &self.sink
-        else {
+        let SinkSection::Amqp(c) = &self.sink else {
             return Err(ConfigError::new("sink.kind", "is not amqp"));
         };
-        let mut c = crate::sink::AmqpConfig::new(url.expose(), exchange, routing_key);
-        c.queue = queue.clone();
-        c.declare = declare.unwrap_or(true);
-        c.window = window.unwrap_or(c.window);
         c.validate()?;
-        Ok(c)
+        Ok(c.clone())
     }
 
     /// The `[sink] kind = "kafka"` settings, if that is the sink.
     #[cfg(feature = "kafka")]
     fn kafka_config(&self) -> Result<crate::sink::KafkaConfig, ConfigError> {
-        let SinkSection::Kafka {
-            brokers,
-            topic,
-            declare,
-            partitions,
-            delivery_timeout_ms,
-            properties,
-        } = &self.sink
-        else {
+        let SinkSection::Kafka(c) = &self.sink else {
             return Err(ConfigError::new("sink.kind", "is not kafka"));
         };
-        let mut c = crate::sink::KafkaConfig::new(brokers, topic);
-        c.properties = properties
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        c.declare = declare.unwrap_or(true);
-        c.partitions = partitions.unwrap_or(c.partitions);
-        if let Some(ms) = delivery_timeout_ms {
-            c.delivery_timeout = Duration::from_millis(*ms);
-        }
         c.validate()?;
-        Ok(c)
+        Ok(c.clone())
     }
 
     /// The `[sink] kind = "nats"` settings, if that is the sink. A replay
@@ -478,19 +422,10 @@ impl JobFile {
     /// stream's duplicate window is checked against.
     #[cfg(feature = "nats")]
     fn nats_config(&self) -> Result<crate::sink::NatsConfig, ConfigError> {
-        let SinkSection::Nats {
-            url,
-            stream,
-            subject,
-            declare,
-            window,
-        } = &self.sink
-        else {
+        let SinkSection::Nats(c) = &self.sink else {
             return Err(ConfigError::new("sink.kind", "is not nats"));
         };
-        let mut c = crate::sink::NatsConfig::new(url.expose(), stream, subject);
-        c.declare = declare.unwrap_or(true);
-        c.window = window.unwrap_or(c.window);
+        let mut c = c.clone();
         c.replay_within = self.runtime.lease + Duration::from_secs(30);
         c.duplicate_window = c.duplicate_window.max(c.replay_within * 2);
         c.validate()?;
@@ -531,15 +466,15 @@ impl JobFile {
             Ident::parse("sink.table", table)?;
         }
         #[cfg(feature = "amqp")]
-        if let SinkSection::Amqp { .. } = &self.sink {
+        if let SinkSection::Amqp(_) = &self.sink {
             self.amqp_config()?.validate()?;
         }
         #[cfg(feature = "nats")]
-        if let SinkSection::Nats { .. } = &self.sink {
+        if let SinkSection::Nats(_) = &self.sink {
             self.nats_config()?.validate()?;
         }
         #[cfg(feature = "kafka")]
-        if let SinkSection::Kafka { .. } = &self.sink {
+        if let SinkSection::Kafka(_) = &self.sink {
             self.kafka_config()?;
         }
         Ok(())
@@ -555,21 +490,17 @@ impl JobFile {
                 Arc::new(JsonLinesSink::lazy(&path))
             }
             #[cfg(feature = "amqp")]
-            SinkSection::Amqp { .. } => Arc::new(crate::sink::AmqpSink::new(self.amqp_config()?)?),
+            SinkSection::Amqp(_) => Arc::new(crate::sink::AmqpSink::new(self.amqp_config()?)?),
             #[cfg(feature = "nats")]
-            SinkSection::Nats { .. } => Arc::new(crate::sink::NatsSink::new(self.nats_config()?)?),
+            SinkSection::Nats(_) => Arc::new(crate::sink::NatsSink::new(self.nats_config()?)?),
             #[cfg(feature = "kafka")]
-            SinkSection::Kafka { .. } => {
-                Arc::new(crate::sink::KafkaSink::new(self.kafka_config()?)?)
-            }
+            SinkSection::Kafka(_) => Arc::new(crate::sink::KafkaSink::new(self.kafka_config()?)?),
             #[cfg(not(feature = "amqp"))]
-            SinkSection::Amqp { .. } => return Err(ConfigError::feature_off("sink.kind", "amqp")),
+            SinkSection::Amqp(_) => return Err(ConfigError::feature_off("sink.kind", "amqp")),
             #[cfg(not(feature = "nats"))]
-            SinkSection::Nats { .. } => return Err(ConfigError::feature_off("sink.kind", "nats")),
+            SinkSection::Nats(_) => return Err(ConfigError::feature_off("sink.kind", "nats")),
             #[cfg(not(feature = "kafka"))]
-            SinkSection::Kafka { .. } => {
-                return Err(ConfigError::feature_off("sink.kind", "kafka"))
-            }
+            SinkSection::Kafka(_) => return Err(ConfigError::feature_off("sink.kind", "kafka")),
             SinkSection::Null { delay_ms } => Arc::new(crate::sink::NullSink::with_delay(
                 Duration::from_millis(delay_ms.unwrap_or(0)),
             )),
@@ -888,6 +819,31 @@ path = "out.jsonl"
             assert_eq!(e.field, "sink.url");
             assert!(!e.reason.contains("secret"), "{e}");
         }
+        // A broker's table is its sink's settings: every field, its
+        // durations with their unit, a typo refused by name.
+        let amqp = |more: &str| {
+            bad(
+                "kind = \"jsonl\"\npath = \"out.jsonl\"",
+                &format!(
+                    "kind = \"amqp\"\nurl = \"amqp://h/%2f\"\nexchange = \"x\"\n\
+                     routing_key = \"k\"\n{more}"
+                ),
+            )
+        };
+        let f = amqp("reconnect_for = \"5s\"\nnack_attempts = 2").unwrap();
+        let SinkSection::Amqp(c) = &f.sink else {
+            panic!("an amqp sink: {:?}", f.sink);
+        };
+        assert_eq!(
+            (c.reconnect_for, c.nack_attempts),
+            (Duration::from_secs(5), 2)
+        );
+        assert_eq!(c.window, 1024, "a default as AmqpConfig::new sets it");
+        assert_eq!(amqp("windw = 3").unwrap_err().field, "sink.windw");
+        assert_eq!(
+            amqp("reconnect_for = 5").unwrap_err().field,
+            "sink.reconnect_for"
+        );
         #[cfg(feature = "kafka")]
         {
             let kafka = |more: &str| {
@@ -899,15 +855,15 @@ path = "out.jsonl"
                 )
             };
             assert!(
-                kafka("delivery_timeout_ms = 5000\nproperties = { \"linger.ms\" = \"0\" }").is_ok()
+                kafka("delivery_timeout = \"5s\"\nproperties = { \"linger.ms\" = \"0\" }").is_ok()
             );
             assert_eq!(
-                kafka("delivery_timeout_ms = 10").unwrap_err().field,
-                "sink.delivery_timeout_ms"
+                kafka("delivery_timeout = \"10ms\"").unwrap_err().field,
+                "sink.delivery_timeout"
             );
             let e = kafka("properties = { \"message.timeout.ms\" = \"1000\" }").unwrap_err();
             assert_eq!(e.field, "sink.properties");
-            assert!(e.reason.contains("delivery_timeout_ms"), "{e}");
+            assert!(e.reason.contains("sink.delivery_timeout"), "{e}");
         }
         assert!(bad(
             "kind = \"jsonl\"\npath = \"out.jsonl\"",

@@ -228,7 +228,7 @@ impl Broker {
             }
             Broker::Nats { url, stream } => format!(
                 "kind = \"nats\"\nurl = \"{url}\"\nstream = \"{stream}\"\ndurable = \"items\"\n\
-                 prefetch = 400\nack_wait_ms = 2000"
+                 prefetch = 400\nack_wait = \"2s\""
             ),
             Broker::Kafka { brokers, topic } => format!(
                 "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{topic}\"\n\

@@ -135,45 +135,37 @@ pub async fn start_group(
     let config = file.consumer_config()?;
     match &file.from {
         #[cfg(feature = "amqp")]
-        FromSection::Amqp { url, queue, .. } => {
+        FromSection::Amqp(_) => {
             let c = file.amqp_source().expect("amqp")?;
+            let (url, queue) = (&c.url, &c.queue);
             let group = open(store, &config, n, |_| {
                 tranche::consume::AmqpSource::new(c.clone())
             })
             .await?;
-            let what = format!("queue {queue} on {}", url);
+            let what = format!("queue {queue} on {url}");
             Ok((group, what))
         }
         #[cfg(feature = "nats")]
-        FromSection::Nats {
-            url,
-            stream,
-            durable,
-            ..
-        } => {
+        FromSection::Nats(_) => {
             let c = file.nats_source().expect("nats")?;
+            let (url, stream, durable) = (&c.url, &c.stream, &c.durable);
             let group = open(store, &config, n, |_| {
                 tranche::consume::NatsSource::new(c.clone())
             })
             .await?;
-            let what = format!("durable consumer {durable} of stream {stream} on {}", url);
+            let what = format!("durable consumer {durable} of stream {stream} on {url}");
             Ok((group, what))
         }
         #[cfg(feature = "kafka")]
-        FromSection::Kafka {
-            brokers,
-            topic,
-            group,
-            ..
-        } => {
+        FromSection::Kafka(_) => {
             let c = file.kafka_source().expect("kafka")?;
+            let what = format!("topic {} in group {} on {}", c.topic, c.group, c.brokers);
             let consumers = open(store, &config, n, |i| {
                 let mut c = c.clone();
                 c.instance_id = c.instance_id.map(|id| id.replace("{n}", &i.to_string()));
                 tranche::consume::KafkaSource::new(c)
             })
             .await?;
-            let what = format!("topic {topic} in group {group} on {brokers}");
             Ok((consumers, what))
         }
         other => {

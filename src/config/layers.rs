@@ -332,6 +332,37 @@ impl Origins {
     }
 }
 
+/// A better error for a table read as one of several kinds (`[sink]`):
+/// serde reads such a table whole before its `kind` is known, so an error
+/// inside it carries only the table's path. Read again as the kind's own
+/// type, the table names the key at fault. `probe` reads a table (without
+/// its `kind`) as the type `kind` names and returns that error, if any.
+pub(crate) fn refine_tagged(
+    figment: &figment::Figment,
+    table: &str,
+    error: Error,
+    probe: impl Fn(&str, &figment::Figment) -> Option<Error>,
+) -> Error {
+    if error.path != [table] {
+        return error;
+    }
+    let Ok(mut dict) = figment.extract_inner::<Dict>(table) else {
+        return error;
+    };
+    let Some(kind) = dict.remove("kind").and_then(|v| v.into_string()) else {
+        return error;
+    };
+    let alone = figment::Figment::from(figment::providers::Serialized::defaults(dict));
+    match probe(&kind, &alone) {
+        Some(mut inner) => {
+            inner.path.insert(0, table.to_owned());
+            inner.metadata = error.metadata;
+            inner
+        }
+        None => error,
+    }
+}
+
 /// A figment error as a [`ConfigError`]: the field path, what is wrong,
 /// and where the value came from (never the value of a URL).
 pub(crate) fn config_error(e: Error) -> ConfigError {

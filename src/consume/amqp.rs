@@ -8,55 +8,9 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-use super::{Inbound, InboundError, Incoming};
+use super::{AmqpSourceConfig, Inbound, InboundError, Incoming};
 use crate::model::ConfigError;
 use crate::model::Redacted;
-
-/// Which queue a [`AmqpSource`] reads, and how much it holds unacknowledged.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct AmqpSourceConfig {
-    /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
-    pub url: crate::model::redact::SecretUrl,
-    /// The queue to consume.
-    pub queue: String,
-    /// Declare the queue (durable) when it is missing (default false: it
-    /// must exist, as the sink or your topology declared it).
-    pub declare: bool,
-    /// Messages delivered and not yet acknowledged, at most (the channel's
-    /// QoS; default 2,000). Keep it at least the consumer's batch size.
-    pub prefetch: u16,
-}
-
-impl AmqpSourceConfig {
-    /// Consumes `queue` on the broker at `url`, with the defaults above.
-    pub fn new(url: &str, queue: &str) -> Self {
-        Self {
-            url: url.into(),
-            queue: queue.to_owned(),
-            declare: false,
-            prefetch: 2000,
-        }
-    }
-
-    /// Checks every field, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.expose().starts_with("amqp://") || self.url.expose().starts_with("amqps://"))
-        {
-            return Err(ConfigError::new(
-                "from.url",
-                format!("{} must start with amqp:// or amqps://", self.url),
-            ));
-        }
-        if self.queue.is_empty() || self.queue.len() > 255 {
-            return Err(ConfigError::new("from.queue", "must be 1 to 255 bytes"));
-        }
-        if self.prefetch == 0 {
-            return Err(ConfigError::new("from.prefetch", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
 
 struct Link {
     _connection: Connection,

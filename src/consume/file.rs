@@ -13,7 +13,7 @@
 //! url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 //! queue = "subscriptions"
 //! # kind = "nats": url, stream, durable; filter_subject, declare = true,
-//! #               prefetch = 2000, ack_wait_ms = 30000
+//! #               prefetch = 2000, ack_wait = "30s"
 //! # kind = "kafka": brokers = "127.0.0.1:9092", topic, group; prefetch = 2000,
 //! #                 instance_id = "updater-a-{n}" (static membership)
 //!
@@ -69,62 +69,21 @@ pub struct ConsumeSection {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum FromSection {
-    /// A RabbitMQ queue (cargo feature `amqp`); see
-    /// [`AmqpSourceConfig`](super::AmqpSourceConfig).
-    Amqp {
-        /// `amqp://user:pass@host:5672/vhost`, shown masked.
-        url: crate::model::redact::SecretUrl,
-        /// The queue.
-        queue: String,
-        /// Declare the queue when missing (default false).
-        declare: Option<bool>,
-        /// Unacknowledged messages, at most (default 2,000).
-        prefetch: Option<u16>,
-    },
-    /// A JetStream durable consumer (cargo feature `nats`); see
-    /// [`NatsSourceConfig`](super::NatsSourceConfig).
-    Nats {
-        /// `nats://host:4222`, shown masked.
-        url: crate::model::redact::SecretUrl,
-        /// The stream.
-        stream: String,
-        /// The durable consumer's name.
-        durable: String,
-        /// Only this subject (default: all of the stream's).
-        filter_subject: Option<String>,
-        /// Create the durable consumer when missing (default true).
-        declare: Option<bool>,
-        /// Unacknowledged messages, at most (default 2,000).
-        prefetch: Option<usize>,
-        /// Milliseconds before an unacknowledged message comes again
-        /// (default 30,000).
-        ack_wait_ms: Option<u64>,
-    },
-    /// A Kafka topic in a consumer group (cargo feature `kafka`); see
-    /// [`KafkaSourceConfig`](super::KafkaSourceConfig).
-    Kafka {
-        /// `host:port[,host:port...]`.
-        brokers: String,
-        /// The topic.
-        topic: String,
-        /// The consumer group.
-        group: String,
-        /// Messages fetched ahead per partition, at most (default 2,000).
-        prefetch: Option<usize>,
-        /// This consumer's static identity in the group
-        /// (`group.instance.id`); `{n}` is replaced by the consumer's index
-        /// within the process.
-        instance_id: Option<String>,
-    },
+    /// A RabbitMQ queue (cargo feature `amqp`).
+    Amqp(super::AmqpSourceConfig),
+    /// A JetStream durable consumer (cargo feature `nats`).
+    Nats(super::NatsSourceConfig),
+    /// A Kafka topic read by a consumer group (cargo feature `kafka`).
+    Kafka(super::KafkaSourceConfig),
 }
 
 impl FromSection {
     /// The cargo feature the chosen broker needs, when this build lacks it.
     pub fn feature_off(&self) -> Option<&'static str> {
         match self {
-            FromSection::Amqp { .. } if !cfg!(feature = "amqp") => Some("amqp"),
-            FromSection::Nats { .. } if !cfg!(feature = "nats") => Some("nats"),
-            FromSection::Kafka { .. } if !cfg!(feature = "kafka") => Some("kafka"),
+            FromSection::Amqp(_) if !cfg!(feature = "amqp") => Some("amqp"),
+            FromSection::Nats(_) if !cfg!(feature = "nats") => Some("nats"),
+            FromSection::Kafka(_) if !cfg!(feature = "kafka") => Some("kafka"),
             _ => None,
         }
     }
@@ -213,74 +172,39 @@ impl ConsumeFile {
     }
 
     /// The RabbitMQ source's settings, when `[from] kind = "amqp"`.
-    #[cfg(feature = "amqp")]
     pub fn amqp_source(&self) -> Option<Result<super::AmqpSourceConfig, ConfigError>> {
-        let FromSection::Amqp {
-            url,
-            queue,
-            declare,
-            prefetch,
-        } = &self.from
-        else {
+        let FromSection::Amqp(c) = &self.from else {
             return None;
         };
-        let mut c = super::AmqpSourceConfig::new(url.expose(), queue);
-        c.declare = declare.unwrap_or(c.declare);
-        c.prefetch = prefetch.unwrap_or(c.prefetch);
         Some(
             self.check_prefetch(c.prefetch.into())
                 .and(c.validate())
-                .map(|_| c),
+                .map(|_| c.clone()),
         )
     }
 
     /// The JetStream source's settings, when `[from] kind = "nats"`.
-    #[cfg(feature = "nats")]
     pub fn nats_source(&self) -> Option<Result<super::NatsSourceConfig, ConfigError>> {
-        let FromSection::Nats {
-            url,
-            stream,
-            durable,
-            filter_subject,
-            declare,
-            prefetch,
-            ack_wait_ms,
-        } = &self.from
-        else {
+        let FromSection::Nats(c) = &self.from else {
             return None;
         };
-        let mut c = super::NatsSourceConfig::new(url.expose(), stream, durable);
-        c.filter_subject.clone_from(filter_subject);
-        c.declare = declare.unwrap_or(c.declare);
-        c.prefetch = prefetch.unwrap_or(c.prefetch);
-        if let Some(ms) = ack_wait_ms {
-            c.ack_wait = Duration::from_millis(*ms);
-        }
-        Some(self.check_prefetch(c.prefetch).and(c.validate()).map(|_| c))
+        Some(
+            self.check_prefetch(c.prefetch)
+                .and(c.validate())
+                .map(|_| c.clone()),
+        )
     }
 
     /// The Kafka source's settings, when `[from] kind = "kafka"`.
-    #[cfg(feature = "kafka")]
     pub fn kafka_source(&self) -> Option<Result<super::KafkaSourceConfig, ConfigError>> {
-        let FromSection::Kafka {
-            brokers,
-            topic,
-            group,
-            prefetch,
-            instance_id,
-        } = &self.from
-        else {
+        let FromSection::Kafka(c) = &self.from else {
             return None;
         };
-        let mut c = super::KafkaSourceConfig::new(brokers, topic, group);
-        c.prefetch = prefetch.unwrap_or(c.prefetch);
-        c.instance_id.clone_from(instance_id);
-        Some(c.validate().map(|_| c))
+        Some(c.validate().map(|_| c.clone()))
     }
 
     /// A prefetch below the batch size would make every batch wait out its
     /// linger: refuse it.
-    #[cfg(any(feature = "amqp", feature = "nats"))]
     fn check_prefetch(&self, prefetch: usize) -> Result<(), ConfigError> {
         let batch = self.consume.batch_size.unwrap_or(500);
         if prefetch < batch {
@@ -299,17 +223,15 @@ impl ConsumeFile {
         if let Some(feature) = self.from.feature_off() {
             return Err(ConfigError::feature_off("from.kind", feature));
         }
-        #[cfg(feature = "amqp")]
-        if let Some(c) = self.amqp_source() {
-            c?;
-        }
-        #[cfg(feature = "nats")]
-        if let Some(c) = self.nats_source() {
-            c?;
-        }
-        #[cfg(feature = "kafka")]
-        if let Some(c) = self.kafka_source() {
-            c?;
+        for checked in [
+            self.amqp_source().map(|c| c.map(drop)),
+            self.nats_source().map(|c| c.map(drop)),
+            self.kafka_source().map(|c| c.map(drop)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            checked?;
         }
         Ok(())
     }

@@ -10,66 +10,11 @@ use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Inbound, InboundError, Incoming};
+use super::{Inbound, InboundError, Incoming, KafkaSourceConfig};
 use crate::error_text::Chain;
 use crate::model::ConfigError;
 use crate::model::Redacted;
-use crate::sink::kafka::{bootstrap, check_brokers, check_topic, check_topic_name};
-
-/// Which topic and group a [`KafkaSource`] reads, and how much it fetches
-/// ahead.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct KafkaSourceConfig {
-    /// Bootstrap brokers, `host:port[,host:port...]`.
-    pub brokers: String,
-    /// The topic.
-    pub topic: String,
-    /// The consumer group: consumers sharing it share the topic's
-    /// partitions, and its committed offsets are where a restart resumes.
-    pub group: String,
-    /// Messages fetched ahead per partition, at most (librdkafka's
-    /// `queued.min.messages`; default 2,000).
-    pub prefetch: usize,
-    /// How long the group waits for a silent member before giving its
-    /// partitions to the others (default 10 s).
-    pub session_timeout: Duration,
-    /// A stable identity in the group (`group.instance.id`, static
-    /// membership): a consumer restarted under the same one takes its
-    /// predecessor's partitions at once instead of after its session times
-    /// out. Give each consumer of the group its own.
-    pub instance_id: Option<String>,
-}
-
-impl KafkaSourceConfig {
-    /// Reads `topic` as a member of `group`, with the defaults above.
-    pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
-        Self {
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            group: group.to_owned(),
-            prefetch: 2000,
-            session_timeout: Duration::from_secs(10),
-            instance_id: None,
-        }
-    }
-
-    /// Checks every field, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_brokers("from.brokers", &self.brokers)?;
-        check_topic_name("from.topic", &self.topic)?;
-        if self.group.is_empty() {
-            return Err(ConfigError::new("from.group", "must not be empty"));
-        }
-        if self.prefetch == 0 {
-            return Err(ConfigError::new("from.prefetch", "must be at least 1"));
-        }
-        if self.instance_id.as_ref().is_some_and(|id| id.is_empty()) {
-            return Err(ConfigError::new("from.instance_id", "must not be empty"));
-        }
-        Ok(())
-    }
-}
+use crate::sink::kafka::{bootstrap, check_topic};
 
 /// Reads a Kafka topic as a member of a consumer group, without automatic
 /// commits: a batch's offsets are committed (synchronously) after its

@@ -33,6 +33,7 @@ mod file;
 mod kafka;
 #[cfg(feature = "nats")]
 mod nats;
+mod settings;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,12 +45,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 #[cfg(feature = "amqp")]
-pub use amqp::{AmqpAck, AmqpSource, AmqpSourceConfig};
+pub use amqp::{AmqpAck, AmqpSource};
 pub use file::{ApplySection, ConsumeFile, ConsumeSection, FromSection};
 #[cfg(feature = "kafka")]
-pub use kafka::{KafkaAck, KafkaSource, KafkaSourceConfig};
+pub use kafka::{KafkaAck, KafkaSource};
 #[cfg(feature = "nats")]
-pub use nats::{NatsAck, NatsSource, NatsSourceConfig};
+pub use nats::{NatsAck, NatsSource};
+pub use settings::{AmqpSourceConfig, KafkaSourceConfig, NatsSourceConfig};
 
 use crate::backoff::Backoff;
 use crate::error_text::Chain;

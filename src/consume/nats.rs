@@ -6,83 +6,9 @@ use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Inbound, InboundError, Incoming};
+use super::{Inbound, InboundError, Incoming, NatsSourceConfig};
 use crate::model::ConfigError;
 use crate::model::Redacted;
-
-/// Which durable consumer a [`NatsSource`] reads, and how much it holds
-/// unacknowledged.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct NatsSourceConfig {
-    /// Server URL, `nats://host:4222`.
-    pub url: crate::model::redact::SecretUrl,
-    /// The stream holding the messages (it must exist).
-    pub stream: String,
-    /// The durable consumer's name; consumers sharing it share the work.
-    pub durable: String,
-    /// Only messages of this subject (default: every subject of the stream).
-    pub filter_subject: Option<String>,
-    /// Create the durable consumer when it is missing (default true).
-    pub declare: bool,
-    /// Messages delivered and not yet acknowledged, at most, across
-    /// everyone sharing the durable consumer (its `max_ack_pending`;
-    /// default 2,000).
-    pub prefetch: usize,
-    /// How long the server waits for an acknowledgement before it delivers
-    /// a message again (default 30 s); keep it above a batch's time.
-    pub ack_wait: Duration,
-}
-
-impl NatsSourceConfig {
-    /// Reads the durable consumer `durable` of `stream` on the server at
-    /// `url`, with the defaults above.
-    pub fn new(url: &str, stream: &str, durable: &str) -> Self {
-        Self {
-            url: url.into(),
-            stream: stream.to_owned(),
-            durable: durable.to_owned(),
-            filter_subject: None,
-            declare: true,
-            prefetch: 2000,
-            ack_wait: Duration::from_secs(30),
-        }
-    }
-
-    /// Checks every field, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.expose().starts_with("nats://") || self.url.expose().starts_with("tls://")) {
-            return Err(ConfigError::new(
-                "from.url",
-                format!("{} must start with nats:// or tls://", self.url),
-            ));
-        }
-        let plain = |v: &str| {
-            !v.is_empty()
-                && v.chars()
-                    .all(|c| !c.is_whitespace() && !matches!(c, '.' | '*' | '>'))
-        };
-        if !plain(&self.stream) {
-            return Err(ConfigError::new(
-                "from.stream",
-                "must be non-empty without spaces, '.', '*' or '>'",
-            ));
-        }
-        if !plain(&self.durable) {
-            return Err(ConfigError::new(
-                "from.durable",
-                "must be non-empty without spaces, '.', '*' or '>'",
-            ));
-        }
-        if self.prefetch == 0 {
-            return Err(ConfigError::new("from.prefetch", "must be at least 1"));
-        }
-        if self.ack_wait < Duration::from_secs(1) {
-            return Err(ConfigError::new("from.ack_wait", "must be at least 1 s"));
-        }
-        Ok(())
-    }
-}
 
 /// Reads a JetStream durable pull consumer with explicit acknowledgements.
 /// Each message is acknowledged after its batch committed; one whose

@@ -12,94 +12,10 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use super::{Delivery, Message, Sink, SinkError};
+use super::{AmqpConfig, Delivery, Message, Sink, SinkError};
 use crate::error_text::Chain;
 use crate::model::ConfigError;
 use crate::model::Redacted;
-
-/// Where and how the RabbitMQ sink publishes.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct AmqpConfig {
-    /// Broker URL, `amqp://user:pass@host:5672/vhost` (`%2f` for `/`).
-    pub url: crate::model::redact::SecretUrl,
-    /// Exchange to publish to (a durable direct exchange when declared);
-    /// empty for the default exchange, which routes by queue name.
-    pub exchange: String,
-    /// Routing key of every message.
-    pub routing_key: String,
-    /// Durable queue bound to the exchange with the routing key, if any.
-    pub queue: Option<String>,
-    /// Declare the exchange, queue and binding (default true); when false
-    /// they are only checked to exist (passive declarations).
-    pub declare: bool,
-    /// Messages published and not yet confirmed, at most (default 1024):
-    /// confirmations are pipelined within this window.
-    pub window: usize,
-    /// How long a lost connection is retried within one delivery before it
-    /// fails as retryable (default 60 s).
-    pub reconnect_for: Duration,
-    /// Rounds of republishing negatively acknowledged messages before the
-    /// delivery fails as retryable (default 5).
-    pub nack_attempts: u32,
-}
-
-impl AmqpConfig {
-    /// Publishes to `exchange` with `routing_key` on the broker at `url`,
-    /// with the defaults above.
-    pub fn new(url: &str, exchange: &str, routing_key: &str) -> Self {
-        Self {
-            url: url.into(),
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            queue: None,
-            declare: true,
-            window: 1024,
-            reconnect_for: Duration::from_secs(60),
-            nack_attempts: 5,
-        }
-    }
-
-    /// Checks every field, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.expose().starts_with("amqp://") || self.url.expose().starts_with("amqps://"))
-        {
-            return Err(ConfigError::new(
-                "sink.url",
-                format!("{} must start with amqp:// or amqps://", self.url),
-            ));
-        }
-        let short = |field: &str, v: &str| {
-            if v.len() > 255 {
-                Err(ConfigError::new(field, "must be at most 255 bytes"))
-            } else {
-                Ok(())
-            }
-        };
-        short("sink.exchange", &self.exchange)?;
-        short("sink.routing_key", &self.routing_key)?;
-        if let Some(q) = &self.queue {
-            if q.is_empty() {
-                return Err(ConfigError::new("sink.queue", "must not be empty"));
-            }
-            short("sink.queue", q)?;
-        }
-        if self.exchange.is_empty() && self.queue.is_some() {
-            return Err(ConfigError::new(
-                "sink.queue",
-                "cannot be bound to the default exchange; name an exchange, or set \
-                 routing_key to the queue's name",
-            ));
-        }
-        if self.window == 0 {
-            return Err(ConfigError::new("sink.window", "must be at least 1"));
-        }
-        if self.nack_attempts == 0 {
-            return Err(ConfigError::new("sink.nack_attempts", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
 
 /// Publishes each message to RabbitMQ: persistent (delivery mode 2), with
 /// its deterministic id as the AMQP `message-id`, `mandatory` so that an

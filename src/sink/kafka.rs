@@ -11,58 +11,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use super::{Delivery, Message, Sink, SinkError};
+use super::{Delivery, KafkaConfig, Message, Sink, SinkError};
 use crate::model::ConfigError;
 use crate::model::Redacted;
-
-/// Where and how the Kafka sink produces. Its `Debug` masks the values of
-/// properties that hold secrets (`sasl.password`, `ssl.key.password`...).
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct KafkaConfig {
-    /// Bootstrap brokers, `host:port[,host:port...]`.
-    pub brokers: String,
-    /// Topic every message goes to.
-    pub topic: String,
-    /// Create the topic when it is missing (default true), with
-    /// `partitions` partitions; when false it must exist.
-    pub declare: bool,
-    /// Partitions of a topic this sink creates (default 3).
-    pub partitions: i32,
-    /// How long the producer keeps retrying one message before its delivery
-    /// fails as retryable (librdkafka's `message.timeout.ms`; default 60 s).
-    pub delivery_timeout: Duration,
-    /// Further librdkafka producer properties (`compression.type`,
-    /// `linger.ms`, `batch.num.messages`, security settings...), applied
-    /// over the sink's own; the idempotence and acknowledgement settings
-    /// cannot be weakened, and the delivery timeout is set by
-    /// `delivery_timeout` alone.
-    pub properties: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let properties: Vec<(&str, &str)> = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
-                let secret = ["password", "secret", "token", "private"]
-                    .iter()
-                    .any(|word| k.to_ascii_lowercase().contains(word))
-                    || k.ends_with(".key.pem");
-                (k.as_str(), if secret { "***" } else { v.as_str() })
-            })
-            .collect();
-        f.debug_struct("KafkaConfig")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("declare", &self.declare)
-            .field("partitions", &self.partitions)
-            .field("delivery_timeout", &self.delivery_timeout)
-            .field("properties", &properties)
-            .finish()
-    }
-}
 
 impl KafkaConfig {
     /// The brokers as librdkafka's `bootstrap.servers` takes them (a
@@ -76,89 +27,6 @@ impl KafkaConfig {
     /// client of the host's own measured or run beside the sink.
     pub fn producer_config(&self) -> ClientConfig {
         producer_config(self)
-    }
-
-    /// Produces to `topic` through the brokers `brokers`, with the defaults
-    /// above.
-    pub fn new(brokers: &str, topic: &str) -> Self {
-        Self {
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            declare: true,
-            partitions: 3,
-            delivery_timeout: Duration::from_secs(60),
-            properties: Vec::new(),
-        }
-    }
-
-    /// Checks every field, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_brokers("sink.brokers", &self.brokers)?;
-        check_topic_name("sink.topic", &self.topic)?;
-        if self.partitions < 1 {
-            return Err(ConfigError::new("sink.partitions", "must be at least 1"));
-        }
-        for (key, _) in &self.properties {
-            if matches!(
-                key.as_str(),
-                "enable.idempotence" | "acks" | "request.required.acks" | "bootstrap.servers"
-            ) {
-                return Err(ConfigError::new(
-                    "sink.properties",
-                    format!("{key} is set by the sink and cannot be overridden"),
-                ));
-            }
-            if matches!(key.as_str(), "message.timeout.ms" | "delivery.timeout.ms") {
-                return Err(ConfigError::new(
-                    "sink.properties",
-                    format!("{key} is the sink's delivery timeout: set sink.delivery_timeout_ms"),
-                ));
-            }
-        }
-        if self.delivery_timeout < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "sink.delivery_timeout_ms",
-                "must be at least 1000 (1 s)",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// `host:port[,host:port...]`, without a scheme.
-pub(crate) fn check_brokers(field: &str, brokers: &str) -> Result<(), ConfigError> {
-    let brokers = brokers.strip_prefix("kafka://").unwrap_or(brokers);
-    let ok = !brokers.is_empty()
-        && brokers.split(',').all(|b| {
-            b.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            field,
-            format!("{brokers:?} is not host:port[,host:port...]"),
-        ))
-    }
-}
-
-/// Kafka's topic name rule: 1 to 249 of letters, digits, '.', '_' and '-'.
-pub(crate) fn check_topic_name(field: &str, topic: &str) -> Result<(), ConfigError> {
-    let ok = !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            field,
-            format!("{topic:?} must be 1 to 249 letters, digits, '.', '_' or '-'"),
-        ))
     }
 }
 

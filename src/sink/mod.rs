@@ -20,6 +20,7 @@ mod memory;
 pub(crate) mod nats;
 mod null;
 mod outbox;
+pub(crate) mod settings;
 pub(crate) mod update;
 
 use async_trait::async_trait;
@@ -29,15 +30,16 @@ use crate::model::ConfigError;
 pub use crate::model::{Cause, Message, Redacted};
 
 #[cfg(feature = "amqp")]
-pub use amqp::{AmqpConfig, AmqpSink};
+pub use amqp::AmqpSink;
 pub use jsonl::JsonLinesSink;
 #[cfg(feature = "kafka")]
-pub use kafka::{KafkaConfig, KafkaSink};
+pub use kafka::KafkaSink;
 pub use memory::MemorySink;
 #[cfg(feature = "nats")]
-pub use nats::{NatsConfig, NatsSink};
+pub use nats::NatsSink;
 pub use null::NullSink;
 pub use outbox::OutboxSink;
+pub use settings::{AmqpConfig, KafkaConfig, NatsConfig};
 pub use update::{UpdateSink, UpdateSpec};
 
 /// What a sink reports for a confirmed batch.

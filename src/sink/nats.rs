@@ -10,93 +10,10 @@ use async_nats::{HeaderMap, Subject};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Delivery, Message, Sink, SinkError};
+use super::{Delivery, Message, NatsConfig, Sink, SinkError};
 use crate::error_text::Chain;
 use crate::model::ConfigError;
 use crate::model::Redacted;
-
-/// Where and how the JetStream sink publishes.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct NatsConfig {
-    /// Server URL, `nats://host:4222`.
-    pub url: crate::model::redact::SecretUrl,
-    /// Stream that stores the subject.
-    pub stream: String,
-    /// Subject every message is published to.
-    pub subject: String,
-    /// Create the stream (file storage, the subject, `duplicate_window`)
-    /// when it does not exist (default true); when false it must exist.
-    pub declare: bool,
-    /// The duplicate window of a stream this sink creates (default 2 min).
-    pub duplicate_window: Duration,
-    /// How long after a first publish a replay may come: the lease plus a
-    /// page's time. A stream whose duplicate window is shorter gets a
-    /// warning, since replays outside it are stored twice (default 60 s).
-    pub replay_within: Duration,
-    /// Publishes awaiting their acknowledgement, at most (default 1024).
-    pub window: usize,
-    /// How long one publish waits for its acknowledgement before it is
-    /// published again (default 5 s).
-    pub ack_timeout: Duration,
-    /// How long lost acknowledgements and an unreachable server are retried
-    /// within one delivery before it fails as retryable (default 60 s).
-    pub reconnect_for: Duration,
-}
-
-impl NatsConfig {
-    /// Publishes to `subject`, stored by `stream`, on the server at `url`.
-    pub fn new(url: &str, stream: &str, subject: &str) -> Self {
-        Self {
-            url: url.into(),
-            stream: stream.to_owned(),
-            subject: subject.to_owned(),
-            declare: true,
-            duplicate_window: Duration::from_secs(120),
-            replay_within: Duration::from_secs(60),
-            window: 1024,
-            ack_timeout: Duration::from_secs(5),
-            reconnect_for: Duration::from_secs(60),
-        }
-    }
-
-    /// Checks every field, naming the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.expose().starts_with("nats://") || self.url.expose().starts_with("tls://")) {
-            return Err(ConfigError::new(
-                "sink.url",
-                format!("{} must start with nats:// or tls://", self.url),
-            ));
-        }
-        let name_ok = !self.stream.is_empty()
-            && self
-                .stream
-                .chars()
-                .all(|c| !c.is_whitespace() && !matches!(c, '.' | '*' | '>'));
-        if !name_ok {
-            return Err(ConfigError::new(
-                "sink.stream",
-                format!(
-                    "{:?} must be non-empty without spaces, '.', '*' or '>'",
-                    self.stream
-                ),
-            ));
-        }
-        if self.subject.is_empty() || self.subject.contains(char::is_whitespace) {
-            return Err(ConfigError::new(
-                "sink.subject",
-                "must be non-empty without spaces",
-            ));
-        }
-        if self.window == 0 {
-            return Err(ConfigError::new("sink.window", "must be at least 1"));
-        }
-        if self.ack_timeout.is_zero() {
-            return Err(ConfigError::new("sink.ack_timeout", "must be positive"));
-        }
-        Ok(())
-    }
-}
 
 /// Publishes each message to a JetStream subject with its deterministic id
 /// as `Nats-Msg-Id`, so the server drops a replay that comes within the

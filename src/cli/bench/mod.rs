@@ -1120,7 +1120,7 @@ fn settings(c: &BenchConfig) -> std::collections::BTreeMap<String, String> {
     s
 }
 
-/// The targets against what this run measured.
+/// The targets the bench holds tranche to, against what this run measured.
 fn targets(r: &BenchReport, c: &BenchConfig) -> Vec<Target> {
     let mut out = Vec::new();
     let rate = |g: &str, n: &str| r.find(g, n).map(|m| m.rows_per_s);

@@ -105,7 +105,7 @@ pub struct Ratio {
     pub ratio: f64,
 }
 
-/// A target of the issue, and whether this run met it.
+/// A target tranche is held to, and whether this run met it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     /// What is measured.
