@@ -821,16 +821,23 @@ path = "out.jsonl"
         }
         // A broker's table is its sink's settings: every field, its
         // durations with their unit, a typo refused by name.
+        // (Read, not validated: reading needs no feature.)
         let amqp = |more: &str| {
-            bad(
+            JobFile::from_toml(&GOOD.replace(
                 "kind = \"jsonl\"\npath = \"out.jsonl\"",
                 &format!(
                     "kind = \"amqp\"\nurl = \"amqp://h/%2f\"\nexchange = \"x\"\n\
                      routing_key = \"k\"\n{more}"
                 ),
-            )
+            ))
         };
         let f = amqp("reconnect_for = \"5s\"\nnack_attempts = 2").unwrap();
+        #[cfg(not(feature = "amqp"))]
+        assert_eq!(
+            f.validate().unwrap_err().field,
+            "sink.kind",
+            "the feature is off"
+        );
         let SinkSection::Amqp(c) = &f.sink else {
             panic!("an amqp sink: {:?}", f.sink);
         };
