@@ -6,35 +6,6 @@
 //! outbox, an update step) and checkpoint after each confirmed page. A crash
 //! costs at most one page of repeated work and never a lost row.
 //!
-//! ## Layout
-//!
-//! ```text
-//!  RuntimeHandle (Send + Clone, usable from any tokio or actix host)  runtime
-//!    ├─ Scheduler      recurring and one-time runs, keyed by tick      runtime::scheduler
-//!    └─ RunSupervisor  plans a run, claims partitions, restarts or     runtime::supervisor
-//!         │            fails workers, gathers the report
-//!         ├─ PartitionWorker × k   page → publish → confirm → checkpoint   runtime::worker
-//!         │        │ send().await into a bounded mailbox; reports back
-//!         │        ▼ through a Recipient
-//!         ├─ Publisher     per-key lanes → Sink                         runtime::publisher, sink
-//!         └─ LeaseKeeper   renews leases; lost leases stop workers      runtime::lease_keeper
-//!  Store → DbExecutor (SyncArbiter): every query of a run, on pooled     store
-//!          connections (migrations take one of their own)
-//!  Consumer: broker → batch → one transaction → ack (the update phase   consume
-//!            on the consuming side; RabbitMQ, JetStream, Kafka)
-//!  job file → runtime settings, source, sink                            config
-//!  sources, rows, cursors, messages, identifiers, redaction: the shared  (model; re-exported
-//!            vocabulary, importing nothing else of the crate             by job, sink, redact)
-//!  plan, keyset, backoff, retry classification, catalog checks: pure logic
-//! ```
-//!
-//! The crate root holds what a host uses to run a job; the modules hold
-//! the rest: [`job`] (sources, conditions, scopes, typed rows), [`sink`]
-//! (the shipped sinks and their settings), [`runtime`] (progress,
-//! schedules, leases, backoff), [`store`] (the store a host may query, its
-//! records and errors), [`consume`] (the consuming side), [`config`] (the
-//! job file) and [`redact`].
-
 //! ## Quick start
 //!
 //! ```no_run
@@ -92,6 +63,35 @@
 //!   processor's [`Poison`]) go to **dead letters** with their reason, up to
 //!   a **skip limit** per partition.
 //!
+//! ## Layout
+//!
+//! ```text
+//!  RuntimeHandle (Send + Clone, usable from any tokio or actix host)  runtime
+//!    ├─ Scheduler      recurring and one-time runs, keyed by tick      runtime::scheduler
+//!    └─ RunSupervisor  plans a run, claims partitions, restarts or     runtime::supervisor
+//!         │            fails workers, gathers the report
+//!         ├─ PartitionWorker × k   page → publish → confirm → checkpoint   runtime::worker
+//!         │        │ send().await into a bounded mailbox; reports back
+//!         │        ▼ through a Recipient
+//!         ├─ Publisher     per-key lanes → Sink                         runtime::publisher, sink
+//!         └─ LeaseKeeper   renews leases; lost leases stop workers      runtime::lease_keeper
+//!  Store → DbExecutor (SyncArbiter): every query of a run, on pooled     store
+//!          connections (migrations take one of their own)
+//!  Consumer: broker → batch → one transaction → ack (the update phase   consume
+//!            on the consuming side; RabbitMQ, JetStream, Kafka)
+//!  job file → runtime settings, source, sink                            config
+//!  sources, rows, cursors, messages, identifiers, redaction: the shared  (model; re-exported
+//!            vocabulary, importing nothing else of the crate             by job, sink, redact)
+//!  plan, keyset, backoff, retry classification, catalog checks: pure logic
+//! ```
+//!
+//! The crate root holds what a host uses to run a job; the modules hold
+//! the rest: [`job`] (sources, conditions, scopes, typed rows), [`sink`]
+//! (the shipped sinks and their settings), [`runtime`] (progress,
+//! schedules, leases, backoff), [`store`] (the store a host may query, its
+//! records and errors), [`consume`] (the consuming side), [`config`] (the
+//! job file) and [`redact`].
+
 //! ## Guarantees
 //!
 //! * **Plan once.** Identification runs on one instance at a time (a job
