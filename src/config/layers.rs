@@ -379,8 +379,8 @@ pub(crate) fn config_error(e: Error) -> ConfigError {
             let keys: Vec<&str> = e.path.iter().map(String::as_str).collect();
             let at = m.interpolate(&Profile::Default, &keys);
             match &m.source {
-                Some(source) => format!(" ({}: {source}: {at})", m.name),
-                None => format!(" ({}: {at})", m.name),
+                Some(source) => format!(" ({at}, {} {source})", m.name),
+                None => format!(" ({at}, {})", m.name),
             }
         })
         .unwrap_or_default();
