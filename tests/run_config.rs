@@ -186,10 +186,64 @@ fn a_bad_job_file_fails_before_anything_is_touched_and_names_the_field() {
             "{to}: error should name {field}: {stderr}"
         );
     }
-    // A flag is validated like the file.
+    // A flag or a variable is validated like the file, and the error
+    // names the field and where the bad value came from.
     std::fs::write(&good, &text).unwrap();
-    let out = common::run_tranche(&["run", "--config", &good, "--concurrency", "0", "--quiet"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("runtime.concurrency"));
+    // (flags, a variable, what the error must name)
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a [&'a str]);
+    let bad_settings: [Case; 6] = [
+        (
+            &["--concurrency", "0"],
+            None,
+            &["runtime.concurrency", "--concurrency"],
+        ),
+        (
+            &["--lease", "30"],
+            None,
+            &["runtime.lease", "--lease", "unit"],
+        ),
+        (
+            &["--work-stealing", "maybe"],
+            None,
+            &["runtime.work_stealing"],
+        ),
+        (
+            &[],
+            Some(("TRANCHE_PAGE_SIZE", "-5")),
+            &["runtime.page_size", "TRANCHE_PAGE_SIZE"],
+        ),
+        (
+            &[],
+            Some(("TRANCHE_POLL_INTERVAL", "")),
+            &["runtime.poll_interval"],
+        ),
+        (
+            &["--lease", "1s"],
+            Some(("TRANCHE_HEARTBEAT", "2s")),
+            &["runtime.heartbeat", "TRANCHE_HEARTBEAT"],
+        ),
+    ];
+    for (flags, var, named) in bad_settings {
+        let mut command = common::tranche_command();
+        command
+            .args(["run", "--config", &good, "--quiet"])
+            .args(flags);
+        if let Some((k, v)) = var {
+            command.env(k, v);
+        }
+        let out = command.output().expect("run tranche");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{flags:?} {var:?} should be rejected"
+        );
+        for name in named {
+            assert!(
+                stderr.contains(name),
+                "{flags:?} {var:?}: should name {name}: {stderr}"
+            );
+        }
+    }
     assert!(!db_path.exists(), "nothing was created");
 }
 

@@ -65,14 +65,26 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    pub(crate) fn step(what: &str, e: impl std::fmt::Display) -> Self {
+    /// `what` failed with `e`: an error (shown with its causes) or a
+    /// message.
+    pub(crate) fn step(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let e = e.into();
+        let mut reason = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            reason = format!("{reason}: {c}");
+            cause = c.source();
+        }
         Self::Step {
             what: what.to_owned(),
-            reason: tranche::redact::redact_text(&e.to_string()),
+            reason: tranche::redact::redact_text(&reason),
         }
     }
 
-    pub(crate) fn connect(url: &str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn connect(
+        url: &str,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self::step(
             &format!("connecting to {}", tranche::redact::redact_url(url)),
             e,
@@ -88,13 +100,13 @@ impl From<tranche::ConfigError> for BenchError {
 
 impl From<tranche::store::StoreError> for BenchError {
     fn from(e: tranche::store::StoreError) -> Self {
-        Self::step("the store", format!("{:#}", anyhow::Error::from(e)))
+        Self::step("the store", e)
     }
 }
 
 impl From<tranche::Error> for BenchError {
     fn from(e: tranche::Error) -> Self {
-        Self::step("tranche", format!("{:#}", anyhow::Error::from(e)))
+        Self::step("tranche", e)
     }
 }
 
