@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 pub use crate::model::{
     Condition, Cursor, Datum, FilterValue, Ident, KeyRange, Op, OrderKind, Poison, Scope, Source,
-    SourceRow, Strategy, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
+    SourceRow, Strategy, Throttle, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
     TIMESTAMP_NEG_INFINITY,
 };
 use crate::model::{ConfigError, Message};
@@ -41,6 +41,7 @@ pub struct Job {
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) params: serde_json::Value,
     pub(crate) run_key: Option<String>,
+    pub(crate) throttle: Throttle,
 }
 
 impl fmt::Debug for Job {
@@ -52,6 +53,7 @@ impl fmt::Debug for Job {
             .field("strategy", &self.strategy)
             .field("sink", &self.sink.name())
             .field("run_key", &self.run_key)
+            .field("throttle", &self.throttle)
             .finish()
     }
 }
@@ -68,6 +70,7 @@ impl Job {
             sink: None,
             params: serde_json::Value::Null,
             run_key: None,
+            throttle: Throttle::default(),
         }
     }
 
@@ -89,6 +92,12 @@ impl Job {
     /// How identification finds the run's scopes.
     pub fn scopes(&self) -> &Scopes {
         &self.scopes
+    }
+
+    /// The throttle each new run of the job starts with (see
+    /// [`JobBuilder::throttle`]).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// The run key, if one was given (see [`JobBuilder::run_key`]).
@@ -144,6 +153,7 @@ pub struct JobBuilder {
     sink: Option<Arc<dyn Sink>>,
     params: serde_json::Value,
     run_key: Option<String>,
+    throttle: Throttle,
 }
 
 impl JobBuilder {
@@ -193,6 +203,15 @@ impl JobBuilder {
         self
     }
 
+    /// The throttle each new run of the job starts with (default: none).
+    /// A run stores its own, which `tranche throttle` or
+    /// [`Operator::set_throttle`](crate::control::Operator::set_throttle)
+    /// change while it runs; an instance joining a run obeys the run's.
+    pub fn throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
     /// Validates and builds the job.
     pub fn build(self) -> Result<Job, ConfigError> {
         validate_job_name(&self.name)?;
@@ -203,6 +222,7 @@ impl JobBuilder {
             .source
             .ok_or_else(|| ConfigError::new("job.source", "a source is required"))?;
         self.strategy.validate()?;
+        self.throttle.validate()?;
         Ok(Job {
             name: self.name,
             source,
@@ -216,6 +236,7 @@ impl JobBuilder {
                 .ok_or_else(|| ConfigError::new("job.sink", "a sink is required"))?,
             params: self.params,
             run_key: self.run_key,
+            throttle: self.throttle,
         })
     }
 }

@@ -14,6 +14,7 @@ mod message;
 pub mod redact;
 mod row;
 mod source;
+mod throttle;
 
 pub use cause::{Cause, Redacted};
 pub use config_error::ConfigError;
@@ -24,4 +25,5 @@ pub use row::{
     Datum, Poison, SourceRow, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
     TIMESTAMP_NEG_INFINITY,
 };
+pub use throttle::{Throttle, MAX_PAGE_SIZE};
 pub use source::{Condition, FilterValue, Op, OrderKind, Scope, Source, Strategy};

@@ -183,7 +183,7 @@ impl RuntimeConfig {
                 return Err(ConfigError::new(field, "must be at least 1"));
             }
         }
-        if self.page_size > 100_000 {
+        if self.page_size > crate::model::MAX_PAGE_SIZE {
             return Err(ConfigError::new("page_size", "must be at most 100000"));
         }
         if self.max_attempts == 0 {
@@ -383,6 +383,7 @@ impl RuntimeHandle {
             job: job.name.clone(),
             ..RunProgress::default()
         });
+        let control = context::Control::new(job.throttle.clone());
         let setup = SupervisorSetup {
             run: context::RunContext {
                 job,
@@ -391,6 +392,8 @@ impl RuntimeHandle {
                 owner: self.inner.owner.clone(),
                 shutdown: self.inner.shutdown.subscribe(),
                 progress: Arc::new(progress_tx),
+                control: Arc::new(watch::channel(control).0),
+                started: std::time::Instant::now(),
             },
             held: self.inner.held.clone(),
             report: report_tx,

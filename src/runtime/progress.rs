@@ -85,8 +85,26 @@ pub struct RunProgress {
     pub leases_lost: u64,
     /// Every partition of the run.
     pub partitions: Vec<PartitionProgress>,
-    /// Time since the run started on this instance.
+    /// Time since the run started on this instance (updated at every
+    /// checkpoint and every poll interval).
     pub elapsed: Duration,
+    /// The run's stored state, as last polled (planning until planned;
+    /// paused and cancelled come from an operator).
+    pub state: RunState,
+    /// Why the run's health gate holds pages back, while it does.
+    pub health: Option<String>,
+    /// Rows per second of the whole run (every instance) over about the
+    /// last minute; `None` until two polls apart.
+    pub rows_per_s: Option<f64>,
+    /// Time left at that rate; `None` without a rate.
+    pub eta: Option<Duration>,
+}
+
+impl RunProgress {
+    /// Whether the run has ended (done, failed or cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.state.is_finished()
+    }
 }
 
 /// How a run ended on this instance: the gathered results of its partitions.
@@ -103,7 +121,8 @@ pub struct RunReport {
     pub run_id: i64,
     /// Job name.
     pub job: String,
-    /// The run's stored state at the end (running if interrupted).
+    /// The run's stored state at the end (running or paused if
+    /// interrupted; cancelled when an operator cancelled it).
     pub state: RunState,
     /// True when the runtime was shut down before the run ended.
     pub interrupted: bool,

@@ -4,10 +4,10 @@
 //! go on, and gathers every partition's result into the run's report
 //! (scatter/gather).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
@@ -46,6 +46,12 @@ pub(crate) struct RunSupervisor {
     claiming: bool,
     /// Set once the report is being produced; nothing new starts.
     finishing: bool,
+    /// A poll of the run's controls is in flight.
+    polling: bool,
+    /// When the health checks last ran.
+    health_checked: Option<Instant>,
+    /// Rows done by the whole run at recent polls, for its rate.
+    samples: VecDeque<(Instant, i64)>,
     started: Instant,
     /// Keeps the runtime's count of live runs (for graceful shutdown).
     _guard: ActiveRunGuard,
@@ -60,6 +66,7 @@ pub(crate) struct SupervisorSetup {
 
 impl RunSupervisor {
     pub(crate) fn new(s: SupervisorSetup) -> Self {
+        let started = s.run.started;
         Self {
             run: s.run,
             held: s.held,
@@ -69,7 +76,10 @@ impl RunSupervisor {
             active: HashMap::new(),
             claiming: false,
             finishing: false,
-            started: Instant::now(),
+            polling: false,
+            health_checked: None,
+            samples: VecDeque::new(),
+            started,
             _guard: s.guard,
         }
     }
@@ -105,8 +115,131 @@ impl RunSupervisor {
             p.rows_done = done_at_start;
             p.rows_done_at_start = done_at_start;
             p.partitions = partitions.iter().map(PartitionProgress::from).collect();
+            p.state = run.state;
         });
+        self.run.control.send_modify(|c| {
+            c.state = run.state;
+            c.throttle = run.throttle.clone();
+        });
+        // Operators steer the run through its row: read it every poll.
+        ctx.run_interval(self.run.config.poll_interval, |act, ctx| act.poll(ctx));
         self.fill(ctx);
+    }
+
+    /// Reads the run's controls (state, throttles), runs the health checks
+    /// when they are due, and hands what changed to the workers.
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        let Some(run_id) = self.run_id else { return };
+        if self.polling || self.finishing {
+            return;
+        }
+        self.polling = true;
+        let store = self.run.store.clone();
+        let throttle = self.run.control.borrow().throttle.clone();
+        let due = throttle.has_health_check()
+            && self
+                .health_checked
+                .is_none_or(|at| at.elapsed() >= throttle.health_interval());
+        ctx.spawn(
+            async move {
+                let view = store.control_view(run_id).await?;
+                let health = if due {
+                    let found = store.check_health(&view.run.throttle).await?;
+                    if found != view.run.health {
+                        store.set_health(run_id, found.clone()).await?;
+                    }
+                    Some(found)
+                } else if !view.run.throttle.has_health_check() {
+                    // The checks were removed: whatever was found is void.
+                    if view.run.health.is_some() {
+                        store.set_health(run_id, None).await?;
+                    }
+                    Some(None)
+                } else {
+                    None
+                };
+                Ok::<_, StoreError>((view, health))
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.polling = false;
+                match res {
+                    Ok((view, health)) => {
+                        if due {
+                            act.health_checked = Some(Instant::now());
+                        }
+                        act.apply(view, health, ctx);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %Chain(&e), "could not read the run's controls; will try again")
+                    }
+                }
+            }),
+        );
+    }
+
+    fn apply(
+        &mut self,
+        view: crate::store::ControlView,
+        health: Option<Option<String>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = Instant::now();
+        self.samples.push_back((now, view.rows_done));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_secs(60))
+        {
+            self.samples.pop_front();
+        }
+        let rate = match (self.samples.front(), self.samples.back()) {
+            (Some(&(t0, r0)), Some(&(t1, r1))) if t1 > t0 => {
+                Some((r1 - r0).max(0) as f64 / t1.duration_since(t0).as_secs_f64())
+            }
+            _ => None,
+        };
+        let surplus = match view.run.throttle.max_active_partitions {
+            Some(cap) if view.claimed.len() > cap as usize => view.claimed[cap as usize..].to_vec(),
+            _ => Vec::new(),
+        };
+        let before = self.run.control.borrow().state;
+        let state = view.run.state;
+        if before != state {
+            tracing::info!(run = view.run.id, from = before.as_str(), to = state.as_str(), "run state changed");
+        }
+        self.run.control.send_if_modified(|c| {
+            let old = c.clone();
+            c.state = state;
+            c.throttle = view.run.throttle.clone();
+            if let Some(h) = &health {
+                if c.unhealthy != *h {
+                    match h {
+                        Some(why) => tracing::warn!(reason = %why, "database unhealthy; no page starts"),
+                        None => tracing::info!("database healthy again; pages start"),
+                    }
+                }
+                c.unhealthy = h.clone();
+            }
+            c.surplus = surplus;
+            *c != old
+        });
+        let unhealthy = self.run.control.borrow().unhealthy.clone();
+        let identified = view.run.rows_identified;
+        let elapsed = self.started.elapsed();
+        self.run.progress.send_modify(|p| {
+            p.state = state;
+            p.health = unhealthy;
+            p.elapsed = elapsed;
+            p.rows_done = p.rows_done.max(view.rows_done);
+            p.rows_per_s = rate;
+            p.eta = rate.filter(|r| *r > 0.0).map(|r| {
+                Duration::from_secs_f64((identified - p.rows_done).max(0) as f64 / r)
+            });
+        });
+        if before != state {
+            self.fill(ctx);
+        }
     }
 
     /// Claims partitions until the concurrency is reached or none is left.
@@ -120,6 +253,18 @@ impl RunSupervisor {
                 self.finish(ctx);
             }
             return;
+        }
+        let state = self.run.control.borrow().state;
+        match state {
+            // Claims wait for a resume; polls call again on a change.
+            RunState::Paused => return,
+            RunState::Cancelled => {
+                if self.active.is_empty() {
+                    self.finish(ctx);
+                }
+                return;
+            }
+            _ => {}
         }
         if self.active.len() >= self.run.config.concurrency {
             return;
@@ -163,7 +308,20 @@ impl RunSupervisor {
             self.run.owner.clone(),
         );
         let lease = self.run.config.lease;
-        let steal = Steal::for_page_size(self.run.config.page_size);
+        // Pages may grow up to the throttle's bound when they adapt: the
+        // split keeps clear of what such pages read ahead.
+        let page_size = {
+            let control = self.run.control.borrow();
+            match control.throttle.target_page_ms {
+                Some(_) => self
+                    .run
+                    .config
+                    .page_size
+                    .max(control.throttle.page_size_bounds().1),
+                None => self.run.config.page_size,
+            }
+        };
+        let steal = Steal::for_page_size(page_size);
         ctx.spawn(
             async move { store.steal(&job.source, run_id, &owner, lease, steal).await }
                 .into_actor(self)
@@ -292,12 +450,12 @@ impl RunSupervisor {
             }
             .into_actor(self)
             .map(move |res, act, ctx| match res {
-                Ok(run)
-                    if interrupted || matches!(run.state, RunState::Done | RunState::Failed) =>
-                {
+                Ok(run) if interrupted || run.state.is_finished() => {
                     act.run.progress.send_modify(|p| {
                         p.elapsed = act.started.elapsed();
                         p.rows_done = p.rows_done.max(run.rows_done);
+                        p.state = run.state;
+                        p.eta = None;
                     });
                     let mut report = RunReport::from_progress(
                         act.run.progress.borrow().clone(),
@@ -519,7 +677,7 @@ async fn identify(
             Ok(true) => {
                 let plan = async {
                     let run = store
-                        .open_run(&job.name, &job.params.to_string(), job.run_key())
+                        .open_run(&job.name, &job.params.to_string(), job.run_key(), &job.throttle)
                         .await?;
                     match store
                         .plan_run(

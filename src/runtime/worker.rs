@@ -19,9 +19,17 @@
 //! the lease was lost and the worker stops without another write. Between
 //! pages it also stops when the lease keeper marked the lease lost, and on
 //! shutdown it hands the partition back after its last checkpoint.
+//!
+//! Between pages it also obeys the run's controls (see
+//! [`Control`](super::context::Control)): a paused or cancelled run, or a
+//! partition beyond a lowered cap, is handed back; while the health gate
+//! is closed no page starts; under a rate cap each page reserves its rows
+//! from the run's shared limiter before it is delivered; and with a
+//! `target_page_ms`, the page size adapts after every page.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Recipient, WrapFuture,
@@ -35,7 +43,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::model::Cursor;
 use crate::model::SourceRow;
-use crate::store::{Checkpoint, DeadLetter, Page, PartitionRecord, StoreError};
+use crate::store::{Checkpoint, DeadLetter, Page, PartitionRecord, RunState, StoreError};
 
 /// How a worker ended without error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,24 +155,30 @@ fn process_row(
 /// The task ends after the partition's last (short or empty) page, on a
 /// read error (handed on as the next page), and when this is dropped.
 struct Prefetch {
-    pages: mpsc::Receiver<Result<Page, StoreError>>,
+    pages: mpsc::Receiver<Fetched>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A page as the prefetcher read it: the rows (or the read's error), the
+/// size it asked for and how long the read took.
+struct Fetched {
+    page: Result<Page, StoreError>,
+    asked: usize,
+    took: Duration,
 }
 
 impl Prefetch {
     /// Reads `part` from its stored cursor on, each page bounded by the
     /// latest cut `upper` holds.
+    /// Each page asks for the size `page_size` holds when its read starts.
     fn start(
         setup: &WorkerSetup,
         mut part: PartitionRecord,
         mut upper: watch::Receiver<Option<Cursor>>,
+        page_size: Arc<AtomicUsize>,
     ) -> Self {
         let (tx, pages) = mpsc::channel(1);
-        let (store, job, page_size) = (
-            setup.run.store.clone(),
-            setup.run.job.clone(),
-            setup.run.config.page_size,
-        );
+        let (store, job) = (setup.run.store.clone(), setup.run.job.clone());
         let task = actix::spawn(
             async move {
                 let mut after = part.cursor;
@@ -177,14 +191,20 @@ impl Prefetch {
                     if let Some(range) = part.range.as_mut() {
                         range.upper = *upper.borrow_and_update();
                     }
-                    let page = store.fetch_page(&job.source, &part, after, page_size).await;
+                    let asked = page_size.load(Ordering::Relaxed);
+                    let began = Instant::now();
+                    let page = store.fetch_page(&job.source, &part, after, asked).await;
                     // A page closing on a group of duplicate keys may be
                     // longer than asked.
                     let next = match &page {
-                        Ok(page) if page.len() >= page_size => page.last(),
+                        Ok(page) if page.len() >= asked => page.last(),
                         _ => None,
                     };
-                    slot.send(page);
+                    slot.send(Fetched {
+                        page,
+                        asked,
+                        took: began.elapsed(),
+                    });
                     let Some(next) = next else {
                         return;
                     };
@@ -196,10 +216,11 @@ impl Prefetch {
         Self { pages, task }
     }
 
-    /// The next page; a read error is the store's.
-    async fn next(&mut self) -> Result<Page, Error> {
+    /// The next page, the size it asked for and how long its read took; a
+    /// read error is the store's.
+    async fn next(&mut self) -> Result<(Page, usize, Duration), Error> {
         match self.pages.recv().await {
-            Some(page) => Ok(page?),
+            Some(f) => Ok((f.page?, f.asked, f.took)),
             // The task ends only after a last page, which the worker does
             // not read past, or when it is dropped.
             None => Err(Error::Shutdown),
@@ -219,21 +240,37 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
     let mut part = setup.partition.clone();
     let p = &setup.partition;
     let owner = setup.run.owner.as_str();
-    let page_size = setup.run.config.page_size;
     let mut dead_letters_seen = 0u64;
     tracing::debug!(cursor = ?p.cursor, "partition started");
     let (upper, upper_seen) = watch::channel(part.range.and_then(|r| r.upper));
-    let mut pages = Prefetch::start(&setup, part.clone(), upper_seen);
+    let page_size = Arc::new(AtomicUsize::new(first_page_size(&setup)));
+    let mut pages = Prefetch::start(&setup, part.clone(), upper_seen, Arc::clone(&page_size));
+    let mut control = setup.run.control.subscribe();
     loop {
         if setup.lost.load(Ordering::SeqCst) {
             return Err(lost(&setup));
         }
-        if *setup.run.shutdown.borrow() {
+        let (hand_back, unhealthy) = {
+            let c = control.borrow_and_update();
+            (
+                matches!(c.state, RunState::Paused | RunState::Cancelled)
+                    || c.surplus.contains(&p.id),
+                c.unhealthy.is_some(),
+            )
+        };
+        if *setup.run.shutdown.borrow() || hand_back {
             drop(pages);
             setup.run.store.release(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Released);
         }
-        let mut page = pages.next().await?;
+        if unhealthy {
+            // No page starts until the supervisor finds it healthy (or the
+            // run paused, or shutdown): look again on a change or a poll.
+            let _ = tokio::time::timeout(setup.run.config.poll_interval, control.changed()).await;
+            continue;
+        }
+        let (mut page, asked, read_took) = pages.next().await?;
+        let page_began = Instant::now();
         // The steal margin keeps a split beyond what was read ahead; should
         // a page still reach past a cut, the rest is the thief's.
         if let Some(cut) = part.range.and_then(|r| r.upper) {
@@ -246,8 +283,15 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             setup.run.store.complete(p.id, owner, p.epoch).await?;
             return Ok(WorkerOutcome::Completed);
         };
-        let full = page.len() >= page_size;
+        let full = page.len() >= asked;
         let read = page.len() as u64;
+        let rate_cap = control.borrow().throttle.max_rows_per_s;
+        if let Some(per_s) = rate_cap {
+            let wait = setup.run.store.reserve_rows(p.run_id, read, per_s).await?;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
 
         let mut messages = Vec::with_capacity(page.rows.len());
         let mut dead = Vec::new();
@@ -323,8 +367,20 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             range.upper = ack.upper;
             let _ = upper.send(ack.upper);
         }
+        let target_ms = control.borrow().throttle.target_page_ms;
+        if let Some(target_ms) = target_ms {
+            let bounds = control.borrow().throttle.page_size_bounds();
+            let took = read_took + page_began.elapsed();
+            let next = adapt_page_size(asked, took, target_ms, bounds);
+            if next != asked {
+                tracing::debug!(from = asked, to = next, took_ms = took.as_millis() as u64, "page size adapted");
+            }
+            page_size.store(next, Ordering::Relaxed);
+        }
         let n = read as i64;
+        let elapsed = setup.run.started.elapsed();
         setup.run.progress.send_modify(|prog| {
+            prog.elapsed = elapsed;
             prog.rows_done += n;
             prog.rows_checkpointed += n as u64;
             prog.rows_published += delivery.confirmed;
@@ -338,5 +394,63 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         if !full {
             return Ok(WorkerOutcome::Completed);
         }
+    }
+}
+
+/// The first page's size: the runtime's, within the throttle's bounds when
+/// pages adapt.
+fn first_page_size(setup: &WorkerSetup) -> usize {
+    let control = setup.run.control.borrow();
+    let size = setup.run.config.page_size;
+    match control.throttle.target_page_ms {
+        Some(_) => {
+            let (min, max) = control.throttle.page_size_bounds();
+            size.clamp(min, max)
+        }
+        None => size,
+    }
+}
+
+/// The next page size when a page of `size` rows took `took` against a
+/// target of `target_ms`: toward the size that would have taken the
+/// target, at most doubling or halving per page, half way there
+/// (smoothed, so one slow page does not swing it), within `(min, max)`.
+pub(crate) fn adapt_page_size(
+    size: usize,
+    took: Duration,
+    target_ms: u64,
+    (min, max): (usize, usize),
+) -> usize {
+    let size_f = size.max(1) as f64;
+    let took_ms = (took.as_secs_f64() * 1000.0).max(0.1);
+    let ideal = (size_f * target_ms as f64 / took_ms).clamp(size_f / 2.0, size_f * 2.0);
+    let next = (size_f + ideal) / 2.0;
+    (next.round() as usize).clamp(min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_moves_toward_the_target_in_bounded_steps() {
+        let ms = Duration::from_millis;
+        // Twice too slow: halfway to half the size.
+        assert_eq!(adapt_page_size(1000, ms(400), 200, (10, 100_000)), 750);
+        // Far too fast: at most doubling, halfway there.
+        assert_eq!(adapt_page_size(1000, ms(1), 200, (10, 100_000)), 1500);
+        // On target: unchanged.
+        assert_eq!(adapt_page_size(1000, ms(200), 200, (10, 100_000)), 1000);
+        // Bounds hold.
+        assert_eq!(adapt_page_size(1000, ms(1), 200, (10, 1200)), 1200);
+        assert_eq!(adapt_page_size(12, ms(10_000), 200, (10, 1200)), 10);
+        // A sink whose time grows with the batch settles near the target.
+        let mut size = 100;
+        for _ in 0..40 {
+            let took = ms(20 + size as u64 / 10);
+            size = adapt_page_size(size, took, 200, (10, 100_000));
+        }
+        let took = 20 + size as u64 / 10;
+        assert!((180..=220).contains(&took), "settled at {size} rows, {took} ms");
     }
 }

@@ -13,6 +13,7 @@
 //! protocol.
 
 mod connection;
+mod control;
 mod database_url;
 mod datum;
 mod describe;
@@ -31,6 +32,7 @@ use actix::{Addr, SyncArbiter};
 pub use connection::{init_openssl, Db};
 pub(crate) use connection::{Backend, Pool};
 pub use connection::{Bind, Connection, Dialect, Sql};
+pub use control::{AuditEntry, ControlView, RetryOutcome, StateChange, Transition};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub(crate) use executor::DbExecutor;
 use executor::Execute;
@@ -300,16 +302,21 @@ impl Store {
     /// The run an instance starting `job` belongs to. With `key`: the run
     /// of that key in whatever state, created when new (and refused with
     /// [`StoreError::RunActive`] while another run of the job is active).
-    /// Without: the job's active run (planning or running), or a new one.
+    /// Without: the job's active run (planning, running or paused), or a
+    /// new one.
+    ///
+    /// A new run starts with `throttle`; a joined run keeps its own.
     pub async fn open_run(
         &self,
         job: &str,
         params: &str,
         key: Option<&str>,
+        throttle: &crate::model::Throttle,
     ) -> Result<RunRecord, StoreError> {
         let (job, params) = (job.to_owned(), params.to_owned());
         let key = key.map(str::to_owned);
-        self.run(move |c| queries::open_run(c, &job, &params, key.as_deref()))
+        let throttle = throttle.clone();
+        self.run(move |c| queries::open_run(c, &job, &params, key.as_deref(), &throttle))
             .await
     }
 

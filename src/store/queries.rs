@@ -9,31 +9,60 @@ use super::source;
 use super::Scopes;
 use super::StoreError;
 use crate::model::{Cursor, KeyRange};
-use crate::model::{Scope, Source, Strategy};
+use crate::model::{Scope, Source, Strategy, Throttle};
 use crate::plan;
 
 /// Where a run stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunState {
-    /// Created; identification has not finished.
+    /// Created; identification has not finished (where every run starts).
+    #[default]
     Planning,
     /// Partitions persisted; work under way.
     Running,
+    /// Held by an operator: no page starts and no partition is claimed
+    /// until it is resumed.
+    Paused,
     /// Every partition completed.
     Done,
     /// Every partition ended and at least one failed.
     Failed,
+    /// Ended by an operator; never resumed (the job's next run is a new
+    /// one).
+    Cancelled,
 }
 
 impl RunState {
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    /// The state's name as stored and shown (`running`, `paused`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Planning => "planning",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Done => "done",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run has ended (done, failed or cancelled).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunState::Done | RunState::Failed | RunState::Cancelled
+        )
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
         Ok(match s {
             "planning" => RunState::Planning,
             "running" => RunState::Running,
+            "paused" => RunState::Paused,
             "done" => RunState::Done,
             "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
             other => {
                 return Err(StoreError::Corrupt {
                     what: "run state",
@@ -109,10 +138,15 @@ pub struct RunRecord {
     pub rows_dead_at_plan: i64,
     /// Why it failed, when it did.
     pub last_error: Option<String>,
+    /// Its throttles, as every instance obeys them now.
+    pub throttle: Throttle,
+    /// Why an instance last found the database unhealthy (its health
+    /// gate holds pages back), `None` while it is healthy.
+    pub health: Option<String>,
 }
 
 #[derive(QueryableByName)]
-struct RunRow {
+pub(super) struct RunRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
@@ -141,11 +175,15 @@ struct RunRow {
     rows_dead_at_plan: i64,
     #[diesel(sql_type = Nullable<Text>)]
     last_error: Option<String>,
+    #[diesel(sql_type = Text)]
+    throttle: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    health: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "id, job_name, params, state, high_water_mark, rows_identified, \
+pub(super) const RUN_COLUMNS: &str = "id, job_name, params, state, high_water_mark, rows_identified, \
      rows_done, partitions, started_ms, planned_ms, finished_ms, run_key, rows_dead_at_plan, \
-     last_error";
+     last_error, throttle, health";
 
 impl TryFrom<RunRow> for RunRecord {
     type Error = StoreError;
@@ -165,6 +203,11 @@ impl TryFrom<RunRow> for RunRecord {
             run_key: r.run_key,
             rows_dead_at_plan: r.rows_dead_at_plan,
             last_error: r.last_error,
+            throttle: serde_json::from_str(&r.throttle).map_err(|e| StoreError::Corrupt {
+                what: "run throttle",
+                reason: e.to_string(),
+            })?,
+            health: r.health,
         })
     }
 }
@@ -376,9 +419,9 @@ pub struct PlanOutcome {
 }
 
 #[derive(QueryableByName)]
-struct One {
+pub(super) struct One {
     #[diesel(sql_type = BigInt)]
-    v: i64,
+    pub(super) v: i64,
 }
 
 #[derive(QueryableByName)]
@@ -464,12 +507,13 @@ pub(crate) fn release_job_lease(
     Ok(())
 }
 
-/// The job's active run (planning or running), if any, read on `c`.
+/// The job's active run (planning, running or paused), if any, read on `c`.
 pub fn active_run(c: &mut Connection, job: &str) -> Result<Option<RunRecord>, StoreError> {
     let rows: Vec<RunRow> = c.load(
         &Sql::new(format!(
             "SELECT {RUN_COLUMNS} FROM tranche_runs \
-             WHERE job_name = ? AND state IN ('planning', 'running') ORDER BY id DESC LIMIT 1"
+             WHERE job_name = ? AND state IN ('planning', 'running', 'paused') \
+             ORDER BY id DESC LIMIT 1"
         ))
         .bind(Bind::Text(job.into())),
     )?;
@@ -530,7 +574,12 @@ pub(crate) fn open_run(
     job: &str,
     params: &str,
     key: Option<&str>,
+    throttle: &Throttle,
 ) -> Result<RunRecord, StoreError> {
+    let throttle_json = serde_json::to_string(throttle).map_err(|e| StoreError::Corrupt {
+        what: "run throttle",
+        reason: e.to_string(),
+    })?;
     ensure_job(c, job)?;
     c.write_transaction(|c| {
         if let Some(key) = key {
@@ -566,13 +615,16 @@ pub(crate) fn open_run(
         // not expected; if one happens anyway, the key's run is joined.
         let rows: Vec<One> = c.load(
             &Sql::new(format!(
-                "INSERT INTO tranche_runs (job_name, params, state, started_ms, run_key) \
-                 VALUES (?, ?, 'planning', {now}, ?) \
+                "INSERT INTO tranche_runs (job_name, params, state, started_ms, run_key, \
+                   throttle, max_active_partitions) \
+                 VALUES (?, ?, 'planning', {now}, ?, ?, ?) \
                  ON CONFLICT (job_name, run_key) DO NOTHING RETURNING id AS v"
             ))
             .bind(Bind::Text(job.into()))
             .bind(Bind::Text(params.into()))
-            .bind(Bind::OptText(key.map(str::to_owned))),
+            .bind(Bind::OptText(key.map(str::to_owned)))
+            .bind(Bind::Text(throttle_json))
+            .bind(Bind::OptInt(throttle.max_active_partitions.map(i64::from))),
         )?;
         match (rows.first(), key) {
             (Some(row), _) => run_record(c, row.v),
@@ -737,7 +789,7 @@ pub(crate) fn plan_run(
             &Sql::new(format!(
                 "UPDATE tranche_runs SET state = 'running', high_water_mark = ?, \
                  rows_identified = ?, rows_dead_at_plan = ?, partitions = ?, planned_ms = {now} \
-                 WHERE id = ?"
+                 WHERE id = ? AND state = 'planning'"
             ))
             .bind(Bind::Text(serde_json::Value::Array(hwm_json).to_string()))
             .bind(Bind::Int(identified as i64))
@@ -854,7 +906,7 @@ pub(crate) fn claim(
         super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         super::Dialect::Sqlite => "",
     };
-    let sql = Sql::new(format!(
+    let claim = Sql::new(format!(
         "UPDATE tranche_partitions SET state = 'claimed', owner = ?, epoch = epoch + 1, \
          lease_expires_ms = {now} + ?, updated_ms = {now}, claimed_ms = {now}, \
          takeovers = takeovers + CASE WHEN state = 'claimed' THEN 1 ELSE 0 END, \
@@ -867,12 +919,16 @@ pub(crate) fn claim(
     .bind(Bind::Text(owner.into()))
     .bind(Bind::Int(lease_ms))
     .bind(Bind::Int(run_id));
-    let rows: Vec<PartitionRow> = match dialect {
-        super::Dialect::Postgres => c.load(&sql)?,
-        // Take the write lock before the subquery reads, so two claimers
-        // never pick the same row from one snapshot.
-        super::Dialect::Sqlite => c.write_transaction(|c| c.load(&sql))?,
-    };
+    // Claims of one run take turns on the run's row (SQLite: the write
+    // lock, taken before the subquery reads, so two claimers never pick the
+    // same row from one snapshot): the run's state and its cap on active
+    // partitions are read by one claimer at a time.
+    let rows: Vec<PartitionRow> = c.write_transaction(|c| {
+        if !super::control::may_claim(c, run_id)? {
+            return Ok::<_, StoreError>(Vec::new());
+        }
+        c.load(&claim)
+    })?;
     rows.into_iter()
         .next()
         .map(PartitionRecord::try_from)
@@ -1038,12 +1094,10 @@ pub(crate) fn steal(
     }
     c.write_transaction(|c| {
         // Steals of one run take turns on the run's row, so two never pick
-        // the same new partition number (SQLite's write lock already does).
-        if dialect == super::Dialect::Postgres {
-            c.load::<One>(
-                &Sql::new("SELECT id AS v FROM tranche_runs WHERE id = ? FOR UPDATE")
-                    .bind(Bind::Int(run_id)),
-            )?;
+        // the same new partition number (SQLite's write lock already does);
+        // a paused run or one at its cap of active partitions gets none.
+        if !super::control::may_claim(c, run_id)? {
+            return Ok(None);
         }
         // The live range partition with the most work left; its row stays
         // locked until the split commits, so its holder's checkpoint waits.
@@ -1249,7 +1303,7 @@ pub(crate) fn finish_run_if_complete(
                    rows_done = COALESCE((SELECT SUM(p.rows_done) FROM tranche_partitions p \
                        WHERE p.run_id = tranche_runs.id), 0), \
                    finished_ms = {now} \
-                 WHERE id = ? AND state = 'running' AND NOT EXISTS (SELECT 1 FROM tranche_partitions p \
+                 WHERE id = ? AND state IN ('running', 'paused') AND NOT EXISTS (SELECT 1 FROM tranche_partitions p \
                        WHERE p.run_id = tranche_runs.id AND p.state IN ('pending', 'claimed'))"
             ))
             .bind(Bind::Int(run_id)),
