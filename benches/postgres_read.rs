@@ -37,7 +37,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
-use tranche::job::{Datum, FilterValue, Op};
+use tranche::job::{Datum, FilterValue, Op, Throttle};
 use tranche::sink::NullSink;
 use tranche::{
     Job, Message, Poison, RuntimeConfig, RuntimeHandle, Scope, Sink, Source, SourceRow, Strategy,
@@ -167,7 +167,10 @@ fn postgres_read(c: &mut Criterion) {
             let store = store.clone();
             async move {
                 let job = job(&name, Arc::new(NullSink::new()), None);
-                let run = store.open_run(&name, "{}", None).await.unwrap();
+                let run = store
+                    .open_run(&name, "{}", None, &Throttle::default())
+                    .await
+                    .unwrap();
                 let plan = store
                     .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
                     .await

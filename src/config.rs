@@ -99,6 +99,10 @@ pub struct JobFile {
     pub sink: SinkSection,
     /// When it runs, for `tranche schedule` (absent: `tranche run` only).
     pub schedule: Option<ScheduleSection>,
+    /// The throttles each new run of the job starts with (absent: none);
+    /// `tranche throttle` changes a run's while it runs.
+    #[serde(default)]
+    pub throttle: crate::model::Throttle,
     /// Where each runtime setting was set, when a variable or flag set it.
     #[serde(skip)]
     origins: layers::Origins,
@@ -442,6 +446,7 @@ impl JobFile {
             schedule.schedule()?;
         }
         self.strategy.validate()?;
+        self.throttle.validate()?;
         self.runtime_config()?;
         self.source()?;
         if let Some(feature) = self.sink.feature_off() {
@@ -539,6 +544,7 @@ impl JobFile {
                 Ok(Some(Message::new(&name, row.key, version, payload)))
             })
             .sink(sink)
+            .throttle(self.throttle.clone())
             .params(serde_json::json!({"version": version, "config": true}));
         match &self.job.run_key {
             Some(key) => builder.run_key(key.clone()),

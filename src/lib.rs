@@ -126,6 +126,7 @@ mod backoff;
 pub mod catalog;
 pub mod config;
 pub mod consume;
+pub mod control;
 mod error;
 mod error_text;
 pub mod job;

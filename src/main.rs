@@ -7,6 +7,8 @@ mod cli;
 
 use clap::Parser;
 
+/// Exit status 2 for bad input (a setting or job file refused before
+/// anything was claimed or written), 1 for any other error.
 fn main() -> anyhow::Result<()> {
     // OpenSSL (libpq's and lapin's) registers a cleanup to run at exit
     // unless its first initialisation asks for none. That cleanup frees
@@ -14,10 +16,24 @@ fn main() -> anyhow::Result<()> {
     // seen to die of SIGSEGV in OpenSSL's `init_thread_deregister` after
     // its work was done. Initialised here first, without it.
     openssl_sys::init();
-    tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(cli_main())
+        .block_on(cli_main());
+    if let Err(e) = &result {
+        let bad_input = e.chain().any(|c| {
+            c.downcast_ref::<tranche::ConfigError>().is_some()
+                || matches!(
+                    c.downcast_ref::<tranche::Error>(),
+                    Some(tranche::Error::Config(_))
+                )
+        });
+        if bad_input {
+            eprintln!("Error: {e:?}");
+            std::process::exit(2);
+        }
+    }
+    result
 }
 
 async fn cli_main() -> anyhow::Result<()> {

@@ -351,7 +351,7 @@ fn a_one_time_schedule_runs_once_and_the_history_keeps_it() {
             "{stdout}{}",
             String::from_utf8_lossy(&run.stderr)
         );
-        assert!(stdout.contains("run 1 ended Done"), "{stdout}");
+        assert!(stdout.contains("run 1 ended done"), "{stdout}");
         // The second time the tick's key names the finished run: nothing
         // is delivered again.
         assert_eq!(lines(), 2250, "round {round}");

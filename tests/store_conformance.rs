@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tranche::job::Throttle;
 use tranche::job::{Cursor, FilterValue, Op};
 use tranche::sink::{MemorySink, UpdateSink, UpdateSpec};
 use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions};
@@ -141,9 +142,16 @@ async fn range_plan_covers_every_row_once_and_is_reused(url: String) {
     let store = open(&url);
     seed_items(&store, 3000).await;
     let job = job("cover", Strategy::Range { partitions: 7 }, items());
-    let run = store.open_run("cover", "{}", None).await.unwrap();
+    let run = store
+        .open_run("cover", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     assert_eq!(
-        store.open_run("cover", "{}", None).await.unwrap().id,
+        store
+            .open_run("cover", "{}", None, &Throttle::default())
+            .await
+            .unwrap()
+            .id,
         run.id,
         "one active run per job"
     );
@@ -189,7 +197,10 @@ async fn the_high_water_mark_excludes_later_rows(url: String) {
     let store = open(&url);
     seed_items(&store, 500).await;
     let job = job("hwm", Strategy::Range { partitions: 3 }, items());
-    let run = store.open_run("hwm", "{}", None).await.unwrap();
+    let run = store
+        .open_run("hwm", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     let plan = store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -229,7 +240,10 @@ async fn scopes_and_filters_are_bound_not_spliced(url: String) {
         .sink(Arc::new(MemorySink::new()))
         .build()
         .unwrap();
-    let run = store.open_run("scoped", "{}", None).await.unwrap();
+    let run = store
+        .open_run("scoped", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     let plan = store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -249,7 +263,10 @@ async fn modulo_partitions_take_key_mod_n(url: String) {
     let store = open(&url);
     seed_items(&store, 1000).await;
     let job = job("modulo", Strategy::Modulo { modulus: 5 }, items());
-    let run = store.open_run("modulo", "{}", None).await.unwrap();
+    let run = store
+        .open_run("modulo", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     let plan = store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -270,7 +287,10 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
     let store = open(&url);
     seed_items(&store, 100).await;
     let job = job("claims", Strategy::Range { partitions: 2 }, items());
-    let run = store.open_run("claims", "{}", None).await.unwrap();
+    let run = store
+        .open_run("claims", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -302,7 +322,10 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     let store = open(&url);
     seed_items(&store, 100).await;
     let job = job("fence", Strategy::Range { partitions: 1 }, items());
-    let run = store.open_run("fence", "{}", None).await.unwrap();
+    let run = store
+        .open_run("fence", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -403,7 +426,10 @@ async fn release_failure_and_dead_letters(url: String) {
     let store = open(&url);
     seed_items(&store, 100).await;
     let job = job("fail", Strategy::Range { partitions: 2 }, items());
-    let run = store.open_run("fail", "{}", None).await.unwrap();
+    let run = store
+        .open_run("fail", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -549,7 +575,10 @@ async fn timestamp_order_columns_page_in_utc_microseconds(url: String) {
         .unwrap()
         .order_by_timestamp();
     let job = job("stamped", Strategy::Range { partitions: 4 }, source);
-    let run = store.open_run("stamped", "{}", None).await.unwrap();
+    let run = store
+        .open_run("stamped", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     if store.dialect() == tranche::store::Dialect::Sqlite {
         store
             .run(|c| c.batch("CREATE TABLE stamped (id INTEGER PRIMARY KEY, at TEXT)"))
@@ -597,23 +626,33 @@ async fn a_run_key_names_one_run_in_any_state(url: String) {
     let store = open(&url);
     seed_items(&store, 50).await;
     let job = job("keyed", Strategy::Range { partitions: 1 }, items());
-    let first = store.open_run("keyed", "{}", Some("tick-1")).await.unwrap();
+    let first = store
+        .open_run("keyed", "{}", Some("tick-1"), &Throttle::default())
+        .await
+        .unwrap();
     assert_eq!(first.run_key.as_deref(), Some("tick-1"));
     // Same key: the same run, and an unkeyed start joins it while active.
     assert_eq!(
         store
-            .open_run("keyed", "{}", Some("tick-1"))
+            .open_run("keyed", "{}", Some("tick-1"), &Throttle::default())
             .await
             .unwrap()
             .id,
         first.id
     );
     assert_eq!(
-        store.open_run("keyed", "{}", None).await.unwrap().id,
+        store
+            .open_run("keyed", "{}", None, &Throttle::default())
+            .await
+            .unwrap()
+            .id,
         first.id
     );
     // Another key while it is active is refused, naming the active run.
-    match store.open_run("keyed", "{}", Some("tick-2")).await {
+    match store
+        .open_run("keyed", "{}", Some("tick-2"), &Throttle::default())
+        .await
+    {
         Err(StoreError::RunActive { run_id, key, .. }) => {
             assert_eq!((run_id, key.as_str()), (first.id, "tick-2"))
         }
@@ -640,7 +679,10 @@ async fn a_run_key_names_one_run_in_any_state(url: String) {
     let done = store.finish_run_if_complete(first.id).await.unwrap();
     assert_eq!(done.state, RunState::Done);
     // After it ended, its key still names it: nothing starts again.
-    let again = store.open_run("keyed", "{}", Some("tick-1")).await.unwrap();
+    let again = store
+        .open_run("keyed", "{}", Some("tick-1"), &Throttle::default())
+        .await
+        .unwrap();
     assert_eq!((again.id, again.state), (first.id, RunState::Done));
     assert_eq!(
         store
@@ -651,7 +693,10 @@ async fn a_run_key_names_one_run_in_any_state(url: String) {
         Some(first.id)
     );
     // A new key starts a new run now that none is active.
-    let second = store.open_run("keyed", "{}", Some("tick-2")).await.unwrap();
+    let second = store
+        .open_run("keyed", "{}", Some("tick-2"), &Throttle::default())
+        .await
+        .unwrap();
     assert_ne!(second.id, first.id);
     assert_eq!(second.state, RunState::Planning);
 }
@@ -660,7 +705,10 @@ async fn a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it(url
     let store = open(&url);
     seed_items(&store, 3000).await;
     let job = job("steal", Strategy::Range { partitions: 2 }, items());
-    let run = store.open_run("steal", "{}", None).await.unwrap();
+    let run = store
+        .open_run("steal", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     let plan = store
         .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
         .await
@@ -764,7 +812,10 @@ async fn concurrent_planners_plan_once(url: String) {
     let store = open(&url);
     seed_items(&store, 20_000).await;
     let job = job("twice", Strategy::Range { partitions: 6 }, items());
-    let run = store.open_run("twice", "{}", None).await.unwrap();
+    let run = store
+        .open_run("twice", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
     let (a, b) = futures::join!(
         store.plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100),
         store.plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)

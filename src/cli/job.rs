@@ -114,7 +114,7 @@ pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     runtime.shutdown().await;
     print_report(&report, None);
     if !report.interrupted {
-        println!("  run {} ended {:?}", report.run_id, report.state);
+        println!("  run {} ended {}", report.run_id, report.state.as_str());
     }
     if let Some(path) = &args.summary_json {
         let summary = RunSummary {
@@ -126,13 +126,20 @@ pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.interrupted {
-        130
-    } else if report.state == tranche::store::RunState::Done {
-        0
-    } else {
-        1
-    })
+    Ok(run_exit_code(&report))
+}
+
+/// `tranche run`'s exit status: 0 done, 1 failed, 3 cancelled by an
+/// operator, 130 interrupted (Ctrl-C or SIGTERM); 2 (bad input) comes from
+/// errors before the run starts.
+pub(crate) fn run_exit_code(report: &tranche::RunReport) -> i32 {
+    use tranche::store::RunState;
+    match report.state {
+        _ if report.interrupted => 130,
+        RunState::Done => 0,
+        RunState::Cancelled => 3,
+        _ => 1,
+    }
 }
 
 pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {

@@ -8,6 +8,7 @@ use job::{HistoryArgs, RunArgs};
 #[cfg(feature = "bench")]
 pub(crate) mod bench;
 pub(crate) mod consume;
+pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod job;
 pub(crate) mod progress;
@@ -37,6 +38,23 @@ pub(crate) enum Command {
     Schedule(RunArgs),
     /// List a job's runs, newest first.
     History(HistoryArgs),
+    /// Show where a run stands: rows, rate, ETA, partitions, throttle,
+    /// health, dead letters and the latest operations.
+    Status(control::StatusArgs),
+    /// Pause a run: pages in flight are confirmed and checkpointed, then
+    /// every instance hands its partitions back and waits.
+    Pause(control::Target),
+    /// Resume a paused run from its checkpoints.
+    Resume(control::Target),
+    /// Cancel a run for good; the job's next run is a new one.
+    Cancel(control::Target),
+    /// Send a run's failed partitions back to pending, attempts reset.
+    Retry(control::RetryArgs),
+    /// Change a run's throttles while it runs.
+    Throttle(control::ThrottleArgs),
+    /// List or purge a run's dead letters.
+    #[command(subcommand)]
+    DeadLetters(control::DeadLetterCommand),
     /// Consume a broker (RabbitMQ queue or JetStream durable consumer) and
     /// apply each message to the database, as a consumer file describes.
     Consume(consume::ConsumeArgs),
@@ -80,6 +98,13 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::History(args) => job::history_main(args).await,
+        Command::Status(args) => std::process::exit(control::status_main(args).await?),
+        Command::Pause(t) => std::process::exit(control::change_main(t, "pause").await?),
+        Command::Resume(t) => std::process::exit(control::change_main(t, "resume").await?),
+        Command::Cancel(t) => std::process::exit(control::change_main(t, "cancel").await?),
+        Command::Retry(args) => std::process::exit(control::retry_main(args).await?),
+        Command::Throttle(args) => std::process::exit(control::throttle_main(args).await?),
+        Command::DeadLetters(cmd) => std::process::exit(control::dead_letters_main(cmd).await?),
         Command::Consume(args) => {
             let code = consume::consume_main(args).await?;
             std::process::exit(code);

@@ -61,6 +61,8 @@ pub(crate) async fn follow(
     let mut interrupted = false;
     let mut counted_from: Option<(i64, Instant)> = None;
     let mut stop = StopSignal::new()?;
+    let mut state = tranche::store::RunState::Planning;
+    let mut health: Option<String> = None;
     loop {
         tokio::select! {
             report = &mut wait => {
@@ -78,6 +80,33 @@ pub(crate) async fn follow(
                 let p = progress.borrow().clone();
                 if !p.planned {
                     continue;
+                }
+                // Said on stdout, with or without a terminal.
+                if p.state != state {
+                    if state != tranche::store::RunState::Planning {
+                        multi.suspend(|| println!(
+                            "  run {} {} -> {}{}",
+                            p.run_id,
+                            state.as_str(),
+                            p.state.as_str(),
+                            match p.state {
+                                tranche::store::RunState::Paused =>
+                                    ": partitions handed back; waiting for `tranche resume`",
+                                tranche::store::RunState::Cancelled =>
+                                    ": no page starts; ending",
+                                _ => "",
+                            }
+                        ));
+                    }
+                    state = p.state;
+                }
+                if p.health != health {
+                    let said = match &p.health {
+                        Some(why) => format!("  database unhealthy, no page starts: {why}"),
+                        None => "  database healthy again".to_owned(),
+                    };
+                    multi.suspend(|| println!("{said}"));
+                    health = p.health.clone();
                 }
                 if counted_from.is_none() {
                     counted_from = Some((p.rows_done_at_start, Instant::now()));
@@ -100,7 +129,11 @@ pub(crate) async fn follow(
                         .iter()
                         .filter(|pp| !pp.active && pp.state == tranche::store::PartitionState::Claimed)
                         .count();
-                    total.set_message(if active == 0 && held_elsewhere > 0 {
+                    total.set_message(if p.state == tranche::store::RunState::Paused {
+                        "paused by an operator".to_owned()
+                    } else if let Some(why) = &p.health {
+                        format!("held back: {why}")
+                    } else if active == 0 && held_elsewhere > 0 {
                         format!(
                             "waiting for {held_elsewhere} partitions held by a stopped process \
                              (their leases expire within --lease)"

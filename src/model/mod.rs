@@ -25,5 +25,5 @@ pub use row::{
     Datum, Poison, SourceRow, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY,
     TIMESTAMP_NEG_INFINITY,
 };
-pub use throttle::{Throttle, MAX_PAGE_SIZE};
 pub use source::{Condition, FilterValue, Op, OrderKind, Scope, Source, Strategy};
+pub use throttle::{Throttle, MAX_PAGE_SIZE};

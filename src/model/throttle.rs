@@ -78,7 +78,10 @@ impl Throttle {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let field = |f: &str| format!("throttle.{f}");
         if self.max_rows_per_s == Some(0) {
-            return Err(ConfigError::new(field("max_rows_per_s"), "must be at least 1"));
+            return Err(ConfigError::new(
+                field("max_rows_per_s"),
+                "must be at least 1",
+            ));
         }
         if self.max_active_partitions == Some(0) {
             return Err(ConfigError::new(
@@ -87,7 +90,10 @@ impl Throttle {
             ));
         }
         if self.target_page_ms == Some(0) {
-            return Err(ConfigError::new(field("target_page_ms"), "must be at least 1"));
+            return Err(ConfigError::new(
+                field("target_page_ms"),
+                "must be at least 1",
+            ));
         }
         for (name, v) in [
             ("min_page_size", self.min_page_size),
@@ -115,7 +121,10 @@ impl Throttle {
                     return Err(ConfigError::new(field("health_query"), "must not be empty"));
                 }
                 if !m.is_finite() {
-                    return Err(ConfigError::new(field("health_max"), "must be a finite number"));
+                    return Err(ConfigError::new(
+                        field("health_max"),
+                        "must be a finite number",
+                    ));
                 }
             }
             (Some(_), None) => {
@@ -133,7 +142,10 @@ impl Throttle {
             (None, None) => {}
         }
         if self.health_interval.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(field("health_interval"), "must be positive"));
+            return Err(ConfigError::new(
+                field("health_interval"),
+                "must be positive",
+            ));
         }
         Ok(())
     }

@@ -362,6 +362,13 @@ impl RuntimeHandle {
         &self.inner.store
     }
 
+    /// Steers runs on this runtime's store (status, pause, resume, cancel,
+    /// retry, throttles, dead letters), recorded in the audit trail under
+    /// this instance's id. Every instance obeys within a poll interval.
+    pub fn operator(&self) -> crate::control::Operator {
+        crate::control::Operator::new(self.inner.store.clone(), self.inner.owner.clone())
+    }
+
     /// This instance's identity in leases.
     pub fn instance_id(&self) -> &str {
         &self.inner.owner

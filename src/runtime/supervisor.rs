@@ -206,7 +206,12 @@ impl RunSupervisor {
         let before = self.run.control.borrow().state;
         let state = view.run.state;
         if before != state {
-            tracing::info!(run = view.run.id, from = before.as_str(), to = state.as_str(), "run state changed");
+            tracing::info!(
+                run = view.run.id,
+                from = before.as_str(),
+                to = state.as_str(),
+                "run state changed"
+            );
         }
         self.run.control.send_if_modified(|c| {
             let old = c.clone();
@@ -215,7 +220,9 @@ impl RunSupervisor {
             if let Some(h) = &health {
                 if c.unhealthy != *h {
                     match h {
-                        Some(why) => tracing::warn!(reason = %why, "database unhealthy; no page starts"),
+                        Some(why) => {
+                            tracing::warn!(reason = %why, "database unhealthy; no page starts")
+                        }
                         None => tracing::info!("database healthy again; pages start"),
                     }
                 }
@@ -233,9 +240,9 @@ impl RunSupervisor {
             p.elapsed = elapsed;
             p.rows_done = p.rows_done.max(view.rows_done);
             p.rows_per_s = rate;
-            p.eta = rate.filter(|r| *r > 0.0).map(|r| {
-                Duration::from_secs_f64((identified - p.rows_done).max(0) as f64 / r)
-            });
+            p.eta = rate
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64((identified - p.rows_done).max(0) as f64 / r));
         });
         if before != state {
             self.fill(ctx);
@@ -677,7 +684,12 @@ async fn identify(
             Ok(true) => {
                 let plan = async {
                     let run = store
-                        .open_run(&job.name, &job.params.to_string(), job.run_key(), &job.throttle)
+                        .open_run(
+                            &job.name,
+                            &job.params.to_string(),
+                            job.run_key(),
+                            &job.throttle,
+                        )
                         .await?;
                     match store
                         .plan_run(

@@ -373,7 +373,12 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             let took = read_took + page_began.elapsed();
             let next = adapt_page_size(asked, took, target_ms, bounds);
             if next != asked {
-                tracing::debug!(from = asked, to = next, took_ms = took.as_millis() as u64, "page size adapted");
+                tracing::debug!(
+                    from = asked,
+                    to = next,
+                    took_ms = took.as_millis() as u64,
+                    "page size adapted"
+                );
             }
             page_size.store(next, Ordering::Relaxed);
         }
@@ -451,6 +456,9 @@ mod tests {
             size = adapt_page_size(size, took, 200, (10, 100_000));
         }
         let took = 20 + size as u64 / 10;
-        assert!((180..=220).contains(&took), "settled at {size} rows, {took} ms");
+        assert!(
+            (180..=220).contains(&took),
+            "settled at {size} rows, {took} ms"
+        );
     }
 }

@@ -319,7 +319,9 @@ pub(crate) fn retry(
                 run.state,
                 format!(
                     "no partition{} failed; the run failed because: {}",
-                    partition.map(|n| format!(" numbered {n}")).unwrap_or_default(),
+                    partition
+                        .map(|n| format!(" numbered {n}"))
+                        .unwrap_or_default(),
                     run.last_error.as_deref().unwrap_or("no reason recorded")
                 ),
             ));
@@ -528,6 +530,21 @@ pub(crate) fn check_health(
     Ok(None)
 }
 
+pub(crate) fn run_of_job(
+    c: &mut Connection,
+    job: &str,
+    run_id: i64,
+) -> Result<Option<RunRecord>, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE id = ? AND job_name = ?"
+        ))
+        .bind(Bind::Int(run_id))
+        .bind(Bind::Text(job.into())),
+    )?;
+    rows.into_iter().next().map(RunRecord::try_from).transpose()
+}
+
 pub(crate) fn job_exists(c: &mut Connection, job: &str) -> Result<bool, StoreError> {
     let rows: Vec<One> = c.load(
         &Sql::new("SELECT CAST(COUNT(*) AS BIGINT) AS v FROM tranche_jobs WHERE name = ?")
@@ -650,7 +667,8 @@ impl Store {
         rows: u64,
         per_s: u64,
     ) -> Result<Duration, StoreError> {
-        self.run(move |c| reserve_rows(c, run_id, rows, per_s)).await
+        self.run(move |c| reserve_rows(c, run_id, rows, per_s))
+            .await
     }
 
     #[doc(hidden)]
@@ -665,6 +683,16 @@ impl Store {
     pub async fn check_health(&self, throttle: &Throttle) -> Result<Option<String>, StoreError> {
         let throttle = throttle.clone();
         self.run(move |c| check_health(c, &throttle)).await
+    }
+
+    /// The job's run of this id, if it has one.
+    pub async fn run_of_job(
+        &self,
+        job: &str,
+        run_id: i64,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let job = job.to_owned();
+        self.run(move |c| run_of_job(c, &job, run_id)).await
     }
 
     /// Whether the store has ever seen a job of this name.

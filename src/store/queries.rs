@@ -181,7 +181,8 @@ pub(super) struct RunRow {
     health: Option<String>,
 }
 
-pub(super) const RUN_COLUMNS: &str = "id, job_name, params, state, high_water_mark, rows_identified, \
+pub(super) const RUN_COLUMNS: &str =
+    "id, job_name, params, state, high_water_mark, rows_identified, \
      rows_done, partitions, started_ms, planned_ms, finished_ms, run_key, rows_dead_at_plan, \
      last_error, throttle, health";
 
