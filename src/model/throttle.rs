@@ -55,6 +55,47 @@ impl Throttle {
     /// The default health check interval.
     pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
+    /// With a cap on rows per second for the whole run.
+    pub fn with_max_rows_per_s(mut self, rows: u64) -> Self {
+        self.max_rows_per_s = Some(rows);
+        self
+    }
+
+    /// With a cap on partitions claimed at once across all instances.
+    pub fn with_max_active_partitions(mut self, partitions: u32) -> Self {
+        self.max_active_partitions = Some(partitions);
+        self
+    }
+
+    /// With pages that adapt toward `ms` milliseconds each, between `min`
+    /// and `max` rows.
+    pub fn with_target_page_ms(mut self, ms: u64, min: usize, max: usize) -> Self {
+        self.target_page_ms = Some(ms);
+        self.min_page_size = Some(min);
+        self.max_page_size = Some(max);
+        self
+    }
+
+    /// With a health gate: no page starts while `sql` returns more than
+    /// `max`, checked every `interval`.
+    pub fn with_health_query(
+        mut self,
+        sql: impl Into<String>,
+        max: f64,
+        interval: Duration,
+    ) -> Self {
+        self.health_query = Some(sql.into());
+        self.health_max = Some(max);
+        self.health_interval = Some(interval);
+        self
+    }
+
+    /// With a gate on PostgreSQL replication lag, in milliseconds.
+    pub fn with_max_replication_lag_ms(mut self, ms: u64) -> Self {
+        self.max_replication_lag_ms = Some(ms);
+        self
+    }
+
     /// Whether any health check is set.
     pub fn has_health_check(&self) -> bool {
         self.health_query.is_some() || self.max_replication_lag_ms.is_some()

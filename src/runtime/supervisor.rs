@@ -120,8 +120,14 @@ impl RunSupervisor {
         self.run.control.send_modify(|c| {
             c.state = run.state;
             c.throttle = run.throttle.clone();
+            // Under a health gate no page starts before the first check.
+            if c.throttle.has_health_check() {
+                c.unhealthy = Some("not checked yet".into());
+            }
         });
-        // Operators steer the run through its row: read it every poll.
+        // Operators steer the run through its row: read it now and every
+        // poll interval.
+        self.poll(ctx);
         ctx.run_interval(self.run.config.poll_interval, |act, ctx| act.poll(ctx));
         self.fill(ctx);
     }

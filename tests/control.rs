@@ -1,0 +1,429 @@
+//! Steering live runs through the database, on SQLite and PostgreSQL:
+//! pause and resume across two instances, cancel, retry of failed
+//! partitions, a cap on active partitions across three instances, the
+//! health gate and the shared rate cap; and the commands' exit statuses.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tranche::control::ControlError;
+use tranche::job::Throttle;
+use tranche::sink::MemorySink;
+use tranche::store::{Bind, PartitionState, RunState, Sql, Store};
+use tranche::{Delivery, Message, RunHandle, RuntimeConfig, RuntimeHandle, Sink, SinkError};
+
+const POLL: Duration = Duration::from_millis(20);
+
+fn config(url: &str, instance: &str) -> RuntimeConfig {
+    let mut c = RuntimeConfig::new(url);
+    c.page_size = 50;
+    c.concurrency = 2;
+    c.poll_interval = POLL;
+    c.backoff = Duration::from_millis(10);
+    c.instance_id = Some(instance.into());
+    c
+}
+
+/// A sink that takes its time per batch, so a run is still going when the
+/// test acts, and counts what it was handed.
+#[derive(Clone, Default)]
+struct SlowSink(MemorySink);
+
+#[async_trait]
+impl Sink for SlowSink {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.0.deliver(batch).await
+    }
+}
+
+fn counts(messages: &[Message]) -> HashMap<i64, u32> {
+    let mut out = HashMap::new();
+    for m in messages {
+        *out.entry(m.key).or_default() += 1;
+    }
+    out
+}
+
+/// Partitions of the run claimed under a live lease, read from the store.
+async fn live_claims(store: &Store, run_id: i64) -> usize {
+    let now = store.now_ms().await.unwrap();
+    store
+        .partitions(run_id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p.state == PartitionState::Claimed && p.lease_expires_ms.is_some_and(|e| e >= now)
+        })
+        .count()
+}
+
+/// Waits until `handle`'s progress satisfies `cond` (progress is published
+/// at every checkpoint and every poll interval).
+async fn wait_progress(
+    what: &str,
+    handle: &RunHandle,
+    mut cond: impl FnMut(&tranche::runtime::RunProgress) -> bool,
+) {
+    let mut rx = handle.subscribe();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if cond(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.expect("run still going");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Waits until every handle has seen at least `polls` more poll intervals
+/// (their progress' elapsed time moves at each poll).
+async fn wait_polls(handles: &[&RunHandle], polls: u32) {
+    for h in handles {
+        let from = h.progress().elapsed;
+        wait_progress("polls", h, |p| p.elapsed >= from + POLL * polls).await;
+    }
+}
+
+async fn pause_hands_partitions_back_and_resume_finishes(url: String) {
+    let a = RuntimeHandle::start(config(&url, "instance-a"))
+        .await
+        .unwrap();
+    let b = RuntimeHandle::start(config(&url, "instance-b"))
+        .await
+        .unwrap();
+    common::seed_events(a.store(), 4000, 7).await;
+    let (sink_a, sink_b) = (SlowSink::default(), SlowSink::default());
+    let ha = a
+        .start_run(common::events_job("pausable", Arc::new(sink_a.clone()), 6))
+        .unwrap();
+    let hb = b
+        .start_run(common::events_job("pausable", Arc::new(sink_b.clone()), 6))
+        .unwrap();
+    wait_progress("work on both", &ha, |p| p.rows_done > 200).await;
+    let op = a.operator();
+    let t = op.pause("pausable", None).await.unwrap();
+    assert_eq!((t.from, t.to), (RunState::Running, RunState::Paused));
+    let again = op.pause("pausable", None).await.unwrap();
+    assert!(!again.changed(), "pausing a paused run changes nothing");
+
+    // Both acknowledged, and every partition was handed back.
+    for h in [&ha, &hb] {
+        wait_progress("paused", h, |p| {
+            p.state == RunState::Paused && p.partitions.iter().all(|pp| !pp.active)
+        })
+        .await;
+    }
+    let run_id = ha.progress().run_id;
+    assert_eq!(live_claims(a.store(), run_id).await, 0, "no lease is held");
+    let delivered = sink_a.0.len() + sink_b.0.len();
+    wait_polls(&[&ha, &hb], 5).await;
+    assert_eq!(
+        sink_a.0.len() + sink_b.0.len(),
+        delivered,
+        "nothing is delivered while paused"
+    );
+    assert_eq!(live_claims(a.store(), run_id).await, 0);
+    let status = op.status("pausable", None).await.unwrap();
+    assert_eq!(status.run.state, RunState::Paused);
+    assert!(status.rows_done > 0 && status.rows_done < 4000);
+    assert!(status.audit.iter().any(|e| e.action == "pause"));
+
+    let t = op.resume("pausable", None).await.unwrap();
+    assert_eq!((t.from, t.to), (RunState::Paused, RunState::Running));
+    let (ra, rb) = futures::join!(ha.wait(), hb.wait());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!((ra.state, rb.state), (RunState::Done, RunState::Done));
+    let mut all = sink_a.0.messages();
+    all.extend(sink_b.0.messages());
+    let per_key = counts(&all);
+    let lost = (1..=4000).filter(|k| !per_key.contains_key(k)).count();
+    let unexpected = per_key.keys().filter(|k| !(1..=4000).contains(*k)).count();
+    assert_eq!((lost, unexpected), (0, 0));
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "a pause repeats nothing: pages in flight were checkpointed before the hand-back"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn cancel_ends_the_run_for_good(url: String) {
+    let runtime = RuntimeHandle::start(config(&url, "only")).await.unwrap();
+    common::seed_events(runtime.store(), 4000, 7).await;
+    let sink = SlowSink::default();
+    let handle = runtime
+        .start_run(common::events_job("doomed", Arc::new(sink.clone()), 4))
+        .unwrap();
+    wait_progress("some work", &handle, |p| p.rows_done > 100).await;
+    let op = runtime.operator();
+    let t = op.cancel("doomed", None).await.unwrap();
+    assert_eq!((t.from, t.to), (RunState::Running, RunState::Cancelled));
+    let report = handle.wait().await.unwrap();
+    assert_eq!(report.state, RunState::Cancelled);
+    assert!(!report.interrupted);
+    let at_end = sink.0.len();
+    assert!(at_end < 4000, "cancelled before the end ({at_end})");
+    let stored = runtime.store().run_record(report.run_id).await.unwrap();
+    assert_eq!(stored.state, RunState::Cancelled);
+    assert!(stored.finished_ms.is_some());
+    assert_eq!(live_claims(runtime.store(), report.run_id).await, 0);
+
+    // Idempotent; and what a cancelled run forbids says so.
+    assert!(!op
+        .cancel("doomed", Some(report.run_id))
+        .await
+        .unwrap()
+        .changed());
+    match op.resume("doomed", Some(report.run_id)).await {
+        Err(e @ ControlError::Forbidden { .. }) => {
+            assert!(e.to_string().contains("cancelled"), "{e}");
+            assert_eq!(e.exit_code(), 4);
+        }
+        other => panic!("resuming a cancelled run: {other:?}"),
+    }
+    assert!(matches!(
+        op.pause("doomed", None).await,
+        Err(ControlError::NoActiveRun(_))
+    ));
+    assert!(matches!(
+        op.status("nosuchjob", None).await,
+        Err(ControlError::UnknownJob(_))
+    ));
+    assert!(matches!(
+        op.status("doomed", Some(report.run_id + 100)).await,
+        Err(ControlError::UnknownRun { .. })
+    ));
+    assert_eq!(sink.0.len(), at_end, "nothing delivered after the end");
+
+    // The next run is a new one, and it does the whole job.
+    let fresh = SlowSink::default();
+    let next = runtime
+        .run(common::events_job("doomed", Arc::new(fresh.clone()), 4))
+        .await
+        .unwrap();
+    assert_ne!(next.run_id, report.run_id);
+    assert_eq!(next.state, RunState::Done);
+    assert_eq!(counts(&fresh.0.messages()).len(), 4000);
+    runtime.shutdown().await;
+}
+
+/// Refuses keys up to 100 (fatally) until told otherwise.
+#[derive(Clone, Default)]
+struct RefusesLowKeys {
+    inner: MemorySink,
+    fixed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Sink for RefusesLowKeys {
+    fn name(&self) -> &str {
+        "refuses"
+    }
+    async fn deliver(&self, batch: &[Message]) -> Result<Delivery, SinkError> {
+        if !self.fixed.load(Ordering::SeqCst) && batch.iter().any(|m| m.key <= 100) {
+            return Err(SinkError::fatal("refuses", "downstream rejects these keys"));
+        }
+        self.inner.deliver(batch).await
+    }
+}
+
+async fn retry_runs_failed_partitions_again(url: String) {
+    let mut cfg = config(&url, "only");
+    cfg.max_attempts = 1;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    common::seed_events(runtime.store(), 1000, 7).await;
+    let sink = RefusesLowKeys::default();
+    let failed = runtime
+        .run(common::events_job("flaky", Arc::new(sink.clone()), 4))
+        .await
+        .unwrap();
+    assert_eq!(failed.state, RunState::Failed);
+    let op = runtime.operator();
+    assert!(matches!(
+        op.retry("flaky", None, Some(99)).await,
+        Err(ControlError::UnknownPartition { number: 99, .. })
+    ));
+    sink.fixed.store(true, Ordering::SeqCst);
+    assert_eq!(op.retry("flaky", None, None).await.unwrap(), 1);
+    let stored = runtime.store().run_record(failed.run_id).await.unwrap();
+    assert_eq!(stored.state, RunState::Running);
+    let report = runtime
+        .run(common::events_job("flaky", Arc::new(sink.clone()), 4))
+        .await
+        .unwrap();
+    assert_eq!(report.run_id, failed.run_id, "the retried run is joined");
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!(counts(&sink.inner.messages()).len(), 1000);
+    let parts = runtime.store().partitions(report.run_id).await.unwrap();
+    assert!(parts.iter().all(|p| p.state == PartitionState::Done));
+    // A done run has nothing to retry, and says so.
+    assert!(matches!(
+        op.retry("flaky", Some(report.run_id), None).await,
+        Err(ControlError::Forbidden { .. })
+    ));
+    runtime.shutdown().await;
+}
+
+async fn a_cap_on_active_partitions_holds_across_instances(url: String) {
+    let mut runtimes = Vec::new();
+    for name in ["one", "two", "three"] {
+        runtimes.push(RuntimeHandle::start(config(&url, name)).await.unwrap());
+    }
+    common::seed_events(runtimes[0].store(), 3000, 7).await;
+    let throttle = Throttle::default().with_max_active_partitions(1);
+    let sinks: Vec<SlowSink> = (0..3).map(|_| SlowSink::default()).collect();
+    let handles: Vec<RunHandle> = runtimes
+        .iter()
+        .zip(&sinks)
+        .map(|(rt, sink)| {
+            let job = tranche::Job::builder("capped")
+                .source(tranche::Source::new("events", "id", "at").unwrap())
+                .strategy(tranche::Strategy::Range { partitions: 6 })
+                .processor(|row: &tranche::SourceRow, _: &tranche::Scope| {
+                    Ok(Some(Message::new("capped", row.key, 1, Vec::new())))
+                })
+                .sink(Arc::new(sink.clone()))
+                .throttle(throttle.clone())
+                .build()
+                .unwrap();
+            rt.start_run(job).unwrap()
+        })
+        .collect();
+    wait_progress("planned", &handles[0], |p| p.planned).await;
+    let run_id = handles[0].progress().run_id;
+    // Sample the store throughout the run.
+    let store = runtimes[0].store().clone();
+    let most = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let most = Arc::clone(&most);
+        tokio::spawn(async move {
+            loop {
+                let n = live_claims(&store, run_id).await;
+                most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut states = Vec::new();
+    for h in handles {
+        states.push(h.wait().await.unwrap().state);
+    }
+    sampler.abort();
+    assert!(states.iter().all(|s| *s == RunState::Done), "{states:?}");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two claimed at once");
+    let all: Vec<Message> = sinks.iter().flat_map(|s| s.0.messages()).collect();
+    assert_eq!(counts(&all).len(), 3000);
+    for rt in runtimes {
+        rt.shutdown().await;
+    }
+}
+
+async fn the_health_gate_holds_pages_back_until_healthy(url: String) {
+    let runtime = RuntimeHandle::start(config(&url, "only")).await.unwrap();
+    common::seed_events(runtime.store(), 1000, 7).await;
+    let set_load = |v: i64| {
+        let store = runtime.store().clone();
+        async move {
+            store
+                .run(move |c| {
+                    c.batch("CREATE TABLE IF NOT EXISTS db_load (v BIGINT NOT NULL)")?;
+                    c.batch("DELETE FROM db_load")?;
+                    c.execute(&Sql::new("INSERT INTO db_load (v) VALUES (?)").bind(Bind::Int(v)))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    set_load(9).await;
+    let sink = SlowSink::default();
+    let job = tranche::Job::builder("gated")
+        .source(tranche::Source::new("events", "id", "at").unwrap())
+        .strategy(tranche::Strategy::Range { partitions: 2 })
+        .processor(|row: &tranche::SourceRow, _: &tranche::Scope| {
+            Ok(Some(Message::new("gated", row.key, 1, Vec::new())))
+        })
+        .sink(Arc::new(sink.clone()))
+        .throttle(Throttle::default().with_health_query(
+            "SELECT MAX(v) FROM db_load",
+            5.0,
+            Duration::from_millis(20),
+        ))
+        .build()
+        .unwrap();
+    let handle = runtime.start_run(job).unwrap();
+    wait_progress("unhealthy", &handle, |p| {
+        p.health
+            .as_deref()
+            .is_some_and(|h| h.contains("returned 9"))
+    })
+    .await;
+    wait_polls(&[&handle], 5).await;
+    assert_eq!(sink.0.len(), 0, "no page starts while unhealthy");
+    let status = runtime.operator().status("gated", None).await.unwrap();
+    assert!(
+        status
+            .run
+            .health
+            .as_deref()
+            .unwrap_or("")
+            .contains("above health_max 5"),
+        "status shows why: {:?}",
+        status.run.health
+    );
+    set_load(1).await;
+    let report = handle.wait().await.unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!(counts(&sink.0.messages()).len(), 1000);
+    runtime.shutdown().await;
+}
+
+async fn a_rate_cap_bounds_the_whole_run(url: String) {
+    let runtime = RuntimeHandle::start(config(&url, "only")).await.unwrap();
+    common::seed_events(runtime.store(), 1500, 7).await;
+    let sink = MemorySink::new();
+    let job = tranche::Job::builder("capped-rate")
+        .source(tranche::Source::new("events", "id", "at").unwrap())
+        .strategy(tranche::Strategy::Range { partitions: 3 })
+        .processor(|row: &tranche::SourceRow, _: &tranche::Scope| {
+            Ok(Some(Message::new("capped-rate", row.key, 1, Vec::new())))
+        })
+        .sink(Arc::new(sink.clone()))
+        .throttle(Throttle::default().with_max_rows_per_s(1000))
+        .build()
+        .unwrap();
+    let handle = runtime.start_run(job).unwrap();
+    let report = handle.wait().await.unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!(sink.len(), 1500);
+    // 1500 rows at 1000 rows/s: the last page (50 rows per worker, two
+    // workers) may start at once, the rest waits its turn.
+    assert!(
+        report.elapsed >= Duration::from_millis(1400),
+        "took {:?}",
+        report.elapsed
+    );
+    runtime.shutdown().await;
+}
+
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    pause_hands_partitions_back_and_resume_finishes,
+    cancel_ends_the_run_for_good,
+    retry_runs_failed_partitions_again,
+    a_cap_on_active_partitions_holds_across_instances,
+    the_health_gate_holds_pages_back_until_healthy,
+    a_rate_cap_bounds_the_whole_run,
+);
