@@ -427,3 +427,139 @@ on_both_backends!(
     the_health_gate_holds_pages_back_until_healthy,
     a_rate_cap_bounds_the_whole_run,
 );
+
+/// The commands against a real `tranche run` process on SQLite: what each
+/// prints and the exit statuses the README documents.
+mod commands {
+    use std::process::{Output, Stdio};
+
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+
+    use super::common::{tranche_command, wait_until};
+
+    fn tranche(args: &[&str]) -> Output {
+        tranche_command().args(args).output().expect("run tranche")
+    }
+
+    fn text(out: &Output) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn status_json(config: &str) -> Option<serde_json::Value> {
+        let out = tranche(&["status", "--config", config, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("status --json is JSON"))
+    }
+
+    #[test]
+    fn commands_steer_a_running_process_and_exit_with_documented_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+        let values: Vec<String> = (1..=4000).map(|id| format!("({id}, {})", id / 3)).collect();
+        c.batch_execute(&format!(
+            "CREATE TABLE events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL); \
+             CREATE INDEX events_at ON events (at, id); \
+             INSERT INTO events (id, at) VALUES {};",
+            values.join(", ")
+        ))
+        .unwrap();
+        drop(c);
+        let url = format!("sqlite://{}", db.display());
+        let config = dir.path().join("job.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "database_url = \"{url}\"\n\n[job]\nname = \"steered\"\nversion = 1\n\n\
+                 [source]\ntable = \"events\"\nkey_column = \"id\"\norder_column = \"at\"\n\n\
+                 [strategy]\nkind = \"range\"\npartitions = 4\n\n\
+                 [runtime]\npage_size = 20\nconcurrency = 2\npoll_interval = \"50ms\"\n\n\
+                 [sink]\nkind = \"null\"\ndelay_ms = 50\n"
+            ),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+
+        // Before any run: the job is unknown.
+        let out = tranche(&["status", "--db", &url, "--job", "steered"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("unknown job"), "{}", text(&out));
+
+        let run = tranche_command()
+            .args(["run", "--config", config, "--quiet"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("rows done", 60, || {
+            status_json(config).is_some_and(|s| s["rows_done"].as_i64().unwrap_or(0) > 0)
+        });
+
+        let out = tranche(&["pause", "--config", config]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("running -> paused"), "{}", text(&out));
+        let out = tranche(&["pause", "--config", config]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("already paused"), "{}", text(&out));
+        wait_until("partitions handed back", 60, || {
+            status_json(config).is_some_and(|s| {
+                s["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["state"] != "claimed")
+            })
+        });
+        let out = tranche(&["resume", "--config", config]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let out = tranche(&["throttle", "--config", config, "--max-rows-per-s", "500"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let s = status_json(config).unwrap();
+        assert_eq!(s["run"]["throttle"]["max_rows_per_s"], 500);
+        let out = tranche(&["throttle", "--config", config, "--unset", "bogus"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("--unset"), "{}", text(&out));
+
+        let out = tranche(&["cancel", "--config", config]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let ended = run.wait_with_output().unwrap();
+        assert_eq!(ended.status.code(), Some(3), "cancelled: {}", text(&ended));
+        let said = text(&ended);
+        assert!(said.contains("running -> paused"), "{said}");
+        assert!(said.contains("-> cancelled"), "{said}");
+        let run_id = s["run"]["id"].as_i64().unwrap().to_string();
+
+        // Now nothing is active; the run is cancelled and says what it forbids.
+        let out = tranche(&["pause", "--config", config]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let out = tranche(&["cancel", "--config", config, "--run", &run_id]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("already cancelled"), "{}", text(&out));
+        let out = tranche(&["resume", "--config", config, "--run", &run_id]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert!(text(&out).contains("cancelled"), "{}", text(&out));
+        let out = tranche(&["status", "--config", config, "--run", "999"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let out = tranche(&["dead-letters", "purge", "--config", config]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("--yes"), "{}", text(&out));
+
+        let out = tranche(&["status", "--config", config]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let shown = text(&out);
+        assert!(shown.contains("job steered: cancelled"), "{shown}");
+        for action in ["pause", "resume", "throttle", "cancel"] {
+            assert!(
+                shown.contains(&format!("  {action}  ")),
+                "{action} audited: {shown}"
+            );
+        }
+        assert!(shown.contains('@'), "who acted: {shown}");
+    }
+}

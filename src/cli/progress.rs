@@ -56,12 +56,14 @@ pub(crate) async fn follow(
             .expect("valid template")
             .progress_chars("=> ");
     let mut bars: std::collections::HashMap<i64, ProgressBar> = Default::default();
+    // Operators' changes are said as soon as the run sees them.
+    let mut changes = run.subscribe();
     let mut wait = Box::pin(run.wait());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut interrupted = false;
     let mut counted_from: Option<(i64, Instant)> = None;
     let mut stop = StopSignal::new()?;
-    let mut state = tranche::store::RunState::Planning;
+    let mut state: Option<tranche::store::RunState> = None;
     let mut health: Option<String> = None;
     loop {
         tokio::select! {
@@ -76,29 +78,30 @@ pub(crate) async fn follow(
                 let rt = runtime.clone();
                 tokio::spawn(async move { rt.shutdown().await });
             }
-            _ = tick.tick() => {
-                let p = progress.borrow().clone();
+            Ok(()) = changes.changed() => {
+                let p = changes.borrow_and_update().clone();
                 if !p.planned {
                     continue;
                 }
                 // Said on stdout, with or without a terminal.
-                if p.state != state {
-                    if state != tranche::store::RunState::Planning {
-                        multi.suspend(|| println!(
-                            "  run {} {} -> {}{}",
-                            p.run_id,
-                            state.as_str(),
-                            p.state.as_str(),
-                            match p.state {
-                                tranche::store::RunState::Paused =>
-                                    ": partitions handed back; waiting for `tranche resume`",
-                                tranche::store::RunState::Cancelled =>
-                                    ": no page starts; ending",
-                                _ => "",
-                            }
-                        ));
+                if state != Some(p.state) {
+                    let why = match p.state {
+                        tranche::store::RunState::Paused =>
+                            ": partitions handed back; waiting for `tranche resume`",
+                        tranche::store::RunState::Cancelled => ": no page starts; ending",
+                        _ => "",
+                    };
+                    match state {
+                        Some(was) => multi.suspend(|| println!(
+                            "  run {} {} -> {}{why}", p.run_id, was.as_str(), p.state.as_str()
+                        )),
+                        // Joining a run an operator has already paused.
+                        None if p.state != tranche::store::RunState::Running => multi.suspend(|| {
+                            println!("  run {} is {}{why}", p.run_id, p.state.as_str())
+                        }),
+                        None => {}
                     }
-                    state = p.state;
+                    state = Some(p.state);
                 }
                 if p.health != health {
                     let said = match &p.health {
@@ -107,6 +110,12 @@ pub(crate) async fn follow(
                     };
                     multi.suspend(|| println!("{said}"));
                     health = p.health.clone();
+                }
+            }
+            _ = tick.tick() => {
+                let p = progress.borrow().clone();
+                if !p.planned {
+                    continue;
                 }
                 if counted_from.is_none() {
                     counted_from = Some((p.rows_done_at_start, Instant::now()));
