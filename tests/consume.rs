@@ -254,6 +254,28 @@ fn consumer_file(dir: &Path, db: &str, broker: &Broker, batch: usize) -> std::pa
     path
 }
 
+/// The Kafka partitions a consumer holds by its log: those of its last
+/// assignment, or `None` while it holds none (never assigned, or revoked).
+fn held_partitions(log: &str) -> Option<Vec<String>> {
+    let last = log.lines().rev().find(|l| {
+        l.contains("kafka: partitions assigned") || l.contains("kafka: partitions revoked")
+    })?;
+    if !last.contains("assigned") {
+        return None;
+    }
+    let list = last.split("partitions=").nth(1)?.trim();
+    let held: Vec<String> = list
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .to_owned()
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    (!held.is_empty()).then_some(held)
+}
+
 /// A consumer process, killed if the test ends without waiting for it.
 struct Proc(Option<Child>);
 
@@ -296,15 +318,60 @@ fn finish(mut proc: Proc, summary: &Path) -> serde_json::Value {
 async fn per_key_order(broker: Broker) {
     let Some(db) = database("order") else { return };
     let (ops, expected) = operations("ops", 10_000, 6, 7);
-    broker.publish(&ops).await;
     let dir = tempfile::tempdir().unwrap();
     let config = consumer_file(dir.path(), &db.url, &broker, 100);
-    let consumers: Vec<(Proc, std::path::PathBuf)> = (0..3)
-        .map(|i| {
-            let summary = dir.path().join(format!("summary-{i}.json"));
-            (start_consumer(&config, &summary, broker.idle_ms()), summary)
-        })
-        .collect();
+    let start_three = || -> Vec<(Proc, std::path::PathBuf)> {
+        (0..3)
+            .map(|i| {
+                let summary = dir.path().join(format!("summary-{i}.json"));
+                (start_consumer(&config, &summary, broker.idle_ms()), summary)
+            })
+            .collect()
+    };
+    let consumers = match &broker {
+        // A Kafka group shares a topic's partitions among the members it
+        // has when it rebalances; members that join while the others drain
+        // a topic published beforehand may get nothing. So the three join
+        // first, and the operations are published once the group has
+        // settled on one partition each.
+        Broker::Kafka { brokers, topic } => {
+            let sink =
+                tranche::sink::KafkaSink::new(tranche::sink::KafkaConfig::new(brokers, topic))
+                    .unwrap();
+            sink.connect().await.expect("topic created");
+            let consumers = start_three();
+            let logs: Vec<_> = consumers
+                .iter()
+                .map(|(_, s)| s.with_extension("log"))
+                .collect();
+            common::wait_until(
+                "the three consumers to share the three partitions",
+                60,
+                || {
+                    let mut held: Vec<String> = logs
+                        .iter()
+                        .filter_map(|log| {
+                            held_partitions(&std::fs::read_to_string(log).unwrap_or_default())
+                        })
+                        .flatten()
+                        .collect();
+                    held.sort();
+                    logs.len() == 3
+                        && held == ["0", "1", "2"]
+                        && logs.iter().all(|log| {
+                            held_partitions(&std::fs::read_to_string(log).unwrap_or_default())
+                                .is_some_and(|p| p.len() == 1)
+                        })
+                },
+            );
+            broker.publish(&ops).await;
+            consumers
+        }
+        _ => {
+            broker.publish(&ops).await;
+            start_three()
+        }
+    };
     let summaries: Vec<serde_json::Value> =
         consumers.into_iter().map(|(c, s)| finish(c, &s)).collect();
     let received: Vec<u64> = summaries
