@@ -344,26 +344,31 @@ async fn per_key_order(broker: Broker) {
                 .iter()
                 .map(|(_, s)| s.with_extension("log"))
                 .collect();
-            common::wait_until(
-                "the three consumers to share the three partitions",
-                60,
-                || {
-                    let mut held: Vec<String> = logs
+            let settled = || {
+                let held: Vec<Option<Vec<String>>> = logs
+                    .iter()
+                    .map(|log| held_partitions(&std::fs::read_to_string(log).unwrap_or_default()))
+                    .collect();
+                let mut all: Vec<String> = held.iter().flatten().flatten().cloned().collect();
+                all.sort();
+                held.iter()
+                    .all(|h| h.as_ref().is_some_and(|p| p.len() == 1))
+                    && all == ["0", "1", "2"]
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !settled() {
+                if std::time::Instant::now() > deadline {
+                    let shown: Vec<String> = logs
                         .iter()
-                        .filter_map(|log| {
-                            held_partitions(&std::fs::read_to_string(log).unwrap_or_default())
-                        })
-                        .flatten()
+                        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
                         .collect();
-                    held.sort();
-                    logs.len() == 3
-                        && held == ["0", "1", "2"]
-                        && logs.iter().all(|log| {
-                            held_partitions(&std::fs::read_to_string(log).unwrap_or_default())
-                                .is_some_and(|p| p.len() == 1)
-                        })
-                },
-            );
+                    panic!(
+                        "the group did not settle in 60 s; the consumers' logs:\n{}",
+                        shown.join("\n---\n")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             broker.publish(&ops).await;
             consumers
         }
