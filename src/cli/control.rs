@@ -258,19 +258,7 @@ fn print_status(s: &RunStatus) {
         "  rows: {} of {} done ({:.1}%){rate}{eta}",
         s.rows_done, r.rows_identified, s.percent
     );
-    let throttle = serde_json::to_value(&r.throttle)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .map(|o| {
-            o.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "none".into());
-    println!("  throttle: {throttle}");
+    println!("  throttle: {}", r.throttle);
     println!(
         "  health: {}",
         r.health
@@ -437,11 +425,10 @@ pub(crate) async fn throttle_main(args: ThrottleArgs) -> anyhow::Result<i32> {
         .await;
     runtime.shutdown().await;
     Ok(done(out, |t| {
-        let shown = serde_json::to_string(&t).unwrap_or_default();
         if json {
-            println!("{shown}");
+            println!("{}", serde_json::to_string(&t).unwrap_or_default());
         } else {
-            println!("tranche throttle: now {shown}; every instance obeys within a poll interval");
+            println!("tranche throttle: now {t}; every instance obeys within a poll interval");
         }
     }))
 }

@@ -10,9 +10,10 @@
 //! ```no_run
 //! # async fn f(runtime: tranche::RuntimeHandle) -> Result<(), tranche::control::ControlError> {
 //! let operator = runtime.operator();
+//! operator.update_throttle("backfill", None, |t| t.max_rows_per_s = Some(2_000)).await?;
 //! operator.pause("backfill", None).await?;
 //! let status = operator.status("backfill", None).await?;
-//! println!("{} of {} rows", status.rows_done, status.run.rows_identified);
+//! println!("{} of {} rows, {:?}", status.rows_done, status.run.rows_identified, status.run.state);
 //! operator.resume("backfill", None).await?;
 //! # Ok(()) }
 //! ```
@@ -218,10 +219,13 @@ impl Operator {
 
     /// Where a run stands: the job's active run, or its latest.
     pub async fn status(&self, job: &str, run_id: Option<i64>) -> Result<RunStatus, ControlError> {
-        let run = self.pick(job, run_id, true).await?;
+        let mut run = self.pick(job, run_id, true).await?;
         let now_ms = self.store.now_ms().await?;
         let parts = self.store.partitions(run.id).await?;
         let rows_done: i64 = parts.iter().map(|p| p.rows_done).sum();
+        // The run row's count is refreshed now and then; the partitions'
+        // checkpoints are the truth.
+        run.rows_done = rows_done;
         let rows_per_s = if run.state.is_finished() {
             run.finished_ms
                 .map(|end| rows_done as f64 * 1000.0 / (end - run.started_ms).max(1) as f64)
@@ -235,7 +239,7 @@ impl Operator {
         };
         let left = (run.rows_identified - rows_done - run.rows_dead_at_plan).max(0);
         let eta_s = rows_per_s
-            .filter(|r| *r > 0.0 && !run.state.is_finished())
+            .filter(|r| *r > 0.0 && run.state == RunState::Running)
             .map(|r| left as f64 / r);
         let partitions = parts
             .iter()
@@ -389,7 +393,7 @@ impl Operator {
         throttle.validate()?;
         match self.store.set_throttle(run.id, &throttle).await? {
             Ok(()) => {
-                let detail = serde_json::to_string(&throttle).unwrap_or_default();
+                let detail = throttle.to_string();
                 self.audit(AuditEntry::new(
                     job,
                     Some(run.id),

@@ -192,6 +192,44 @@ impl Throttle {
     }
 }
 
+/// The throttle's set fields as `name=value` pairs, or `none`.
+impl std::fmt::Display for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields = [
+            ("max_rows_per_s", self.max_rows_per_s.map(|v| v.to_string())),
+            (
+                "max_active_partitions",
+                self.max_active_partitions.map(|v| v.to_string()),
+            ),
+            ("target_page_ms", self.target_page_ms.map(|v| v.to_string())),
+            ("min_page_size", self.min_page_size.map(|v| v.to_string())),
+            ("max_page_size", self.max_page_size.map(|v| v.to_string())),
+            (
+                "health_query",
+                self.health_query.as_ref().map(|q| format!("{q:?}")),
+            ),
+            ("health_max", self.health_max.map(|v| v.to_string())),
+            (
+                "health_interval",
+                self.health_interval.map(super::duration::format),
+            ),
+            (
+                "max_replication_lag_ms",
+                self.max_replication_lag_ms.map(|v| v.to_string()),
+            ),
+        ];
+        let set: Vec<String> = fields
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+            .collect();
+        if set.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&set.join(" "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +264,11 @@ mod tests {
         };
         assert_eq!(bad.validate().unwrap_err().field, "throttle.max_rows_per_s");
         assert!(toml::from_str::<Throttle>("max_rows = 1").is_err());
+        assert_eq!(Throttle::default().to_string(), "none");
+        assert_eq!(
+            t.to_string(),
+            "max_rows_per_s=2000 target_page_ms=200 health_query=\"SELECT 1\" health_max=0.5 \
+             health_interval=2s"
+        );
     }
 }
