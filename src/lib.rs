@@ -154,6 +154,6 @@ pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use job::{Job, JobBuilder};
 pub use model::{ConfigError, Message, Poison, Scope, Source, SourceRow, Strategy};
-pub use runtime::{RunHandle, RunReport, RuntimeConfig, RuntimeHandle};
+pub use runtime::{RunHandle, RunReport, RuntimeConfig, RuntimeHandle, Shutdown};
 pub use sink::{Delivery, Sink, SinkError};
 pub use store::{migrate, run_migrations};

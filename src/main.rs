@@ -8,7 +8,8 @@ mod cli;
 use clap::Parser;
 
 /// Exit status 2 for bad input (a setting or job file refused before
-/// anything was claimed or written), 1 for any other error.
+/// anything was claimed or written), 130 for an interruption whose
+/// shutdown grace period ran out, 1 for any other error.
 fn main() -> anyhow::Result<()> {
     // OpenSSL (libpq's and lapin's) registers a cleanup to run at exit
     // unless its first initialisation asks for none. That cleanup frees
@@ -31,6 +32,14 @@ fn main() -> anyhow::Result<()> {
         if bad_input {
             eprintln!("Error: {e:?}");
             std::process::exit(2);
+        }
+        // Interrupted, with what was in flight abandoned at the deadline.
+        if matches!(
+            e.downcast_ref::<tranche::Error>(),
+            Some(tranche::Error::Shutdown)
+        ) {
+            eprintln!("Error: {e:?}");
+            std::process::exit(130);
         }
     }
     result

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use tranche::sink::MemorySink;
 use tranche::store::{Checkpoint, PartitionState, RunState};
 use tranche::{
-    Delivery, Error, Job, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle, Scope, Sink,
-    SinkError, Source, SourceRow, Strategy,
+    Delivery, Error, Job, Message, Poison, RunReport, RuntimeConfig, RuntimeHandle, Scope,
+    Shutdown, Sink, SinkError, Source, SourceRow, Strategy,
 };
 
 const JOB: &str = "resend";
@@ -207,7 +207,7 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
         .unwrap();
     let mut progress = run.subscribe();
     progress.wait_for(|p| p.rows_done >= 500).await.unwrap();
-    runtime.shutdown().await;
+    assert_eq!(runtime.shutdown().await, Shutdown::Clean);
     let interrupted: RunReport = run.wait().await.unwrap();
     assert!(interrupted.interrupted);
     assert_eq!(interrupted.state, RunState::Running);
@@ -241,6 +241,85 @@ async fn graceful_shutdown_checkpoints_and_the_next_runtime_resumes(url: String)
         "a graceful stop repeats nothing"
     );
     parts.shutdown().await;
+}
+
+/// A sink that never confirms, like a broker that hangs; says when it is
+/// first called.
+#[derive(Clone, Default)]
+struct HangingSink(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl Sink for HangingSink {
+    fn name(&self) -> &str {
+        "hanging"
+    }
+    async fn deliver(&self, _: &[Message]) -> Result<Delivery, SinkError> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+}
+
+async fn a_shutdown_past_its_grace_abandons_what_is_in_flight(url: String) {
+    let cfg = config(&url);
+    let runtime = RuntimeHandle::start(cfg.clone()).await.unwrap();
+    common::seed_events(runtime.store(), 1000, 7).await;
+    let sink = HangingSink::default();
+    let run = runtime
+        .start_run(job(Arc::new(sink.clone()), 2, None))
+        .unwrap();
+    sink.0.notified().await;
+    let owner = runtime.instance_id().to_owned();
+    let outcome = runtime.shutdown_within(Duration::from_millis(300)).await;
+    assert_eq!(outcome, Shutdown::Abandoned { runs: 1 });
+    assert!(
+        matches!(run.wait().await, Err(Error::Shutdown)),
+        "an abandoned run has no report"
+    );
+    // What was abandoned keeps its lease, to expire: nothing is released
+    // by a runtime that did not finish its page.
+    let other = RuntimeHandle::start(cfg).await.unwrap();
+    let run_id = other.store().runs(JOB, 1).await.unwrap()[0].id;
+    let stored = other.store().partitions(run_id).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|p| p.state == PartitionState::Claimed && p.owner.as_deref() == Some(&owner)),
+        "the page in flight's partition is still leased: {stored:?}"
+    );
+    assert_eq!(stored.iter().map(|p| p.rows_done).sum::<i64>(), 0);
+    assert_eq!(other.shutdown().await, Shutdown::Clean);
+}
+
+async fn dropping_the_last_handle_shuts_down_gracefully(url: String) {
+    let mut cfg = config(&url);
+    cfg.page_size = 50;
+    let runtime = RuntimeHandle::start(cfg.clone()).await.unwrap();
+    common::seed_events(runtime.store(), 6000, 7).await;
+    let run = runtime
+        .start_run(job(Arc::new(SlowSink::default()), 4, None))
+        .unwrap();
+    run.subscribe()
+        .wait_for(|p| p.rows_done >= 500)
+        .await
+        .unwrap();
+    drop(runtime);
+    let report = tokio::time::timeout(Duration::from_secs(60), run.wait())
+        .await
+        .expect("the run ends once the last handle is dropped")
+        .unwrap();
+    assert!(report.interrupted);
+    assert!(report.rows_done < 6000);
+    let other = RuntimeHandle::start(cfg).await.unwrap();
+    let stored = other.store().partitions(report.run_id).await.unwrap();
+    assert!(
+        stored.iter().all(|p| p.state != PartitionState::Claimed),
+        "every partition handed back: {stored:?}"
+    );
+    assert_eq!(
+        stored.iter().map(|p| p.rows_done).sum::<i64>(),
+        report.rows_done
+    );
+    assert_eq!(other.shutdown().await, Shutdown::Clean);
 }
 
 /// Fails every delivery that contains one of the first 100 keys.
@@ -595,6 +674,8 @@ on_both_backends!(
     poison_rows_go_to_dead_letters_within_the_skip_limit,
     beyond_the_skip_limit_a_partition_fails_and_the_others_finish,
     graceful_shutdown_checkpoints_and_the_next_runtime_resumes,
+    a_shutdown_past_its_grace_abandons_what_is_in_flight,
+    dropping_the_last_handle_shuts_down_gracefully,
     a_partition_that_keeps_failing_is_failed_after_its_attempts,
     a_worker_whose_lease_was_taken_over_stops_without_writing,
     two_instances_share_one_run_without_overlap,

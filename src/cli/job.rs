@@ -176,9 +176,9 @@ pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
         {
             failed |= r.state != tranche::store::RunState::Done && !r.interrupted;
             println!(
-                "  run {} ended {:?}: {} of {} rows done, {} published here in {:.2} s",
+                "  run {} ended {}: {} of {} rows done, {} published here in {:.2} s",
                 r.run_id,
-                r.state,
+                r.state.as_str(),
                 r.rows_done,
                 r.rows_identified,
                 r.rows_published,

@@ -70,7 +70,19 @@ pub(crate) async fn follow(
             report = &mut wait => {
                 for b in bars.values() { b.finish_and_clear(); }
                 total.finish_and_clear();
-                return Ok(report?);
+                return match report {
+                    // The shutdown's grace period ended before the pages in
+                    // flight were confirmed.
+                    Err(tranche::Error::Shutdown) if interrupted => Err(anyhow::Error::new(
+                        tranche::Error::Shutdown,
+                    )
+                    .context(
+                        "interrupted, and the shutdown grace period ended with pages still in \
+                         flight: they were abandoned and their partitions' leases will expire \
+                         (another instance then repeats at most those pages)",
+                    )),
+                    report => Ok(report?),
+                };
             }
             _ = stop.recv(), if !interrupted => {
                 interrupted = true;

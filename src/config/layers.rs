@@ -109,6 +109,10 @@ pub const RUNTIME_SETTINGS: &[Setting] = &[
         "migrate",
         "Apply tranche's migrations when starting (default true)",
     ),
+    setting(
+        "shutdown_grace",
+        "How long a shutdown waits for pages in flight and hand-backs before abandoning them (default \"25s\")",
+    ),
     Setting {
         field: "application_name",
         help: "PostgreSQL application_name of every session (default \"tranche <instance id>\")",

@@ -109,6 +109,12 @@ pub struct RuntimeConfig {
     /// PostgreSQL `application_name` of every pooled session (default
     /// `tranche <instance id>`).
     pub application_name: Option<String>,
+    /// How long [`RuntimeHandle::shutdown`] waits for pages in flight to be
+    /// confirmed and checkpointed and partitions handed back before it
+    /// abandons the rest, whose leases then expire (default 25 s, inside a
+    /// container's usual 30 s between SIGTERM and SIGKILL).
+    #[serde(with = "crate::model::duration::serde_text")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -142,8 +148,12 @@ impl RuntimeConfig {
             connect_timeout: store.connect_timeout,
             migrate: store.migrate,
             application_name: None,
+            shutdown_grace: RuntimeConfig::DEFAULT_SHUTDOWN_GRACE,
         }
     }
+
+    /// The default [`RuntimeConfig::shutdown_grace`].
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
     /// The lease timings.
     pub fn lease_config(&self) -> LeaseConfig {
@@ -193,6 +203,7 @@ impl RuntimeConfig {
             ("poll_interval", self.poll_interval),
             ("backoff", self.backoff),
             ("connect_timeout", self.connect_timeout),
+            ("shutdown_grace", self.shutdown_grace),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(field, "must be positive"));
@@ -282,10 +293,11 @@ struct Inner {
 /// The handle to a running tranche runtime. `Send + Clone`; every clone
 /// drives the same runtime.
 ///
-/// Call [`RuntimeHandle::shutdown`] before the host exits: dropping the last
-/// handle does not stop the runtime's thread, and a process that exits
-/// without shutting down leaves its partitions to be taken over when their
-/// leases expire (safe, but later than a graceful hand-back).
+/// Call [`RuntimeHandle::shutdown`] before the host exits. Dropping the
+/// last handle starts a graceful shutdown in the background without
+/// waiting for it; a process that exits without shutting down leaves its
+/// partitions to be taken over when their leases expire (safe, but later
+/// than a graceful hand-back).
 #[derive(Clone)]
 pub struct RuntimeHandle {
     inner: Arc<Inner>,
@@ -439,16 +451,78 @@ impl RuntimeHandle {
         *self.inner.shutdown.borrow()
     }
 
-    /// Graceful shutdown: every worker finishes its page, checkpoints and
-    /// hands its partition back; each run reports itself interrupted; then
-    /// the runtime's thread stops. Idempotent.
-    pub async fn shutdown(&self) {
+    /// Graceful shutdown within the configured
+    /// [`shutdown_grace`](RuntimeConfig::shutdown_grace): see
+    /// [`RuntimeHandle::shutdown_within`].
+    pub async fn shutdown(&self) -> Shutdown {
+        self.shutdown_within(self.inner.config.shutdown_grace).await
+    }
+
+    /// Graceful shutdown with a deadline: every worker finishes the page in
+    /// flight (confirmed and checkpointed), starts no other and hands its
+    /// partition back (its lease released, so another instance takes it
+    /// over at once); each run reports itself interrupted; then the
+    /// runtime's thread stops. Whatever has not finished by `grace` (a sink
+    /// still retrying, a slow store) is abandoned: its partitions keep their
+    /// leases until they expire, and at most their page in flight is read
+    /// again by whoever takes them over. Idempotent.
+    pub async fn shutdown_within(&self, grace: Duration) -> Shutdown {
         self.inner.shutdown.send_replace(true);
-        self.inner.active.wait_idle().await;
+        let clean = tokio::time::timeout(grace, self.inner.active.wait_idle())
+            .await
+            .is_ok();
+        let outcome = if clean {
+            Shutdown::Clean
+        } else {
+            let runs = self.inner.active.count.load(Ordering::SeqCst);
+            tracing::warn!(
+                runs,
+                grace = %crate::model::duration::format(grace),
+                "shutdown grace period over: abandoning what is still in flight; its leases will expire"
+            );
+            Shutdown::Abandoned { runs }
+        };
         self.inner.system.stop();
         if let Some(rx) = self.inner.stopped.lock().await.take() {
             let _ = rx.await;
         }
+        outcome
+    }
+}
+
+/// How a [`RuntimeHandle::shutdown`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Every run checkpointed its pages in flight and handed its
+    /// partitions back (or there was nothing running).
+    Clean,
+    /// The grace period ended first: this many runs were abandoned, their
+    /// leases left to expire.
+    Abandoned {
+        /// Runs still in flight at the deadline.
+        runs: usize,
+    },
+}
+
+/// Dropping the last handle (a schedule holds one while it lasts; a
+/// [`RunHandle`] holds none) starts the same
+/// graceful shutdown in the background: workers checkpoint their pages in
+/// flight and hand their partitions back, then the runtime's thread stops.
+/// Nothing waits for it, so a process about to exit should call
+/// [`RuntimeHandle::shutdown`] instead; otherwise what was not handed back
+/// is taken over when its leases expire.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if *self.shutdown.borrow() {
+            return;
+        }
+        self.shutdown.send_replace(true);
+        let (active, system) = (self.active.clone(), self.system.clone());
+        let grace = self.config.shutdown_grace;
+        self.arbiter.spawn(async move {
+            let _ = tokio::time::timeout(grace, active.wait_idle()).await;
+            system.stop();
+        });
     }
 }
 
