@@ -418,9 +418,70 @@ async fn a_rate_cap_bounds_the_whole_run(url: String) {
     runtime.shutdown().await;
 }
 
+async fn a_dry_plan_writes_nothing_and_is_the_plan_the_run_gets(url: String) {
+    // No splits, so the run's partitions stay as planned.
+    let mut cfg = config(&url, "planner");
+    cfg.work_stealing = false;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    common::seed_events(runtime.store(), 3000, 7).await;
+    let sink = MemorySink::new();
+    let plan = runtime
+        .plan(common::events_job("planned", Arc::new(sink.clone()), 5))
+        .await
+        .unwrap();
+    assert_eq!((plan.strategy, plan.rows_identified), ("range", 3000));
+    assert_eq!(plan.partitions.len(), 5);
+    assert_eq!(
+        plan.partitions.iter().map(|p| p.rows_planned).sum::<i64>(),
+        3000
+    );
+    assert!((1.0..1.05).contains(&plan.skew), "even cuts: {}", plan.skew);
+    let sample = plan.sample.expect("a sampled read");
+    assert_eq!(sample.rows, 50, "one page of page_size rows");
+    assert!(plan.estimated_read(2).is_some());
+    assert!(
+        runtime
+            .store()
+            .runs("planned", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no run opened"
+    );
+    assert!(sink.messages().is_empty(), "nothing delivered");
+
+    // The run then plans the very same partitions.
+    let report = runtime
+        .run(common::events_job("planned", Arc::new(sink.clone()), 5))
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Done);
+    let stored = runtime.store().partitions(report.run_id).await.unwrap();
+    let shape = |p: &tranche::store::PartitionRecord| (p.number, p.range, p.rows_planned, p.hwm);
+    assert_eq!(
+        stored.iter().map(shape).collect::<Vec<_>>(),
+        plan.partitions.iter().map(shape).collect::<Vec<_>>()
+    );
+
+    // A source a run would refuse is refused the same way.
+    let bad = tranche::Job::builder("planned")
+        .source(tranche::Source::new("no_such_table", "id", "at").unwrap())
+        .strategy(tranche::Strategy::Range { partitions: 2 })
+        .processor(|_: &tranche::SourceRow, _: &tranche::Scope| Ok(None))
+        .sink(Arc::new(MemorySink::new()))
+        .build()
+        .unwrap();
+    match runtime.plan(bad).await {
+        Err(tranche::Error::Config(e)) => assert_eq!(e.field, "source.table"),
+        other => panic!("refused naming source.table, got {other:?}"),
+    }
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     pause_hands_partitions_back_and_resume_finishes,
+    a_dry_plan_writes_nothing_and_is_the_plan_the_run_gets,
     cancel_ends_the_run_for_good,
     retry_runs_failed_partitions_again,
     a_cap_on_active_partitions_holds_across_instances,
@@ -434,9 +495,15 @@ mod commands {
     use std::process::{Output, Stdio};
 
     use diesel::connection::SimpleConnection;
-    use diesel::{Connection, SqliteConnection};
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
     use super::common::{tranche_command, wait_until};
+
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
 
     fn tranche(args: &[&str]) -> Output {
         tranche_command().args(args).output().expect("run tranche")
@@ -485,6 +552,27 @@ mod commands {
         )
         .unwrap();
         let config = config.to_str().unwrap();
+
+        // A dry run plans the job and leaves the database as it was.
+        let out = tranche(&["plan", "--config", config, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan --json");
+        assert_eq!(plan["rows_identified"], 4000);
+        assert_eq!(plan["partitions"].as_array().unwrap().len(), 4);
+        assert!(plan["estimated_read_s"].as_f64().is_some(), "{plan}");
+        let tables = {
+            let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+            diesel::sql_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .load::<Name>(&mut c)
+                .unwrap()
+        };
+        assert_eq!(
+            tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["events"],
+            "only the source table: nothing written"
+        );
+        let out = tranche(&["plan", "--config", config]);
+        assert!(text(&out).contains("4 range partitions"), "{}", text(&out));
 
         // Before any run: the job is unknown.
         let out = tranche(&["status", "--db", &url, "--job", "steered"]);

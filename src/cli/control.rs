@@ -218,7 +218,7 @@ pub(crate) async fn status_main(args: StatusArgs) -> anyhow::Result<i32> {
     Ok(done(out, |_| {}))
 }
 
-fn fmt_secs(s: f64) -> String {
+pub(crate) fn fmt_secs(s: f64) -> String {
     let s = s.round() as u64;
     match s {
         0..=99 => format!("{s} s"),

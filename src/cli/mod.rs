@@ -11,6 +11,7 @@ pub(crate) mod consume;
 pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod job;
+pub(crate) mod plan;
 pub(crate) mod progress;
 pub(crate) mod settings;
 
@@ -38,6 +39,10 @@ pub(crate) enum Command {
     Schedule(RunArgs),
     /// List a job's runs, newest first.
     History(HistoryArgs),
+    /// A dry run of a job file's planning: the partitions a run would get,
+    /// their bounds and rows, the skew, the high-water mark and an estimate
+    /// from a sampled read; writes nothing.
+    Plan(plan::PlanArgs),
     /// Show where a run stands: rows, rate, ETA, partitions, throttle,
     /// health, dead letters and the latest operations.
     Status(control::StatusArgs),
@@ -98,6 +103,7 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::History(args) => job::history_main(args).await,
+        Command::Plan(args) => std::process::exit(plan::plan_main(args).await?),
         Command::Status(args) => std::process::exit(control::status_main(args).await?),
         Command::Pause(t) => std::process::exit(control::change_main(t, "pause").await?),
         Command::Resume(t) => std::process::exit(control::change_main(t, "resume").await?),

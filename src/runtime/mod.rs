@@ -430,6 +430,31 @@ impl RuntimeHandle {
         })
     }
 
+    /// A dry run of the job's planning: the partitions a run of it would
+    /// get now, their bounds and row counts, the skew, the high-water
+    /// marks and a timed read of one page (`page_size` rows) of the largest
+    /// partition. The job is checked against the catalog first, as a run
+    /// is; nothing is written, claimed or opened.
+    pub async fn plan(&self, job: Job) -> Result<crate::store::DryPlan, Error> {
+        let job = supervisor::preflight(
+            job,
+            &self.inner.store,
+            &self.inner.config,
+            &self.inner.shutdown.subscribe(),
+        )
+        .await?;
+        Ok(self
+            .inner
+            .store
+            .dry_plan(
+                &job.source,
+                &job.scopes,
+                job.strategy,
+                self.inner.config.page_size,
+            )
+            .await?)
+    }
+
     /// Runs the job (or joins its active run) to its end.
     pub async fn run(&self, job: Job) -> Result<RunReport, Error> {
         self.start_run(job)?.wait().await

@@ -646,7 +646,7 @@ impl Handler<WorkerExited> for RunSupervisor {
 /// claimed or written: its source (see [`crate::catalog`]) and what its
 /// sink writes to. Returns the job with its source's order kind resolved.
 /// A database that cannot be reached is waited for, like identification.
-async fn preflight(
+pub(crate) async fn preflight(
     mut job: Job,
     store: &Store,
     config: &RuntimeConfig,

@@ -29,6 +29,8 @@ use std::time::Duration;
 use actix::{Addr, SyncArbiter};
 
 #[doc(hidden)]
+pub use crate::model::{Cursor, KeyRange};
+#[doc(hidden)]
 pub use connection::{init_openssl, Db};
 pub(crate) use connection::{Backend, Pool};
 pub use connection::{Bind, Connection, Dialect, Sql};
@@ -39,13 +41,12 @@ use executor::Execute;
 pub use migrations::{migrate, run_migrations};
 #[doc(hidden)]
 pub use queries::active_run as active_run_on;
-#[doc(hidden)]
-pub use queries::{Checkpoint, CheckpointAck, PlanOutcome, Steal};
+pub use queries::{Checkpoint, CheckpointAck, DryPlan, PlanOutcome, PlanSample, Steal};
 pub use queries::{DeadLetter, PartitionRecord, PartitionState, RunRecord, RunState};
 pub use scopes::{IdentifyScopes, Scopes};
 pub use source::Page;
 
-use crate::model::{Cursor, Source, Strategy};
+use crate::model::{Source, Strategy};
 
 /// A database failure, saying which operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +357,21 @@ impl Store {
     ) -> Result<PlanOutcome, StoreError> {
         let (source, scopes) = (source.clone(), scopes.clone());
         self.run(move |c| queries::plan_run(c, run_id, &source, &scopes, strategy, skip_limit))
+            .await
+    }
+
+    /// What a run of `source` would be planned into now, writing nothing:
+    /// its partitions, bounds and row counts, skew, high-water marks and a
+    /// timed read of `sample_rows` rows of its largest partition.
+    pub async fn dry_plan(
+        &self,
+        source: &Source,
+        scopes: &Scopes,
+        strategy: Strategy,
+        sample_rows: usize,
+    ) -> Result<DryPlan, StoreError> {
+        let (source, scopes) = (source.clone(), scopes.clone());
+        self.run(move |c| queries::dry_plan(c, &source, &scopes, strategy, sample_rows))
             .await
     }
 

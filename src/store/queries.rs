@@ -700,6 +700,215 @@ struct NewPartition {
     rows_planned: u64,
 }
 
+fn resolve_scopes(c: &mut Connection, scopes: &Scopes) -> Result<Vec<Scope>, StoreError> {
+    Ok(match scopes {
+        Scopes::Whole => vec![Scope::whole()],
+        Scopes::Fixed(s) => s.clone(),
+        Scopes::Identify(f) => f(c)?,
+    })
+}
+
+/// Row counts and high-water marks per scope, the partitions `strategy`
+/// cuts them into, and the marks as the run row stores them. Reads only.
+#[allow(clippy::type_complexity)]
+fn cut(
+    c: &mut Connection,
+    source: &Source,
+    scopes: &[Scope],
+    strategy: Strategy,
+) -> Result<
+    (
+        Vec<(u64, Option<Cursor>)>,
+        Vec<NewPartition>,
+        Vec<serde_json::Value>,
+    ),
+    StoreError,
+> {
+    let mut stats = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        stats.push(source::scope_stats(c, source, scope)?);
+    }
+    let mut new = Vec::new();
+    let mut hwm_json = Vec::new();
+    match strategy {
+        Strategy::Range { partitions } => {
+            let counts: Vec<u64> = stats.iter().map(|s| s.0).collect();
+            let alloc = plan::allocate(&counts, partitions);
+            for ((scope, &(count, hwm)), n) in scopes.iter().zip(&stats).zip(alloc) {
+                let Some(hwm) = hwm.filter(|_| n > 0) else {
+                    continue;
+                };
+                let positions = plan::cut_positions(count, n);
+                let cuts = source::rows_at(c, source, scope, hwm, &positions)?;
+                let scope_json = scope_json(scope)?;
+                hwm_json.push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
+                for p in plan::range_partitions(count, &positions, &cuts) {
+                    new.push(NewPartition {
+                        scope: scope_json.clone(),
+                        range: Some(p.range),
+                        modulo: None,
+                        hwm,
+                        rows_planned: p.rows_planned,
+                    });
+                }
+            }
+        }
+        Strategy::Modulo { modulus } => {
+            for (scope, &(count, hwm)) in scopes.iter().zip(&stats) {
+                let Some(hwm) = hwm else { continue };
+                let per = source::modulo_counts(c, source, scope, hwm, modulus)?;
+                let scope_json = scope_json(scope)?;
+                hwm_json.push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
+                for (k, rows) in per.into_iter().enumerate() {
+                    new.push(NewPartition {
+                        scope: scope_json.clone(),
+                        range: None,
+                        modulo: Some((i64::from(modulus), k as i64)),
+                        hwm,
+                        rows_planned: rows,
+                    });
+                }
+            }
+        }
+    }
+    Ok((stats, new, hwm_json))
+}
+
+/// What a run of `source` would be planned into now, without writing
+/// anything: see [`super::Store::dry_plan`].
+pub(crate) fn dry_plan(
+    c: &mut Connection,
+    source: &Source,
+    scopes: &Scopes,
+    strategy: Strategy,
+    sample_rows: usize,
+) -> Result<DryPlan, StoreError> {
+    let scopes = resolve_scopes(c, scopes)?;
+    let mut rows_unreadable = 0u64;
+    for scope in &scopes {
+        rows_unreadable += source::unreadable_rows(c, source, scope, 0)?.0;
+    }
+    let (stats, new, hwm_json) = cut(c, source, &scopes, strategy)?;
+    let by_json: std::collections::HashMap<String, &Scope> = scopes
+        .iter()
+        .map(|s| Ok((scope_json(s)?, s)))
+        .collect::<Result<_, StoreError>>()?;
+    let partitions: Vec<PartitionRecord> = new
+        .iter()
+        .enumerate()
+        .map(|(number, p)| PartitionRecord {
+            id: 0,
+            run_id: 0,
+            number: number as i32,
+            scope: by_json
+                .get(&p.scope)
+                .map_or_else(Scope::whole, |s| (*s).clone()),
+            range: p.range,
+            modulo: p.modulo,
+            hwm: p.hwm,
+            cursor: None,
+            rows_planned: p.rows_planned as i64,
+            rows_done: 0,
+            state: PartitionState::Pending,
+            owner: None,
+            epoch: 0,
+            lease_expires_ms: None,
+            attempts: 0,
+            takeovers: 0,
+            taken_over: false,
+            last_error: None,
+            claimed_ms: None,
+            split_from: None,
+        })
+        .collect();
+    // A short read of the largest partition's first pages, as a run would
+    // page it.
+    let sample = match partitions.iter().max_by_key(|p| p.rows_planned) {
+        Some(largest) if sample_rows > 0 && largest.rows_planned > 0 => {
+            let started = std::time::Instant::now();
+            let page = source::fetch_page(c, source, largest, None, sample_rows)?;
+            Some(PlanSample {
+                rows: (page.rows.len() + page.unreadable.len()) as u64,
+                elapsed: started.elapsed(),
+            })
+        }
+        _ => None,
+    };
+    let rows: u64 = stats.iter().map(|s| s.0).sum();
+    let largest = partitions.iter().map(|p| p.rows_planned).max().unwrap_or(0);
+    let mean = if partitions.is_empty() {
+        0.0
+    } else {
+        rows as f64 / partitions.len() as f64
+    };
+    Ok(DryPlan {
+        strategy: strategy.name(),
+        rows_identified: rows + rows_unreadable,
+        rows_unreadable,
+        skew: if mean > 0.0 {
+            largest as f64 / mean
+        } else {
+            0.0
+        },
+        high_water_marks: serde_json::Value::Array(hwm_json),
+        partitions,
+        sample,
+    })
+}
+
+/// The plan a run would get now (see [`super::Store::dry_plan`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DryPlan {
+    /// `range` or `modulo`.
+    pub strategy: &'static str,
+    /// Rows a run would identify (those whose key or order value cannot be
+    /// read included: planning would dead-letter them).
+    pub rows_identified: u64,
+    /// Of those, the rows whose key or order value cannot be read.
+    pub rows_unreadable: u64,
+    /// The partitions, numbered from 0, pending, with no id.
+    pub partitions: Vec<PartitionRecord>,
+    /// The largest partition's rows over the mean (1.0 is even).
+    pub skew: f64,
+    /// Per scope, its high-water mark and its rows, as the run would store
+    /// them.
+    pub high_water_marks: serde_json::Value,
+    /// A timed read of the largest partition's first page.
+    pub sample: Option<PlanSample>,
+}
+
+impl DryPlan {
+    /// How long reading every row would take from a sampled read alone
+    /// (no sink, no checkpoints), with `workers` partitions read at once;
+    /// `None` without a sample.
+    pub fn estimated_read(&self, workers: usize) -> Option<std::time::Duration> {
+        let sample = self.sample.as_ref().filter(|s| s.rows > 0)?;
+        let per_row = sample.elapsed.as_secs_f64() / sample.rows as f64;
+        let parallel = workers.clamp(1, self.partitions.len().max(1)) as f64;
+        let largest = self
+            .partitions
+            .iter()
+            .map(|p| p.rows_planned)
+            .max()
+            .unwrap_or(0) as f64;
+        // Partitions read side by side; the run lasts at least as long as
+        // its largest partition.
+        let seconds = (self.rows_identified as f64 * per_row / parallel).max(largest * per_row);
+        Some(std::time::Duration::from_secs_f64(seconds))
+    }
+}
+
+/// A timed read of one page, for [`DryPlan::estimated_read`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct PlanSample {
+    /// Rows read.
+    pub rows: u64,
+    /// How long the read took.
+    pub elapsed: std::time::Duration,
+}
+
 pub(crate) fn plan_run(
     c: &mut Connection,
     run_id: i64,
@@ -728,61 +937,9 @@ pub(crate) fn plan_run(
                 reused: true,
             });
         }
-        let scopes = match scopes {
-            Scopes::Whole => vec![Scope::whole()],
-            Scopes::Fixed(s) => s.clone(),
-            Scopes::Identify(f) => f(c)?,
-        };
-        let mut stats = Vec::with_capacity(scopes.len());
-        for scope in &scopes {
-            stats.push(source::scope_stats(c, source, scope)?);
-        }
+        let scopes = resolve_scopes(c, scopes)?;
         let dead_at_plan = dead_letter_unreadable(c, run_id, source, &scopes, skip_limit)?;
-        let mut new = Vec::new();
-        let mut hwm_json = Vec::new();
-        match strategy {
-            Strategy::Range { partitions } => {
-                let counts: Vec<u64> = stats.iter().map(|s| s.0).collect();
-                let alloc = plan::allocate(&counts, partitions);
-                for ((scope, &(count, hwm)), n) in scopes.iter().zip(&stats).zip(alloc) {
-                    let Some(hwm) = hwm.filter(|_| n > 0) else {
-                        continue;
-                    };
-                    let positions = plan::cut_positions(count, n);
-                    let cuts = source::rows_at(c, source, scope, hwm, &positions)?;
-                    let scope_json = scope_json(scope)?;
-                    hwm_json
-                        .push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
-                    for p in plan::range_partitions(count, &positions, &cuts) {
-                        new.push(NewPartition {
-                            scope: scope_json.clone(),
-                            range: Some(p.range),
-                            modulo: None,
-                            hwm,
-                            rows_planned: p.rows_planned,
-                        });
-                    }
-                }
-            }
-            Strategy::Modulo { modulus } => {
-                for (scope, &(count, hwm)) in scopes.iter().zip(&stats) {
-                    let Some(hwm) = hwm else { continue };
-                    let per = source::modulo_counts(c, source, scope, hwm, modulus)?;
-                    let scope_json = scope_json(scope)?;
-                    hwm_json
-                        .push(serde_json::json!({"scope": scope.label, "hwm": hwm, "rows": count}));
-                    for (k, rows) in per.into_iter().enumerate() {
-                        new.push(NewPartition {
-                            scope: scope_json.clone(),
-                            range: None,
-                            modulo: Some((i64::from(modulus), k as i64)),
-                            hwm,
-                            rows_planned: rows,
-                        });
-                    }
-                }
-            }
-        }
+        let (stats, new, hwm_json) = cut(c, source, &scopes, strategy)?;
         insert_partitions(c, run_id, strategy.name(), &new)?;
         let identified: u64 = stats.iter().map(|s| s.0).sum::<u64>() + dead_at_plan;
         let now = c.dialect().now_ms();
