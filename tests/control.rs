@@ -478,10 +478,129 @@ async fn a_dry_plan_writes_nothing_and_is_the_plan_the_run_gets(url: String) {
     runtime.shutdown().await;
 }
 
+/// A job over `events` whose processor rejects every hundredth key while
+/// `strict`, always rejects key 300, and skips key 700 once lenient.
+fn picky_job(name: &str, sink: Arc<dyn Sink>, strict: Arc<AtomicBool>) -> tranche::Job {
+    let job = name.to_owned();
+    tranche::Job::builder(name)
+        .source(tranche::Source::new("events", "id", "at").unwrap())
+        .strategy(tranche::Strategy::Range { partitions: 3 })
+        .processor(move |row: &tranche::SourceRow, _: &tranche::Scope| {
+            let strict = strict.load(Ordering::SeqCst);
+            match row.key {
+                300 => Err(tranche::Poison("300 is still bad".into())),
+                k if strict && k % 100 == 0 => Err(tranche::Poison(format!("{k} is bad"))),
+                700 => Ok(None),
+                k => Ok(Some(Message::new(
+                    &job,
+                    k,
+                    1,
+                    format!("{{\"id\":{k}}}").into_bytes(),
+                ))),
+            }
+        })
+        .sink(sink)
+        .build()
+        .unwrap()
+}
+
+async fn requeue_reads_dead_letters_again_and_records_each_outcome(url: String) {
+    let runtime = RuntimeHandle::start(config(&url, "requeuer"))
+        .await
+        .unwrap();
+    common::seed_events(runtime.store(), 1000, 7).await;
+    let strict = Arc::new(AtomicBool::new(true));
+    let sink = MemorySink::new();
+    let report = runtime
+        .run(picky_job("picky", Arc::new(sink.clone()), strict.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Done);
+    assert_eq!(report.dead_letters, 10);
+    assert_eq!(sink.messages().len(), 990);
+    // One row disappears from the source before the requeue.
+    runtime
+        .store()
+        .run(|c| c.execute(&Sql::new("DELETE FROM events WHERE id = 500")))
+        .await
+        .unwrap();
+
+    strict.store(false, Ordering::SeqCst);
+    let again = MemorySink::new();
+    let requeued = runtime
+        .requeue_dead_letters(
+            picky_job("picky", Arc::new(again.clone()), strict.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(requeued.run_id, report.run_id);
+    assert_eq!(
+        (
+            requeued.delivered,
+            requeued.skipped,
+            requeued.still_failing,
+            requeued.not_found,
+            requeued.without_key
+        ),
+        (7, 1, 1, 1, 0),
+        "{requeued}"
+    );
+    let mut keys: Vec<i64> = again.messages().iter().map(|m| m.key).collect();
+    keys.sort();
+    assert_eq!(keys, [100, 200, 400, 600, 800, 900, 1000]);
+    let ids: Vec<String> = again.messages().iter().map(|m| m.id.to_string()).collect();
+    assert!(
+        ids.contains(&"picky:100:1".to_owned()),
+        "the same ids: {ids:?}"
+    );
+
+    let op = runtime.operator();
+    let (_, left) = op.dead_letters("picky", None).await.unwrap();
+    let mut left: Vec<(Option<i64>, String)> =
+        left.into_iter().map(|d| (d.row_key, d.reason)).collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left[0], (Some(300), "300 is still bad".to_owned()));
+    assert_eq!(left[1].0, Some(500));
+    assert!(left[1].1.contains("500 is bad"), "kept as it was: {left:?}");
+    let audit = op.audit_log("picky", 5).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "requeue-dead-letters" && a.detail.contains("7 delivered")),
+        "{audit:?}"
+    );
+
+    // Again: nothing more to deliver, and an unknown run is an error.
+    let twice = runtime
+        .requeue_dead_letters(
+            picky_job("picky", Arc::new(again.clone()), strict.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (twice.delivered, twice.still_failing, twice.not_found),
+        (0, 1, 1)
+    );
+    assert!(matches!(
+        runtime
+            .requeue_dead_letters(
+                picky_job("picky", Arc::new(again.clone()), strict),
+                Some(999)
+            )
+            .await,
+        Err(ControlError::UnknownRun { run_id: 999, .. })
+    ));
+    runtime.shutdown().await;
+}
+
 on_both_backends!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     pause_hands_partitions_back_and_resume_finishes,
     a_dry_plan_writes_nothing_and_is_the_plan_the_run_gets,
+    requeue_reads_dead_letters_again_and_records_each_outcome,
     cancel_ends_the_run_for_good,
     retry_runs_failed_partitions_again,
     a_cap_on_active_partitions_holds_across_instances,
@@ -637,12 +756,32 @@ mod commands {
         let out = tranche(&["dead-letters", "purge", "--config", config]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains("--yes"), "{}", text(&out));
+        let out = tranche(&["dead-letters", "requeue", "--config", config, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let requeued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(requeued["run_id"].to_string(), run_id);
+        assert_eq!(requeued["delivered"], 0, "no dead letters: {requeued}");
+        let out = tranche(&[
+            "dead-letters",
+            "requeue",
+            "--config",
+            config,
+            "--run",
+            "999",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
         let out = tranche(&["status", "--config", config]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         let shown = text(&out);
         assert!(shown.contains("job steered: cancelled"), "{shown}");
-        for action in ["pause", "resume", "throttle", "cancel"] {
+        for action in [
+            "pause",
+            "resume",
+            "throttle",
+            "cancel",
+            "requeue-dead-letters",
+        ] {
             assert!(
                 shown.contains(&format!("  {action}  ")),
                 "{action} audited: {shown}"

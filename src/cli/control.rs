@@ -106,6 +106,23 @@ pub(crate) enum DeadLetterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Read the rows of a run's dead letters again by key, run them through
+    /// the job's processor and sink, and record each outcome (needs the job
+    /// file, for its processor and sink).
+    Requeue {
+        /// The job file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Database URL (overrides the file's).
+        #[arg(long, env = "TRANCHE_DATABASE_URL")]
+        db: Option<String>,
+        /// The run (default: the job's active run, or its latest).
+        #[arg(long)]
+        run: Option<i64>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a run's dead letters (asks for --yes).
     Purge {
         #[command(flatten)]
@@ -457,6 +474,36 @@ pub(crate) async fn dead_letters_main(cmd: DeadLetterCommand) -> anyhow::Result<
                             .unwrap_or_else(|| "-".into()),
                         d.reason
                     );
+                }
+            }))
+        }
+        DeadLetterCommand::Requeue {
+            config,
+            db,
+            run,
+            json,
+        } => {
+            let mut flags = tranche::config::Flags::default();
+            if let Some(db) = db {
+                flags.set_database_url(db);
+            }
+            let file = tranche::config::JobFile::load(&config, &flags)?;
+            file.validate()?;
+            let mut runtime_config = file.runtime_config()?;
+            // It claims nothing: its identity is who asked, for the audit.
+            runtime_config.instance_id = Some(actor());
+            let runtime = RuntimeHandle::start(runtime_config).await?;
+            let out = async {
+                let job = file.job(runtime.store(), runtime.instance_id())?;
+                anyhow::Ok(runtime.requeue_dead_letters(job, run).await)
+            }
+            .await;
+            runtime.shutdown().await;
+            Ok(done(out?, |r| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    println!("tranche dead-letters requeue: run {}: {r}", r.run_id);
                 }
             }))
         }

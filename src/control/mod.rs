@@ -18,6 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod requeue;
+
+pub use requeue::RequeueReport;
+
 use serde::Serialize;
 
 use crate::model::{ConfigError, Throttle};
@@ -70,12 +74,29 @@ pub enum ControlError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The job's sink failed (while requeueing dead letters).
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// The runtime was shut down before the operation completed.
+    #[error("the tranche runtime is shut down")]
+    Shutdown,
+}
+
+impl From<crate::Error> for ControlError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Config(e) => ControlError::Config(e),
+            crate::Error::Store(e) => ControlError::Store(e),
+            crate::Error::Sink(e) => ControlError::Sink(e),
+            _ => ControlError::Shutdown,
+        }
+    }
 }
 
 impl ControlError {
     /// The binary's exit status for this error: 2 for an unknown job, run
     /// or partition and for bad input, 4 when the run's state forbids the
-    /// operation, 1 when the database failed.
+    /// operation, 1 when the database or the sink failed.
     pub fn exit_code(&self) -> i32 {
         match self {
             ControlError::UnknownJob(_)
@@ -84,7 +105,7 @@ impl ControlError {
             | ControlError::NoActiveRun(_)
             | ControlError::Config(_) => 2,
             ControlError::Forbidden { .. } => 4,
-            ControlError::Store(_) => 1,
+            ControlError::Store(_) | ControlError::Sink(_) | ControlError::Shutdown => 1,
         }
     }
 }

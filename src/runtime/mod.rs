@@ -34,6 +34,7 @@ pub use crate::store::lease::LeaseConfig;
 pub use progress::{peak_rss_bytes, PartitionProgress, RunProgress, RunReport};
 pub use publisher::lane_of;
 pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
+pub(crate) use worker::process_row;
 
 use crate::error::Error;
 use crate::job::Job;
@@ -453,6 +454,31 @@ impl RuntimeHandle {
                 self.inner.config.page_size,
             )
             .await?)
+    }
+
+    /// Requeues the dead letters of the job's run (its active run, or its
+    /// latest, or `run_id`): reads their rows again by key from the source
+    /// (as a run would read them: the filter applies), runs each through
+    /// the job's processor and delivers the messages to the job's sink, in
+    /// batches. A delivered row's dead letter (or one the processor now
+    /// skips) is deleted; a row still rejected keeps its dead letter with
+    /// the new reason; a key the source no longer has keeps its dead letter
+    /// as it was. The counts are returned and written to the audit trail.
+    /// The job is checked against the catalog first, as a run is. A sink
+    /// error stops the requeue: the batch's dead letters stay.
+    pub async fn requeue_dead_letters(
+        &self,
+        job: Job,
+        run_id: Option<i64>,
+    ) -> Result<crate::control::RequeueReport, crate::control::ControlError> {
+        let job = supervisor::preflight(
+            job,
+            &self.inner.store,
+            &self.inner.config,
+            &self.inner.shutdown.subscribe(),
+        )
+        .await?;
+        self.operator().requeue(&job, run_id).await
     }
 
     /// Runs the job (or joins its active run) to its end.

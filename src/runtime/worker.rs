@@ -133,7 +133,7 @@ fn lost(setup: &WorkerSetup) -> Error {
 
 /// Runs the job's processor on one row; a panic in it makes the row poison
 /// rather than silently killing the worker.
-fn process_row(
+pub(crate) fn process_row(
     job: &Job,
     row: &SourceRow,
     scope: &crate::model::Scope,

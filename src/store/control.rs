@@ -569,6 +569,35 @@ pub(crate) fn purge_dead_letters(c: &mut Connection, run_id: i64) -> Result<u64,
     )? as u64)
 }
 
+/// Deletes the dead letter of `key` in `run_id` (resolved by a requeue).
+pub(crate) fn resolve_dead_letter(
+    c: &mut Connection,
+    run_id: i64,
+    key: i64,
+) -> Result<u64, StoreError> {
+    Ok(c.execute(
+        &Sql::new("DELETE FROM tranche_dead_letters WHERE run_id = ? AND row_key = ?")
+            .bind(Bind::Int(run_id))
+            .bind(Bind::Int(key)),
+    )? as u64)
+}
+
+/// Replaces the reason of the dead letter of `key` in `run_id`.
+pub(crate) fn set_dead_letter_reason(
+    c: &mut Connection,
+    run_id: i64,
+    key: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        &Sql::new("UPDATE tranche_dead_letters SET reason = ? WHERE run_id = ? AND row_key = ?")
+            .bind(Bind::Text(crate::model::redact::redact_text(reason)))
+            .bind(Bind::Int(run_id))
+            .bind(Bind::Int(key)),
+    )?;
+    Ok(())
+}
+
 pub(crate) fn write_audit(c: &mut Connection, e: &AuditEntry) -> Result<(), StoreError> {
     let now = c.dialect().now_ms();
     c.execute(
@@ -709,6 +738,39 @@ impl Store {
     /// Deletes a run's dead letters; how many there were.
     pub async fn purge_dead_letters(&self, run_id: i64) -> Result<u64, StoreError> {
         self.run(move |c| purge_dead_letters(c, run_id)).await
+    }
+
+    #[doc(hidden)]
+    /// Deletes the dead letter of `key` in `run_id`; how many there were.
+    pub async fn resolve_dead_letter(&self, run_id: i64, key: i64) -> Result<u64, StoreError> {
+        self.run(move |c| resolve_dead_letter(c, run_id, key)).await
+    }
+
+    #[doc(hidden)]
+    /// Replaces the reason of the dead letter of `key` in `run_id`.
+    pub async fn set_dead_letter_reason(
+        &self,
+        run_id: i64,
+        key: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let reason = reason.to_owned();
+        self.run(move |c| set_dead_letter_reason(c, run_id, key, &reason))
+            .await
+    }
+
+    #[doc(hidden)]
+    /// The rows of `scope` with these keys that a run would read, decoded
+    /// as a page is (see [`Store::fetch_page`]).
+    pub async fn rows_by_key(
+        &self,
+        source: &crate::model::Source,
+        scope: &crate::model::Scope,
+        keys: Vec<i64>,
+    ) -> Result<super::Page, StoreError> {
+        let (source, scope) = (source.clone(), scope.clone());
+        self.run(move |c| super::source::rows_by_key(c, &source, &scope, &keys))
+            .await
     }
 
     /// Appends to the audit trail.

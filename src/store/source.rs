@@ -376,6 +376,41 @@ pub(crate) fn fetch_page(
             rows.extend(group);
         }
     }
+    Ok(decoded(source, rows))
+}
+
+/// The rows of `scope` with these keys that a run would read (the filter
+/// admits them and their key and order values can be read), decoded as a
+/// page is; any order.
+pub(crate) fn rows_by_key(
+    c: &mut Connection,
+    source: &Source,
+    scope: &Scope,
+    keys: &[i64],
+) -> Result<Page, StoreError> {
+    if keys.is_empty() {
+        return Ok(Page::default());
+    }
+    let ks = Keyset::of(c, source)?;
+    let (extra, _) = extra_columns(c, source, true);
+    let mut sql = Sql::new(format!(
+        "SELECT {} AS ord, CAST({} AS BIGINT) AS k{extra} ",
+        ks.o_int, ks.k
+    ));
+    let base = ks.eligible(source, scope);
+    sql.push(base.text_ref(), base.binds_ref().iter().cloned());
+    let marks = vec!["?"; keys.len()].join(", ");
+    sql.push(
+        &format!(" AND {} IN ({marks})", ks.k),
+        keys.iter().map(|&k| Bind::Int(k)),
+    );
+    let rows = c.load::<PageRow>(&sql)?;
+    Ok(decoded(source, rows))
+}
+
+/// Rows as a page: those whose extra columns all read, and the others with
+/// the reason.
+fn decoded(source: &Source, rows: Vec<PageRow>) -> Page {
     let mut page = Page::default();
     let names: Arc<[String]> = source.columns.iter().map(ToString::to_string).collect();
     for r in rows {
@@ -393,7 +428,7 @@ pub(crate) fn fetch_page(
             }
         }
     }
-    Ok(page)
+    page
 }
 
 /// The `n`th row (from 1) of a partition after `after` (or from its lower
