@@ -46,6 +46,13 @@ pub enum Error {
     /// The runtime was shut down before the request completed.
     #[error("the tranche runtime is shut down")]
     Shutdown,
+    /// The run ended with an error that another of its handles took
+    /// (see [`crate::RunHandle::wait`]); its text.
+    #[error("the run failed on this instance: {reason}")]
+    RunFailed {
+        /// The error's text, causes included.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -57,7 +64,8 @@ impl Error {
             Error::Config(_)
             | Error::SkipLimitExceeded { .. }
             | Error::Start(_)
-            | Error::Shutdown => false,
+            | Error::Shutdown
+            | Error::RunFailed { .. } => false,
         }
     }
 }

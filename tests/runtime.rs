@@ -322,6 +322,52 @@ async fn dropping_the_last_handle_shuts_down_gracefully(url: String) {
     assert_eq!(other.shutdown().await, Shutdown::Clean);
 }
 
+async fn a_second_start_in_one_process_returns_the_running_run(url: String) {
+    let mut cfg = config(&url);
+    cfg.page_size = 50;
+    let runtime = RuntimeHandle::start(cfg).await.unwrap();
+    common::seed_events(runtime.store(), 3000, 7).await;
+    let sink = SlowSink::default();
+    let ignored = MemorySink::new();
+    let first = runtime
+        .start_run(job(Arc::new(sink.clone()), 4, None))
+        .unwrap();
+    let second = runtime
+        .start_run(job(Arc::new(ignored.clone()), 4, None))
+        .unwrap();
+    let looked_up = runtime.active_run(JOB).expect("the job runs here");
+    assert!(runtime.active_run("no-such-job").is_none());
+    first.subscribe().wait_for(|p| p.planned).await.unwrap();
+    assert_eq!(second.progress().run_id, first.progress().run_id);
+    assert!(!first.is_finished() && first.report().is_none());
+
+    let keep = first.clone();
+    let (a, b, c) = futures::join!(first.wait(), second.wait(), looked_up.wait());
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!((a.state, a.rows_done), (RunState::Done, 3000));
+    assert_eq!((a.run_id, a.rows_done), (b.run_id, b.rows_done));
+    assert_eq!((a.run_id, a.rows_done), (c.run_id, c.rows_done));
+    assert!(
+        ignored.messages().is_empty(),
+        "the second start started nothing"
+    );
+    assert_eq!(counts(&sink.0.messages()).len(), 3000);
+    // The ended run's report stays with every handle; it is no longer active.
+    assert!(keep.is_finished());
+    assert!(keep.progress().is_finished());
+    assert_eq!(keep.report().map(|r| r.run_id), Some(a.run_id));
+    assert!(runtime.active_run(JOB).is_none());
+    // A start after the end opens the job's next run.
+    let next = runtime
+        .start_run(job(Arc::new(MemorySink::new()), 4, None))
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_ne!(next.run_id, a.run_id);
+    runtime.shutdown().await;
+}
+
 /// Fails every delivery that contains one of the first 100 keys.
 #[derive(Clone, Default)]
 struct RejectsLowKeys(MemorySink);
@@ -676,6 +722,7 @@ on_both_backends!(
     graceful_shutdown_checkpoints_and_the_next_runtime_resumes,
     a_shutdown_past_its_grace_abandons_what_is_in_flight,
     dropping_the_last_handle_shuts_down_gracefully,
+    a_second_start_in_one_process_returns_the_running_run,
     a_partition_that_keeps_failing_is_failed_after_its_attempts,
     a_worker_whose_lease_was_taken_over_stops_without_writing,
     two_instances_share_one_run_without_overlap,

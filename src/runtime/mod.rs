@@ -18,6 +18,7 @@ mod context;
 mod lease_keeper;
 mod progress;
 mod publisher;
+mod run_handle;
 mod scheduler;
 mod supervisor;
 mod worker;
@@ -33,6 +34,7 @@ pub use crate::backoff::Backoff;
 pub use crate::store::lease::LeaseConfig;
 pub use progress::{peak_rss_bytes, PartitionProgress, RunProgress, RunReport};
 pub use publisher::lane_of;
+pub use run_handle::RunHandle;
 pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
 pub(crate) use worker::process_row;
 
@@ -287,6 +289,8 @@ struct Inner {
     held: HeldLeases,
     shutdown: watch::Sender<bool>,
     active: ActiveRuns,
+    /// The latest run of each job started here, by job name.
+    runs: std::sync::Mutex<std::collections::HashMap<String, RunHandle>>,
     /// Resolves when the runtime thread's System has stopped.
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -365,6 +369,7 @@ impl RuntimeHandle {
                 held,
                 shutdown,
                 active: ActiveRuns::default(),
+                runs: Default::default(),
                 stopped: tokio::sync::Mutex::new(Some(stopped_rx)),
             }),
         })
@@ -394,15 +399,24 @@ impl RuntimeHandle {
 
     /// Starts (or joins) the job's active run and returns at once; the
     /// [`RunHandle`] follows its progress and waits for its report.
+    ///
+    /// A job already running in this process (by name) is not started
+    /// again: its run's handle is returned, whatever `job` says, so one
+    /// process never doubles a job's workers.
     pub fn start_run(&self, job: Job) -> Result<RunHandle, Error> {
         if *self.inner.shutdown.borrow() {
             return Err(Error::Shutdown);
         }
-        let (report_tx, report_rx) = oneshot::channel();
+        let mut runs = self.inner.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = runs.get(&job.name).filter(|h| !h.is_finished()) {
+            return Ok(running.clone());
+        }
+        let name = job.name.clone();
         let (progress_tx, progress_rx) = watch::channel(RunProgress {
             job: job.name.clone(),
             ..RunProgress::default()
         });
+        let (handle, report) = RunHandle::new(progress_rx);
         let control = context::Control::new(job.throttle.clone());
         let setup = SupervisorSetup {
             run: context::RunContext {
@@ -416,7 +430,7 @@ impl RuntimeHandle {
                 started: std::time::Instant::now(),
             },
             held: self.inner.held.clone(),
-            report: report_tx,
+            report,
             guard: self.inner.active.enter(),
         };
         let started = self.inner.arbiter.spawn(async move {
@@ -425,10 +439,15 @@ impl RuntimeHandle {
         if !started {
             return Err(Error::Shutdown);
         }
-        Ok(RunHandle {
-            progress: progress_rx,
-            report: report_rx,
-        })
+        runs.insert(name, handle.clone());
+        Ok(handle)
+    }
+
+    /// The handle of the job's run in this process while it runs there,
+    /// as [`RuntimeHandle::start_run`] returned it.
+    pub fn active_run(&self, job: &str) -> Option<RunHandle> {
+        let runs = self.inner.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.get(job).filter(|h| !h.is_finished()).cloned()
     }
 
     /// A dry run of the job's planning: the partitions a run of it would
@@ -574,28 +593,5 @@ impl Drop for Inner {
             let _ = tokio::time::timeout(grace, active.wait_idle()).await;
             system.stop();
         });
-    }
-}
-
-/// Follows one run: live progress, then its report.
-pub struct RunHandle {
-    progress: watch::Receiver<RunProgress>,
-    report: oneshot::Receiver<Result<RunReport, Error>>,
-}
-
-impl RunHandle {
-    /// The latest progress.
-    pub fn progress(&self) -> RunProgress {
-        self.progress.borrow().clone()
-    }
-
-    /// A receiver that wakes on every progress update.
-    pub fn subscribe(&self) -> watch::Receiver<RunProgress> {
-        self.progress.clone()
-    }
-
-    /// Waits for the run to end on this instance.
-    pub async fn wait(self) -> Result<RunReport, Error> {
-        self.report.await.map_err(|_| Error::Shutdown)?
     }
 }

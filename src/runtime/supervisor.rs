@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::context::RunContext;
 use super::lease_keeper::HeldLeases;
@@ -37,7 +37,7 @@ struct Active {
 pub(crate) struct RunSupervisor {
     run: RunContext,
     held: HeldLeases,
-    report: Option<oneshot::Sender<Result<RunReport, Error>>>,
+    report: Option<super::run_handle::RunEnd>,
     publisher: Option<Addr<Publisher>>,
     run_id: Option<i64>,
     /// Partitions held by this instance, running or waiting for a restart.
@@ -60,7 +60,7 @@ pub(crate) struct RunSupervisor {
 pub(crate) struct SupervisorSetup {
     pub(crate) run: RunContext,
     pub(crate) held: HeldLeases,
-    pub(crate) report: oneshot::Sender<Result<RunReport, Error>>,
+    pub(crate) report: super::run_handle::RunEnd,
     pub(crate) guard: ActiveRunGuard,
 }
 
@@ -509,7 +509,7 @@ impl RunSupervisor {
 
     fn send_report(&mut self, report: Result<RunReport, Error>, ctx: &mut Context<Self>) {
         if let Some(tx) = self.report.take() {
-            let _ = tx.send(report);
+            tx.send(report);
         }
         ctx.stop();
     }
