@@ -771,6 +771,14 @@ mod commands {
         ]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
+        // Watching an ended run looks once: one JSON line.
+        let out = tranche(&["status", "--config", config, "--watch", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let last: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(last["run"]["state"], "cancelled");
+
         let out = tranche(&["status", "--config", config]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         let shown = text(&out);

@@ -207,15 +207,23 @@ pub(crate) async fn status_main(args: StatusArgs) -> anyhow::Result<i32> {
     let (json, watch, interval) = (args.json, args.watch, args.interval);
     let mut stop = StopSignal::new()?;
     let (runtime, op, job) = open(&args.target).await?;
+    // Watching on a terminal redraws in place; elsewhere each look follows
+    // the last (as one JSON line each with --json).
+    let redraw = watch && !json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let out = async {
         loop {
             let status = op.status(&job, run).await?;
-            if json {
+            if json && watch {
+                println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            } else if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&status).unwrap_or_default()
                 );
             } else {
+                if redraw {
+                    print!("\x1b[H\x1b[2J");
+                }
                 print_status(&status);
             }
             if !watch || status.run.state.is_finished() {
@@ -225,7 +233,7 @@ pub(crate) async fn status_main(args: StatusArgs) -> anyhow::Result<i32> {
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.recv() => return Ok(()),
             }
-            if !json {
+            if !json && !redraw {
                 println!();
             }
         }
