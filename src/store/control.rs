@@ -14,6 +14,7 @@ use diesel::QueryableByName;
 use serde::Serialize;
 
 use super::connection::{Bind, Connection, Sql};
+use super::gate::lock_clause;
 use super::queries::{self, One, RunRecord, RunRow, RunState, RUN_COLUMNS};
 use super::{Dialect, Store, StoreError};
 use crate::model::Throttle;
@@ -160,14 +161,6 @@ struct AuditRow {
 }
 
 #[derive(QueryableByName)]
-struct GateRow {
-    #[diesel(sql_type = Text)]
-    state: String,
-    #[diesel(sql_type = Nullable<Integer>)]
-    max_active_partitions: Option<i32>,
-}
-
-#[derive(QueryableByName)]
 struct Value {
     #[diesel(sql_type = Nullable<Double>)]
     v: Option<f64>,
@@ -179,49 +172,6 @@ struct SampleRow {
     at_ms: i64,
     #[diesel(sql_type = BigInt)]
     rows_done: i64,
-}
-
-fn lock_clause(c: &Connection) -> &'static str {
-    match c.dialect() {
-        Dialect::Postgres => " FOR UPDATE",
-        Dialect::Sqlite => "",
-    }
-}
-
-/// Inside a write transaction: locks the run's row (PostgreSQL; SQLite's
-/// write lock is already held) and says whether a partition may be claimed
-/// now: the run is running and, under a cap, fewer of its partitions are
-/// claimed under a live lease than the cap.
-pub(super) fn may_claim(c: &mut Connection, run_id: i64) -> Result<bool, StoreError> {
-    let lock = lock_clause(c);
-    let gate: Vec<GateRow> = c.load(
-        &Sql::new(format!(
-            "SELECT state, max_active_partitions FROM tranche_runs WHERE id = ?{lock}"
-        ))
-        .bind(Bind::Int(run_id)),
-    )?;
-    let Some(gate) = gate.into_iter().next() else {
-        return Ok(false);
-    };
-    if gate.state != "running" {
-        return Ok(false);
-    }
-    let Some(cap) = gate.max_active_partitions else {
-        return Ok(true);
-    };
-    Ok(live_claims(c, run_id)? < i64::from(cap))
-}
-
-fn live_claims(c: &mut Connection, run_id: i64) -> Result<i64, StoreError> {
-    let now = c.dialect().now_ms();
-    let n: Vec<One> = c.load(
-        &Sql::new(format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS v FROM tranche_partitions \
-             WHERE run_id = ? AND state = 'claimed' AND lease_expires_ms >= {now}"
-        ))
-        .bind(Bind::Int(run_id)),
-    )?;
-    Ok(n.first().map_or(0, |r| r.v))
 }
 
 fn locked_run(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {

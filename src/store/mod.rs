@@ -18,6 +18,7 @@ mod database_url;
 mod datum;
 mod describe;
 mod executor;
+mod gate;
 pub mod lease;
 mod migrations;
 mod queries;

@@ -1082,7 +1082,7 @@ pub(crate) fn claim(
     // same row from one snapshot): the run's state and its cap on active
     // partitions are read by one claimer at a time.
     let rows: Vec<PartitionRow> = c.write_transaction(|c| {
-        if !super::control::may_claim(c, run_id)? {
+        if !super::gate::may_claim(c, run_id)? {
             return Ok::<_, StoreError>(Vec::new());
         }
         c.load(&claim)
@@ -1254,7 +1254,7 @@ pub(crate) fn steal(
         // Steals of one run take turns on the run's row, so two never pick
         // the same new partition number (SQLite's write lock already does);
         // a paused run or one at its cap of active partitions gets none.
-        if !super::control::may_claim(c, run_id)? {
+        if !super::gate::may_claim(c, run_id)? {
             return Ok(None);
         }
         // The live range partition with the most work left; its row stays
