@@ -643,12 +643,17 @@ mod commands {
             .then(|| serde_json::from_slice(&out.stdout).expect("status --json is JSON"))
     }
 
-    #[test]
-    fn commands_steer_a_running_process_and_exit_with_documented_codes() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
+    /// A SQLite database of `rows` events and a job file over it into the
+    /// null sink, each batch taking `delay_ms`: the database's path, its
+    /// URL and the job file's path.
+    fn steered_job(
+        dir: &std::path::Path,
+        rows: i64,
+        delay_ms: u64,
+    ) -> (std::path::PathBuf, String, String) {
+        let db = dir.join("app.db");
         let mut c = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
-        let values: Vec<String> = (1..=4000).map(|id| format!("({id}, {})", id / 3)).collect();
+        let values: Vec<String> = (1..=rows).map(|id| format!("({id}, {})", id / 3)).collect();
         c.batch_execute(&format!(
             "CREATE TABLE events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL); \
              CREATE INDEX events_at ON events (at, id); \
@@ -658,7 +663,7 @@ mod commands {
         .unwrap();
         drop(c);
         let url = format!("sqlite://{}", db.display());
-        let config = dir.path().join("job.toml");
+        let config = dir.join("job.toml");
         std::fs::write(
             &config,
             format!(
@@ -666,11 +671,18 @@ mod commands {
                  [source]\ntable = \"events\"\nkey_column = \"id\"\norder_column = \"at\"\n\n\
                  [strategy]\nkind = \"range\"\npartitions = 4\n\n\
                  [runtime]\npage_size = 20\nconcurrency = 2\npoll_interval = \"50ms\"\n\n\
-                 [sink]\nkind = \"null\"\ndelay_ms = 50\n"
+                 [sink]\nkind = \"null\"\ndelay_ms = {delay_ms}\n"
             ),
         )
         .unwrap();
-        let config = config.to_str().unwrap();
+        (db, url, config.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn commands_steer_a_running_process_and_exit_with_documented_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, url, config) = steered_job(dir.path(), 4000, 50);
+        let config = config.as_str();
 
         // A dry run plans the job and leaves the database as it was.
         let out = tranche(&["plan", "--config", config, "--json"]);
@@ -796,5 +808,70 @@ mod commands {
             );
         }
         assert!(shown.contains('@'), "who acted: {shown}");
+    }
+
+    #[test]
+    fn without_a_terminal_run_prints_a_progress_line_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, config) = steered_job(dir.path(), 2000, 30);
+        let out = tranche(&[
+            "run",
+            "--config",
+            &config,
+            "--progress-interval",
+            "100ms",
+            "--progress-format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "progress")
+            .collect();
+        assert!(lines.len() >= 2, "progress lines: {}", text(&out));
+        let done: Vec<i64> = lines
+            .iter()
+            .map(|l| l["rows_done"].as_i64().unwrap())
+            .collect();
+        assert!(
+            done.windows(2).all(|w| w[0] <= w[1]),
+            "rows only grow: {done:?}"
+        );
+        for l in &lines {
+            assert_eq!(l["rows_identified"], 2000);
+            assert_eq!(l["partitions"], 4);
+            assert!(l["partitions_active"].as_u64().unwrap() <= 2, "{l}");
+        }
+        // As text, and none with --quiet.
+        let out = tranche(&[
+            "run",
+            "--config",
+            &config,
+            "--run-key",
+            "again",
+            "--progress-interval",
+            "100ms",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("  progress: run "),
+            "{}",
+            text(&out)
+        );
+        let out = tranche(&[
+            "run",
+            "--config",
+            &config,
+            "--run-key",
+            "quiet",
+            "--quiet",
+            "--progress-interval",
+            "100ms",
+        ]);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("progress:"),
+            "{}",
+            text(&out)
+        );
     }
 }

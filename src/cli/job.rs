@@ -52,6 +52,15 @@ pub(crate) struct RunArgs {
     pub(crate) quiet: bool,
 }
 
+/// `tranche run`: a job file's settings and how progress is said.
+#[derive(clap::Args)]
+pub(crate) struct RunCommand {
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    #[command(flatten)]
+    pub(crate) progress: super::progress::ProgressArgs,
+}
+
 /// The `run --summary-json` object: the run's report and this process.
 #[derive(Serialize)]
 pub(crate) struct RunSummary<'a> {
@@ -96,7 +105,11 @@ pub(crate) async fn start_job(
     Ok((runtime, job))
 }
 
-pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run_main(command: RunCommand) -> anyhow::Result<i32> {
+    let RunCommand {
+        run: args,
+        progress,
+    } = command;
     let file = load_job_file(&args)?;
     let (runtime, job) = start_job(&file, "run").await?;
     let multi = MultiProgress::with_draw_target(if args.quiet {
@@ -106,7 +119,7 @@ pub(crate) async fn run_main(args: RunArgs) -> anyhow::Result<i32> {
     });
     let started = Instant::now();
     let run = runtime.start_run(job)?;
-    let mut report = follow(&runtime, run, &multi).await?;
+    let mut report = follow(&runtime, run, &multi, progress.lines(args.quiet)).await?;
     // This process's time, start-up included, as the summary reports it.
     report.elapsed = started.elapsed();
     multi.clear().ok();

@@ -33,7 +33,7 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Run (or join the active run of) a job described by a TOML file, once,
     /// now.
-    Run(RunArgs),
+    Run(job::RunCommand),
     /// Run a job file on its `[schedule]` (interval, cron or one instant)
     /// until Ctrl-C, or until a one-time schedule has run.
     Schedule(RunArgs),

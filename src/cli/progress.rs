@@ -34,12 +34,100 @@ impl StopSignal {
     }
 }
 
+/// How progress is said where there is no terminal to draw bars on.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct ProgressArgs {
+    /// Without a terminal (a container, systemd, CI): print one progress
+    /// line per interval, with its unit; "0s" for none.
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    pub(crate) progress_interval: Duration,
+    /// Those lines as text or as JSON objects, one per line.
+    #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
+    pub(crate) progress_format: ProgressFormat,
+}
+
+/// The form of a progress line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProgressFormat {
+    Text,
+    Json,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    tranche::runtime::Schedule::parse_interval(text).map_err(|e| e.reason)
+}
+
+impl ProgressArgs {
+    /// The lines to print: none on a terminal (bars are drawn there), with
+    /// `--quiet`, or with an interval of zero.
+    pub(crate) fn lines(&self, quiet: bool) -> Option<(Duration, ProgressFormat)> {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        (!terminal && !quiet && !self.progress_interval.is_zero())
+            .then_some((self.progress_interval, self.progress_format))
+    }
+}
+
+/// One progress line: rows done of identified, rate, ETA, partitions.
+pub(crate) fn progress_line(p: &tranche::runtime::RunProgress, format: ProgressFormat) -> String {
+    let count = |state| p.partitions.iter().filter(|pp| pp.state == state).count();
+    let active = p.partitions.iter().filter(|pp| pp.active).count();
+    let (done, failed) = (
+        count(tranche::store::PartitionState::Done),
+        count(tranche::store::PartitionState::Failed),
+    );
+    let percent = if p.rows_identified > 0 {
+        p.rows_done as f64 * 100.0 / p.rows_identified as f64
+    } else {
+        0.0
+    };
+    match format {
+        ProgressFormat::Json => serde_json::json!({
+            "event": "progress",
+            "job": p.job,
+            "run_id": p.run_id,
+            "state": p.state.as_str(),
+            "rows_done": p.rows_done,
+            "rows_identified": p.rows_identified,
+            "percent": (percent * 10.0).round() / 10.0,
+            "rows_per_s": p.rows_per_s.map(f64::round),
+            "eta_s": p.eta.map(|e| e.as_secs_f64().round()),
+            "partitions_active": active,
+            "partitions_done": done,
+            "partitions_failed": failed,
+            "partitions": p.partitions.len(),
+            "health": p.health,
+        })
+        .to_string(),
+        ProgressFormat::Text => format!(
+            "  progress: run {} {}: {} of {} rows ({percent:.1}%){}{}; partitions {active} active, \
+             {done} done, {failed} failed of {}{}",
+            p.run_id,
+            p.state.as_str(),
+            p.rows_done,
+            p.rows_identified,
+            p.rows_per_s
+                .map(|r| format!(", {r:.0} rows/s"))
+                .unwrap_or_default(),
+            p.eta
+                .map(|e| format!(", ETA {}", crate::cli::control::fmt_secs(e.as_secs_f64())))
+                .unwrap_or_default(),
+            p.partitions.len(),
+            p.health
+                .as_ref()
+                .map(|why| format!("; unhealthy: {why}"))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
 /// Draws live progress until the run reports; Ctrl-C or SIGTERM shuts
-/// down gracefully.
+/// down gracefully. Without a terminal, `lines` says how often to print a
+/// progress line instead, and in which form.
 pub(crate) async fn follow(
     runtime: &RuntimeHandle,
     run: tranche::RunHandle,
     multi: &MultiProgress,
+    lines: Option<(Duration, ProgressFormat)>,
 ) -> anyhow::Result<RunReport> {
     let progress = run.subscribe();
     let total = multi.add(ProgressBar::new(0));
@@ -60,6 +148,10 @@ pub(crate) async fn follow(
     let mut changes = run.subscribe();
     let mut wait = Box::pin(run.wait());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut line_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + lines.map_or(Duration::from_secs(3600), |l| l.0),
+        lines.map_or(Duration::from_secs(3600), |l| l.0),
+    );
     let mut interrupted = false;
     let mut counted_from: Option<(i64, Instant)> = None;
     let mut stop = StopSignal::new()?;
@@ -122,6 +214,14 @@ pub(crate) async fn follow(
                     };
                     multi.suspend(|| println!("{said}"));
                     health = p.health.clone();
+                }
+            }
+            _ = line_tick.tick(), if lines.is_some() => {
+                let p = progress.borrow().clone();
+                if p.planned {
+                    if let Some((_, format)) = lines {
+                        eprintln!("{}", progress_line(&p, format));
+                    }
                 }
             }
             _ = tick.tick() => {

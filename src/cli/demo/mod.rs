@@ -63,6 +63,8 @@ pub(crate) struct DemoArgs {
     /// Draw no progress bars.
     #[arg(long)]
     pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) progress: crate::cli::progress::ProgressArgs,
 }
 
 /// The `--summary-json` object: the run's report, this process and the
@@ -176,7 +178,7 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
     }
     let started = Instant::now();
     let run = runtime.start_run(job)?;
-    let mut report = follow(&runtime, run, &multi).await?;
+    let mut report = follow(&runtime, run, &multi, args.progress.lines(args.quiet)).await?;
     // This process's time, start-up included, as the summary reports it.
     report.elapsed = started.elapsed();
     multi.clear().ok();
