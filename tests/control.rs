@@ -874,4 +874,52 @@ mod commands {
             text(&out)
         );
     }
+
+    #[test]
+    fn json_logs_carry_the_run_and_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, config) = steered_job(dir.path(), 200, 0);
+        let out = tranche_command()
+            .args([
+                "run",
+                "--config",
+                &config,
+                "--quiet",
+                "--log-format",
+                "json",
+            ])
+            .env("RUST_LOG", "tranche=debug")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+            .collect();
+        assert!(!lines.is_empty(), "{}", text(&out));
+        // Every worker event sits in its partition's span, inside the run's.
+        let in_partition: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["target"] == "tranche::runtime::worker")
+            .collect();
+        assert!(!in_partition.is_empty(), "{}", text(&out));
+        for line in in_partition {
+            let spans = line["spans"].as_array().expect("a span list");
+            let field = |name: &str| spans.iter().find_map(|s| s.get(name).cloned());
+            assert_eq!(
+                field("job.name"),
+                Some(serde_json::json!("steered")),
+                "{line}"
+            );
+            assert!(
+                field("run.id").is_some_and(|v| v.as_i64().is_some()),
+                "{line}"
+            );
+            assert!(
+                field("partition.id").is_some_and(|v| v.as_i64().is_some()),
+                "{line}"
+            );
+            assert!(field("partition.epoch").is_some(), "{line}");
+        }
+    }
 }

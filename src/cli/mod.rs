@@ -23,8 +23,20 @@ pub(crate) mod settings;
     about = "Partitioned, checkpointed, repeatable data jobs"
 )]
 pub(crate) struct Cli {
+    /// The log on stderr (filtered by RUST_LOG, default "warn"): text, or
+    /// one JSON object per line carrying the spans' fields (`job.name`,
+    /// `run.id`, `partition.id`, `partition.epoch`, `page.rows`...).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TRANCHE_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// The form of the log lines.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -54,4 +54,7 @@ pub(crate) struct RunContext {
     pub(crate) control: Arc<watch::Sender<Control>>,
     /// When the run started on this instance.
     pub(crate) started: Instant,
+    /// The run's span (`job.name`, and `run.id` once planned): the parent
+    /// of its partitions' spans and of the supervisor's events.
+    pub(crate) span: tracing::Span,
 }

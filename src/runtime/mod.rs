@@ -428,6 +428,12 @@ impl RuntimeHandle {
                 progress: Arc::new(progress_tx),
                 control: Arc::new(watch::channel(control).0),
                 started: std::time::Instant::now(),
+                span: tracing::info_span!(
+                    "run",
+                    job.name = %name,
+                    run.id = tracing::field::Empty,
+                    instance.id = %self.inner.owner,
+                ),
             },
             held: self.inner.held.clone(),
             report,

@@ -13,6 +13,7 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::context::RunContext;
 use super::lease_keeper::HeldLeases;
@@ -94,9 +95,9 @@ impl RunSupervisor {
             partitions,
             reused,
         } = plan;
+        self.run.span.record("run.id", run.id);
         tracing::info!(
-            job = %self.run.job.name,
-            run = run.id,
+            parent: &self.run.span,
             partitions = partitions.len(),
             rows = run.rows_identified,
             reused,
@@ -177,7 +178,7 @@ impl RunSupervisor {
                         act.apply(view, health, ctx);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %Chain(&e), "could not read the run's controls; will try again")
+                        tracing::warn!(parent: &act.run.span, error = %Chain(&e), "could not read the run's controls; will try again")
                     }
                 }
             }),
@@ -212,7 +213,7 @@ impl RunSupervisor {
         let before = self.run.control.borrow().state;
         let state = view.run.state;
         if before != state {
-            tracing::info!(
+            tracing::info!(parent: &self.run.span,
                 run = view.run.id,
                 from = before.as_str(),
                 to = state.as_str(),
@@ -227,9 +228,9 @@ impl RunSupervisor {
                 if c.unhealthy != *h {
                     match h {
                         Some(why) => {
-                            tracing::warn!(reason = %why, "database unhealthy; no page starts")
+                            tracing::warn!(parent: &self.run.span, reason = %why, "database unhealthy; no page starts")
                         }
-                        None => tracing::info!("database healthy again; pages start"),
+                        None => tracing::info!(parent: &self.run.span, "database healthy again; pages start"),
                     }
                 }
                 c.unhealthy = h.clone();
@@ -342,7 +343,7 @@ impl RunSupervisor {
                     act.claiming = false;
                     match res {
                         Ok(Some(p)) => {
-                            tracing::info!(
+                            tracing::info!(parent: &act.run.span,
                                 partition = p.id,
                                 from = ?p.split_from,
                                 rows = p.rows_planned,
@@ -356,7 +357,7 @@ impl RunSupervisor {
                         Err(e) => {
                             // Stealing is an optimisation: a failed split
                             // changed nothing and never ends the run.
-                            tracing::warn!(error = %Chain(&e), "could not split a range; will look again");
+                            tracing::warn!(parent: &act.run.span, error = %Chain(&e), "could not split a range; will look again");
                             act.idle(ctx);
                         }
                     }
@@ -376,7 +377,7 @@ impl RunSupervisor {
     /// otherwise end the run's work here with the error.
     fn store_trouble(&mut self, e: StoreError, ctx: &mut Context<Self>) {
         if e.is_retryable() {
-            tracing::warn!(error = %Chain(&e), "store unavailable; retrying");
+            tracing::warn!(parent: &self.run.span, error = %Chain(&e), "store unavailable; retrying");
             ctx.run_later(self.run.config.poll_interval, |act, ctx| act.fill(ctx));
         } else {
             self.fail(Error::Store(e), ctx);
@@ -401,7 +402,7 @@ impl RunSupervisor {
             0
         };
         if record.taken_over {
-            tracing::info!(partition = record.id, from = ?record.cursor, "took over an expired lease");
+            tracing::info!(parent: &self.run.span, partition = record.id, from = ?record.cursor, "took over an expired lease");
         }
         let taken_over = record.taken_over;
         self.run.progress.send_modify(|p| {
@@ -480,7 +481,7 @@ impl RunSupervisor {
                         run.rows_done as f64 * 1000.0 / ms
                     });
                     report.error = run.last_error.clone();
-                    tracing::info!(
+                    tracing::info!(parent: &act.run.span,
                         run = run_id,
                         state = ?run.state,
                         interrupted,
@@ -502,7 +503,7 @@ impl RunSupervisor {
     }
 
     fn fail(&mut self, e: Error, ctx: &mut Context<Self>) {
-        tracing::error!(job = %self.run.job.name, error = %Chain(&e), "run failed on this instance");
+        tracing::error!(parent: &self.run.span, error = %Chain(&e), "run failed on this instance");
         self.finishing = true;
         self.send_report(Err(e), ctx);
     }
@@ -540,6 +541,7 @@ impl Actor for RunSupervisor {
                 let plan = identify(&job, &store, &owner, &config, &shutdown).await?;
                 Ok::<_, Error>((job, plan))
             }
+            .instrument(self.run.span.clone())
             .into_actor(self)
             .map(|res, act, ctx| match res {
                 Ok((job, plan)) => {
@@ -572,7 +574,7 @@ impl Handler<WorkerExited> for RunSupervisor {
             }
             Err(Error::Store(StoreError::LeaseLost { .. })) => {
                 self.held.drop_hold(id);
-                tracing::warn!(
+                tracing::warn!(parent: &self.run.span,
                     partition = id,
                     epoch = msg.epoch,
                     "lease lost; partition abandoned to its new holder"
@@ -610,7 +612,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                         match res {
                             Ok((attempts, Some(fresh), reason)) => {
                                 let delay = act.run.config.retry_backoff().jittered(attempts as u32);
-                                tracing::warn!(partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
+                                tracing::warn!(parent: &act.run.span, partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
                                 act.set_partition(id, PartitionState::Claimed, Some(reason));
                                 let lost = Arc::clone(&active.lost);
                                 act.active.insert(id, active);
@@ -622,13 +624,13 @@ impl Handler<WorkerExited> for RunSupervisor {
                             }
                             Ok((attempts, None, reason)) => {
                                 act.held.drop_hold(id);
-                                tracing::error!(partition = id, attempts, error = %reason, "partition failed");
+                                tracing::error!(parent: &act.run.span, partition = id, attempts, error = %reason, "partition failed");
                                 act.set_partition(id, PartitionState::Failed, Some(reason));
                                 act.fill(ctx);
                             }
                             Err(e) => {
                                 act.held.drop_hold(id);
-                                tracing::warn!(partition = id, error = %Chain(&e), "could not record the failure; the lease will expire and the partition be retried");
+                                tracing::warn!(parent: &act.run.span, partition = id, error = %Chain(&e), "could not record the failure; the lease will expire and the partition be retried");
                                 act.set_partition(id, PartitionState::Claimed, None);
                                 act.fill(ctx);
                             }

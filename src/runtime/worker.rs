@@ -98,12 +98,11 @@ impl Actor for PartitionWorker {
         let exited = setup.exited.clone();
         let (partition_id, epoch) = (setup.partition.id, setup.partition.epoch);
         let span = tracing::info_span!(
+            parent: &setup.run.span,
             "partition",
-            job = %setup.run.job.name,
-            run = setup.partition.run_id,
-            partition = partition_id,
-            number = setup.partition.number,
-            epoch,
+            partition.id = partition_id,
+            partition.number = setup.partition.number,
+            partition.epoch = epoch,
         );
         let work = run_partition(setup).instrument(span);
         ctx.wait(
@@ -285,6 +284,13 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         };
         let full = page.len() >= asked;
         let read = page.len() as u64;
+        // Inside the partition's span: what this page is.
+        let page_span = tracing::info_span!(
+            "page",
+            page.rows = read,
+            page.last_key = last.key,
+            page.last_order = last.order,
+        );
         let rate_cap = control.borrow().throttle.max_rows_per_s;
         if let Some(per_s) = rate_cap {
             let wait = setup.run.store.reserve_rows(p.run_id, read, per_s).await?;
@@ -322,7 +328,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                     reason,
                 });
             }
-            tracing::warn!(row = row_key, %reason, "poison row sent to dead letters");
+            tracing::warn!(parent: &page_span, row = row_key, %reason, "poison row sent to dead letters");
             dead.push(DeadLetter {
                 run_id: p.run_id,
                 partition_id: Some(p.id),
@@ -338,6 +344,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             setup
                 .publisher
                 .send(Publish(messages))
+                .instrument(page_span.clone())
                 .await
                 .map_err(|_| Error::Shutdown)??
         };
@@ -359,11 +366,12 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 dead_letters: dead,
                 lease: setup.run.config.lease,
             })
+            .instrument(page_span.clone())
             .await?;
         if let Some(range) = part.range.as_mut().filter(|r| r.upper != ack.upper) {
             // Another worker took the end of this range: stop at the cut.
             // The prefetcher reads no further than the cut from now on.
-            tracing::info!(upper = ?ack.upper, rows_planned = ack.rows_planned, "range split; the rest was stolen");
+            tracing::info!(parent: &page_span, upper = ?ack.upper, rows_planned = ack.rows_planned, "range split; the rest was stolen");
             range.upper = ack.upper;
             let _ = upper.send(ack.upper);
         }
@@ -374,6 +382,7 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             let next = adapt_page_size(asked, took, target_ms, bounds);
             if next != asked {
                 tracing::debug!(
+                    parent: &page_span,
                     from = asked,
                     to = next,
                     took_ms = took.as_millis() as u64,
