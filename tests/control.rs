@@ -608,6 +608,19 @@ on_both_backends!(
     a_rate_cap_bounds_the_whole_run,
 );
 
+/// The README's table of metrics names every series the library records.
+#[test]
+fn the_readme_lists_every_metric() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (name, kind, labels, _) in tranche::runtime::metrics::SERIES {
+        assert!(
+            readme.contains(&format!("| `{name}` | {kind} | {labels} |")),
+            "README lists {name}"
+        );
+    }
+}
+
 /// The commands against a real `tranche run` process on SQLite: what each
 /// prints and the exit statuses the README documents.
 mod commands {
@@ -921,5 +934,103 @@ mod commands {
             );
             assert!(field("partition.epoch").is_some(), "{line}");
         }
+    }
+
+    /// The sum of a series over its label sets, from Prometheus' text form.
+    fn series(text: &str, name: &str) -> Option<f64> {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    fn scrape(port: u16) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics served");
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        conn.read_to_string(&mut body).unwrap();
+        body
+    }
+
+    #[test]
+    fn metrics_served_during_a_run_agree_with_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, config) = steered_job(dir.path(), 4000, 50);
+        let config = config.as_str();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let summary = dir.path().join("summary.json");
+        let run = tranche_command()
+            .args(["run", "--config", config, "--quiet", "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--summary-json")
+            .arg(&summary)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("rows done", 60, || {
+            status_json(config).is_some_and(|s| s["rows_done"].as_i64().unwrap_or(0) > 0)
+        });
+        wait_until("the page counters served", 60, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && series(&scrape(port), "tranche_rows_checkpointed_total").is_some_and(|n| n > 0.0)
+        });
+        let during = scrape(port);
+        assert!(during.contains("job=\"steered\""), "{during}");
+        assert!(
+            series(&during, "tranche_page_read_seconds_count").is_some(),
+            "{during}"
+        );
+        assert!(
+            series(&during, "tranche_rows_remaining").is_some_and(|n| n > 0.0),
+            "{during}"
+        );
+
+        // Paused, nothing moves: the counters are the run's checkpoints.
+        assert_eq!(
+            tranche(&["pause", "--config", config]).status.code(),
+            Some(0)
+        );
+        wait_until("partitions handed back", 60, || {
+            status_json(config).is_some_and(|s| {
+                s["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["state"] != "claimed")
+            })
+        });
+        let paused = scrape(port);
+        let done = status_json(config).unwrap()["rows_done"].as_f64().unwrap();
+        let checkpointed = series(&paused, "tranche_rows_checkpointed_total").unwrap();
+        assert_eq!(checkpointed, done, "{paused}");
+        assert_eq!(series(&paused, "tranche_rows_read_total"), Some(done));
+        let confirmed = series(&paused, "tranche_rows_confirmed_total").unwrap();
+        assert_eq!(
+            series(&paused, "tranche_rows_published_total"),
+            Some(confirmed)
+        );
+
+        assert_eq!(
+            tranche(&["cancel", "--config", config]).status.code(),
+            Some(0)
+        );
+        let ended = run.wait_with_output().unwrap();
+        assert_eq!(ended.status.code(), Some(3), "{}", text(&ended));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        assert_eq!(report["rows_checkpointed"].as_f64(), Some(checkpointed));
+        assert_eq!(report["rows_published"].as_f64(), Some(confirmed));
     }
 }

@@ -50,6 +50,22 @@ pub(crate) struct RunArgs {
     /// Draw no progress bars.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// Serve the run's metrics for Prometheus on this address (HOST:PORT),
+    /// on any path.
+    #[arg(long, env = "TRANCHE_METRICS_ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Installs the Prometheus exporter on `addr`, when given: the library's
+/// series (see `tranche::runtime::metrics::SERIES`) are served there.
+pub(crate) fn serve_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    Ok(())
 }
 
 /// `tranche run`: a job file's settings and how progress is said.
@@ -111,6 +127,7 @@ pub(crate) async fn run_main(command: RunCommand) -> anyhow::Result<i32> {
         progress,
     } = command;
     let file = load_job_file(&args)?;
+    serve_metrics(args.metrics_addr)?;
     let (runtime, job) = start_job(&file, "run").await?;
     let multi = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
@@ -157,6 +174,7 @@ pub(crate) fn run_exit_code(report: &tranche::RunReport) -> i32 {
 
 pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
     let file = load_job_file(&args)?;
+    serve_metrics(args.metrics_addr)?;
     let Some(section) = &file.schedule else {
         bail!(
             "invalid configuration: schedule: {} has no [schedule] section \

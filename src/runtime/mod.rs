@@ -16,6 +16,7 @@
 
 mod context;
 mod lease_keeper;
+pub mod metrics;
 mod progress;
 mod publisher;
 mod run_handle;

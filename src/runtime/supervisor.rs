@@ -85,6 +85,13 @@ impl RunSupervisor {
         }
     }
 
+    /// Counts one event of the run in the series `name`.
+    fn count(&self, name: &'static str) {
+        if let Some(run_id) = self.run_id {
+            super::metrics::run_counter(name, &self.run.job.name, run_id).increment(1);
+        }
+    }
+
     fn shutting_down(&self) -> bool {
         *self.run.shutdown.borrow()
     }
@@ -192,6 +199,12 @@ impl RunSupervisor {
         ctx: &mut Context<Self>,
     ) {
         let now = Instant::now();
+        let job = &self.run.job.name;
+        super::metrics::run_gauge("tranche_rows_remaining", job, view.run.id).set(
+            (view.run.rows_identified - view.run.rows_dead_at_plan - view.rows_done).max(0) as f64,
+        );
+        super::metrics::run_gauge("tranche_partitions_active", job, view.run.id)
+            .set(self.active.len() as f64);
         self.samples.push_back((now, view.rows_done));
         while self
             .samples
@@ -350,6 +363,7 @@ impl RunSupervisor {
                                 "split a range held by a busy worker; took its second half"
                             );
                             act.run.progress.send_modify(|prog| prog.steals += 1);
+                            act.count("tranche_steals_total");
                             act.start_worker(p, None, ctx);
                             act.fill(ctx);
                         }
@@ -405,6 +419,9 @@ impl RunSupervisor {
             tracing::info!(parent: &self.run.span, partition = record.id, from = ?record.cursor, "took over an expired lease");
         }
         let taken_over = record.taken_over;
+        if taken_over {
+            self.count("tranche_takeovers_total");
+        }
         self.run.progress.send_modify(|p| {
             if taken_over {
                 p.takeovers += 1;
@@ -580,6 +597,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                     "lease lost; partition abandoned to its new holder"
                 );
                 self.run.progress.send_modify(|p| p.leases_lost += 1);
+                self.count("tranche_leases_lost_total");
                 self.set_partition(id, PartitionState::Claimed, None);
             }
             Err(e) => {
@@ -613,6 +631,7 @@ impl Handler<WorkerExited> for RunSupervisor {
                             Ok((attempts, Some(fresh), reason)) => {
                                 let delay = act.run.config.retry_backoff().jittered(attempts as u32);
                                 tracing::warn!(parent: &act.run.span, partition = id, attempts, error = %reason, ?delay, "worker failed; restarting after backoff");
+                                act.count("tranche_partition_retries_total");
                                 act.set_partition(id, PartitionState::Claimed, Some(reason));
                                 let lost = Arc::clone(&active.lost);
                                 act.active.insert(id, active);

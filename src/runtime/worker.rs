@@ -245,6 +245,8 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
     let page_size = Arc::new(AtomicUsize::new(first_page_size(&setup)));
     let mut pages = Prefetch::start(&setup, part.clone(), upper_seen, Arc::clone(&page_size));
     let mut control = setup.run.control.subscribe();
+    let m =
+        super::metrics::PageMetrics::new(&setup.run.job.name, p.run_id, setup.run.job.sink.name());
     loop {
         if setup.lost.load(Ordering::SeqCst) {
             return Err(lost(&setup));
@@ -338,6 +340,8 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         }
 
         // The prefetcher reads the next pages meanwhile.
+        let handed = messages.len() as u64;
+        let delivery_began = Instant::now();
         let delivery = if messages.is_empty() {
             Default::default()
         } else {
@@ -352,7 +356,12 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         if setup.lost.load(Ordering::SeqCst) {
             return Err(lost(&setup));
         }
+        if handed > 0 {
+            m.confirm_seconds
+                .record(delivery_began.elapsed().as_secs_f64());
+        }
         let dead_count = dead.len() as u64;
+        let checkpoint_began = Instant::now();
         let ack = setup
             .run
             .store
@@ -391,6 +400,15 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             }
             page_size.store(next, Ordering::Relaxed);
         }
+        m.checkpoint_seconds
+            .record(checkpoint_began.elapsed().as_secs_f64());
+        m.read_seconds.record(read_took.as_secs_f64());
+        m.rows_read.increment(read);
+        m.published.increment(handed);
+        m.confirmed.increment(delivery.confirmed);
+        m.replayed.increment(delivery.duplicates);
+        m.checkpointed.increment(read);
+        m.dead_letters.increment(dead_count);
         let n = read as i64;
         let elapsed = setup.run.started.elapsed();
         setup.run.progress.send_modify(|prog| {
