@@ -641,6 +641,75 @@ on_every_broker!(
     poison_goes_to_dead_letters
 );
 
+/// A consumer serves its counters for Prometheus (`--metrics-addr`), and
+/// they agree with its summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_serves_its_metrics() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = Broker::amqp() else { return };
+    let Some(db) = database("metrics") else {
+        return;
+    };
+    let (ops, _) = operations("ops", 300, 3, 11);
+    broker.publish(&ops).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = consumer_file(dir.path(), &db.url, &broker, 100);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let summary = dir.path().join("summary.json");
+    let consumer = Proc(Some(
+        Command::new(env!("CARGO_BIN_EXE_tranche"))
+            .args(["consume", "--quiet", "--config"])
+            .arg(&config)
+            .arg("--summary-json")
+            .arg(&summary)
+            .args(["--stop-when-idle-ms", "600000"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let counter = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("consumer=\"items\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let scrape = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let mut last = String::new();
+    common::wait_until("every message counted", 120, || {
+        last = scrape().unwrap_or_default();
+        counter(&last, "tranche_consumer_messages_received_total") >= ops.len() as u64
+    });
+    let pid = Pid::from_raw(consumer.0.as_ref().expect("running").id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    let done = finish(consumer, &summary);
+    let received = counter(&last, "tranche_consumer_messages_received_total");
+    assert_eq!(Some(received), done["received"].as_u64());
+    assert_eq!(
+        counter(&last, "tranche_consumer_messages_applied_total")
+            + counter(&last, "tranche_consumer_messages_stale_total"),
+        done["applied"].as_u64().unwrap() + done["stale"].as_u64().unwrap(),
+        "{last}"
+    );
+    assert_eq!(
+        counter(&last, "tranche_consumer_messages_dead_lettered_total"),
+        done["dead_lettered"].as_u64().unwrap()
+    );
+}
+
 /// Messages ready (not delivered to a consumer) on a RabbitMQ queue.
 async fn ready(url: &str, queue: &str) -> u32 {
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())

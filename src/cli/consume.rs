@@ -40,6 +40,10 @@ pub struct ConsumeArgs {
     /// Print no progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Serve the consumers' metrics for Prometheus on this address
+    /// (HOST:PORT), on any path.
+    #[arg(long, env = "TRANCHE_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Consumers running as tokio tasks, stopped together.
@@ -193,6 +197,7 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     }
     let mut file = ConsumeFile::from_path(&args.config)?;
     file.apply_env(|k| std::env::var(k).ok());
+    crate::cli::job::serve_metrics(args.metrics_addr)?;
     if let Some(db) = &args.db {
         file.database_url = db.into();
     }

@@ -394,6 +394,13 @@ impl<I: Inbound> Consumer<I> {
                     false
                 }
             };
+            crate::runtime::metrics::consumer_batch(
+                &self.config.name,
+                received,
+                outcome.applied,
+                outcome.stale,
+                outcome.dead,
+            );
             self.progress.send_modify(|p| {
                 p.received += received;
                 p.applied += outcome.applied;

@@ -1,4 +1,5 @@
-//! The series a run records through the [`metrics`] facade. The library
+//! The series a run (and a broker consumer) records through the
+//! [`metrics`] facade. The library
 //! installs no recorder: a host's own (or the binary's Prometheus exporter,
 //! `--metrics-addr`) receives them. Labels are the job, the run id and, for
 //! what the sink does, the sink's name; never a row or a partition.
@@ -8,6 +9,30 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 /// Every series, with its kind, labels and meaning, as the README lists
 /// them.
 pub const SERIES: &[(&str, &str, &str, &str)] = &[
+    (
+        "tranche_consumer_messages_received_total",
+        "counter",
+        "consumer",
+        "messages a consumer received",
+    ),
+    (
+        "tranche_consumer_messages_applied_total",
+        "counter",
+        "consumer",
+        "operations that changed the database",
+    ),
+    (
+        "tranche_consumer_messages_stale_total",
+        "counter",
+        "consumer",
+        "operations that changed nothing (replays, older versions)",
+    ),
+    (
+        "tranche_consumer_messages_dead_lettered_total",
+        "counter",
+        "consumer",
+        "messages written to the consumer's dead letters",
+    ),
     (
         "tranche_rows_read_total",
         "counter",
@@ -136,6 +161,15 @@ impl PageMetrics {
             checkpoint_seconds: histogram!("tranche_checkpoint_seconds", &two()),
         }
     }
+}
+
+/// Counts one committed batch of the consumer `name`.
+pub(crate) fn consumer_batch(name: &str, received: u64, applied: u64, stale: u64, dead: u64) {
+    let label = || [("consumer", name.to_owned())];
+    counter!("tranche_consumer_messages_received_total", &label()).increment(received);
+    counter!("tranche_consumer_messages_applied_total", &label()).increment(applied);
+    counter!("tranche_consumer_messages_stale_total", &label()).increment(stale);
+    counter!("tranche_consumer_messages_dead_lettered_total", &label()).increment(dead);
 }
 
 /// A run-level counter of `name`, for the supervisor's rare events.
