@@ -654,11 +654,7 @@ async fn a_consumer_serves_its_metrics() {
     broker.publish(&ops).await;
     let dir = tempfile::tempdir().unwrap();
     let config = consumer_file(dir.path(), &db.url, &broker, 100);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let summary = dir.path().join("summary.json");
     let consumer = Proc(Some(
         Command::new(env!("CARGO_BIN_EXE_tranche"))
@@ -680,17 +676,9 @@ async fn a_consumer_serves_its_metrics() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    let scrape = || -> Option<String> {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-        let mut body = String::new();
-        conn.read_to_string(&mut body).ok()?;
-        Some(body)
-    };
     let mut last = String::new();
     common::wait_until("every message counted", 120, || {
-        last = scrape().unwrap_or_default();
+        last = common::scrape_metrics(port).unwrap_or_default();
         counter(&last, "tranche_consumer_messages_received_total") >= ops.len() as u64
     });
     let pid = Pid::from_raw(consumer.0.as_ref().expect("running").id() as i32);

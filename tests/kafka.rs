@@ -229,11 +229,7 @@ async fn the_broker_stopped_and_continued_mid_run_loses_nothing() {
     if common::kafka_brokers().is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let broker = OwnBroker::start(port);
     let brokers = format!("127.0.0.1:{port}");
     let topic = common::unique("tranche-pause");

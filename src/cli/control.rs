@@ -14,7 +14,7 @@ use tranche::control::{ControlError, Operator, RunStatus};
 use tranche::job::Throttle;
 use tranche::{RuntimeConfig, RuntimeHandle};
 
-use super::progress::StopSignal;
+use super::progress::{fmt_secs, StopSignal};
 
 /// Which job and run an operation means.
 #[derive(Args, Clone)]
@@ -241,15 +241,6 @@ pub(crate) async fn status_main(args: StatusArgs) -> anyhow::Result<i32> {
     .await;
     runtime.shutdown().await;
     Ok(done(out, |_| {}))
-}
-
-pub(crate) fn fmt_secs(s: f64) -> String {
-    let s = s.round() as u64;
-    match s {
-        0..=99 => format!("{s} s"),
-        100..=5999 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }
 
 fn print_status(s: &RunStatus) {

@@ -106,7 +106,7 @@ pub(crate) async fn plan_main(args: PlanArgs) -> anyhow::Result<i32> {
             workers.min(plan.partitions.len().max(1)),
             match e.as_secs_f64() {
                 s if s < 10.0 => format!("{s:.1} s"),
-                s => super::control::fmt_secs(s),
+                s => super::progress::fmt_secs(s),
             }
         ),
         _ => println!("  nothing to read"),

@@ -109,7 +109,7 @@ pub(crate) fn progress_line(p: &tranche::runtime::RunProgress, format: ProgressF
                 .map(|r| format!(", {r:.0} rows/s"))
                 .unwrap_or_default(),
             p.eta
-                .map(|e| format!(", ETA {}", crate::cli::control::fmt_secs(e.as_secs_f64())))
+                .map(|e| format!(", ETA {}", fmt_secs(e.as_secs_f64())))
                 .unwrap_or_default(),
             p.partitions.len(),
             p.health
@@ -363,5 +363,15 @@ pub(crate) fn print_report(report: &RunReport, verification: Option<&Verificatio
             v.unexpected,
             v.duplicates
         );
+    }
+}
+
+/// Seconds as `42 s`, `3m05s` or `2h10m`.
+pub(crate) fn fmt_secs(s: f64) -> String {
+    let s = s.round() as u64;
+    match s {
+        0..=99 => format!("{s} s"),
+        100..=5999 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }

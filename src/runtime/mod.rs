@@ -457,19 +457,25 @@ impl RuntimeHandle {
         runs.get(job).filter(|h| !h.is_finished()).cloned()
     }
 
+    /// The job checked against the catalog, as a run checks it before
+    /// anything is opened.
+    async fn checked(&self, job: Job) -> Result<Job, Error> {
+        supervisor::preflight(
+            job,
+            &self.inner.store,
+            &self.inner.config,
+            &self.inner.shutdown.subscribe(),
+        )
+        .await
+    }
+
     /// A dry run of the job's planning: the partitions a run of it would
     /// get now, their bounds and row counts, the skew, the high-water
     /// marks and a timed read of one page (`page_size` rows) of the largest
     /// partition. The job is checked against the catalog first, as a run
     /// is; nothing is written, claimed or opened.
     pub async fn plan(&self, job: Job) -> Result<crate::store::DryPlan, Error> {
-        let job = supervisor::preflight(
-            job,
-            &self.inner.store,
-            &self.inner.config,
-            &self.inner.shutdown.subscribe(),
-        )
-        .await?;
+        let job = self.checked(job).await?;
         Ok(self
             .inner
             .store
@@ -497,13 +503,7 @@ impl RuntimeHandle {
         job: Job,
         run_id: Option<i64>,
     ) -> Result<crate::control::RequeueReport, crate::control::ControlError> {
-        let job = supervisor::preflight(
-            job,
-            &self.inner.store,
-            &self.inner.config,
-            &self.inner.shutdown.subscribe(),
-        )
-        .await?;
+        let job = self.checked(job).await?;
         self.operator().requeue(&job, run_id).await
     }
 

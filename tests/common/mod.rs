@@ -290,3 +290,24 @@ pub async fn events_runtime(
     seed_events(runtime.store(), rows, 10).await;
     (dir, runtime)
 }
+
+/// A TCP port free on 127.0.0.1 just now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The text a metrics endpoint on 127.0.0.1:`port` serves; `None` while
+/// nothing answers there.
+pub fn scrape_metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).ok()?;
+    Some(body)
+}
