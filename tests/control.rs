@@ -478,6 +478,68 @@ async fn a_dry_plan_writes_nothing_and_is_the_plan_the_run_gets(url: String) {
     runtime.shutdown().await;
 }
 
+async fn an_unreadable_order_is_counted_by_the_plan_and_dead_lettered_by_the_run(url: String) {
+    let runtime = RuntimeHandle::start(config(&url, "unreadable"))
+        .await
+        .unwrap();
+    common::seed_events(runtime.store(), 1000, 7).await;
+    // Row 10's order value cannot be read: a text on SQLite, NULL on
+    // PostgreSQL.
+    let sqlite = runtime.store().dialect() == tranche::store::Dialect::Sqlite;
+    runtime
+        .store()
+        .run(move |c| {
+            if sqlite {
+                c.batch("UPDATE events SET at = 'soon' WHERE id = 10")
+            } else {
+                c.batch(
+                    "ALTER TABLE events ALTER COLUMN at DROP NOT NULL; \
+                     UPDATE events SET at = NULL WHERE id = 10",
+                )
+            }
+        })
+        .await
+        .unwrap();
+    let sink = MemorySink::new();
+    let plan = runtime
+        .plan(common::events_job("unreadable", Arc::new(sink.clone()), 3))
+        .await
+        .unwrap();
+    assert_eq!((plan.rows_identified, plan.rows_unreadable), (1000, 1));
+    assert_eq!(
+        plan.partitions.iter().map(|p| p.rows_planned).sum::<i64>(),
+        999
+    );
+
+    let report = runtime
+        .run(common::events_job("unreadable", Arc::new(sink.clone()), 3))
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Done);
+    let delivered = counts(&sink.messages());
+    assert_eq!(delivered.len(), 999);
+    assert!(!delivered.contains_key(&10));
+    let (_, letters) = runtime
+        .operator()
+        .dead_letters("unreadable", None)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].row_key, Some(10));
+    assert!(letters[0].reason.contains("at"), "{}", letters[0].reason);
+
+    // Still unreadable: a requeue finds no row to read and keeps it.
+    let requeued = runtime
+        .requeue_dead_letters(
+            common::events_job("unreadable", Arc::new(sink.clone()), 3),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((requeued.delivered, requeued.not_found), (0, 1));
+    runtime.shutdown().await;
+}
+
 /// A job over `events` whose processor rejects every hundredth key while
 /// `strict`, always rejects key 300, and skips key 700 once lenient.
 fn picky_job(name: &str, sink: Arc<dyn Sink>, strict: Arc<AtomicBool>) -> tranche::Job {
@@ -601,6 +663,7 @@ on_both_backends!(
     pause_hands_partitions_back_and_resume_finishes,
     a_dry_plan_writes_nothing_and_is_the_plan_the_run_gets,
     requeue_reads_dead_letters_again_and_records_each_outcome,
+    an_unreadable_order_is_counted_by_the_plan_and_dead_lettered_by_the_run,
     cancel_ends_the_run_for_good,
     retry_runs_failed_partitions_again,
     a_cap_on_active_partitions_holds_across_instances,
@@ -950,13 +1013,7 @@ mod commands {
     }
 
     fn scrape(port: u16) -> String {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics served");
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        conn.read_to_string(&mut body).unwrap();
-        body
+        super::common::scrape_metrics(port).expect("metrics served")
     }
 
     #[test]
@@ -964,11 +1021,7 @@ mod commands {
         let dir = tempfile::tempdir().unwrap();
         let (_, _, config) = steered_job(dir.path(), 4000, 50);
         let config = config.as_str();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::common::free_port();
         let summary = dir.path().join("summary.json");
         let run = tranche_command()
             .args(["run", "--config", config, "--quiet", "--metrics-addr"])
@@ -983,8 +1036,9 @@ mod commands {
             status_json(config).is_some_and(|s| s["rows_done"].as_i64().unwrap_or(0) > 0)
         });
         wait_until("the page counters served", 60, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && series(&scrape(port), "tranche_rows_checkpointed_total").is_some_and(|n| n > 0.0)
+            super::common::scrape_metrics(port)
+                .and_then(|text| series(&text, "tranche_rows_checkpointed_total"))
+                .is_some_and(|n| n > 0.0)
         });
         let during = scrape(port);
         assert!(during.contains("job=\"steered\""), "{during}");
