@@ -136,6 +136,8 @@ mod retry;
 pub mod runtime;
 pub mod sink;
 pub mod store;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use model::redact;
 

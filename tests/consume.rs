@@ -656,17 +656,19 @@ async fn a_consumer_serves_its_metrics() {
     let config = consumer_file(dir.path(), &db.url, &broker, 100);
     let port = common::free_port();
     let summary = dir.path().join("summary.json");
+    let log = dir.path().join("stderr.log");
     let consumer = Proc(Some(
         Command::new(env!("CARGO_BIN_EXE_tranche"))
-            .args(["consume", "--quiet", "--config"])
+            .args(["consume", "--config"])
             .arg(&config)
             .arg("--summary-json")
             .arg(&summary)
             .args(["--stop-when-idle-ms", "600000"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .args(["--progress-interval", "100ms", "--progress-format", "json"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     ));
@@ -680,6 +682,9 @@ async fn a_consumer_serves_its_metrics() {
     common::wait_until("every message counted", 120, || {
         last = common::scrape_metrics(port).unwrap_or_default();
         counter(&last, "tranche_consumer_messages_received_total") >= ops.len() as u64
+    });
+    common::wait_until("a progress line", 60, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\"event\":\"progress\""))
     });
     let pid = Pid::from_raw(consumer.0.as_ref().expect("running").id() as i32);
     kill(pid, Signal::SIGTERM).unwrap();
@@ -696,6 +701,21 @@ async fn a_consumer_serves_its_metrics() {
         counter(&last, "tranche_consumer_messages_dead_lettered_total"),
         done["dead_lettered"].as_u64().unwrap()
     );
+    // One progress line per interval, as JSON, counts only growing.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "progress")
+        .collect();
+    assert!(!lines.is_empty(), "progress lines: {log}");
+    let seen: Vec<u64> = lines
+        .iter()
+        .map(|l| l["received"].as_u64().unwrap())
+        .collect();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(*seen.last().unwrap() <= done["received"].as_u64().unwrap());
+    assert!(lines.iter().all(|l| l["consumer"] == "items"), "{log}");
 }
 
 /// Messages ready (not delivered to a consumer) on a RabbitMQ queue.

@@ -712,6 +712,15 @@ mod commands {
         )
     }
 
+    /// The JSON progress lines a command printed on stderr.
+    fn progress_lines(out: &Output) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "progress")
+            .collect()
+    }
+
     fn status_json(config: &str) -> Option<serde_json::Value> {
         let out = tranche(&["status", "--config", config, "--json"]);
         out.status
@@ -900,11 +909,7 @@ mod commands {
             "json",
         ]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "progress")
-            .collect();
+        let lines = progress_lines(&out);
         assert!(lines.len() >= 2, "progress lines: {}", text(&out));
         let done: Vec<i64> = lines
             .iter()
@@ -949,6 +954,31 @@ mod commands {
             "{}",
             text(&out)
         );
+    }
+
+    #[test]
+    fn schedule_prints_a_progress_line_per_interval_of_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, config) = steered_job(dir.path(), 2000, 30);
+        let mut file = std::fs::read_to_string(&config).unwrap();
+        file.push_str("\n[schedule]\nat = \"2000-01-01T00:00:00Z\"\n");
+        std::fs::write(&config, file).unwrap();
+        let out = tranche(&[
+            "schedule",
+            "--config",
+            &config,
+            "--progress-interval",
+            "100ms",
+            "--progress-format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let lines = progress_lines(&out);
+        assert!(!lines.is_empty(), "progress lines: {}", text(&out));
+        for l in &lines {
+            assert_eq!(l["job"], "steered");
+            assert!(l["rows_done"].as_i64().unwrap() <= 2000, "{l}");
+        }
     }
 
     #[test]
@@ -1050,6 +1080,19 @@ mod commands {
             series(&during, "tranche_rows_remaining").is_some_and(|n| n > 0.0),
             "{during}"
         );
+        for gauge in [
+            "tranche_messages_in_flight",
+            "tranche_publisher_mailbox_depth",
+            "tranche_partitions_pending",
+            "tranche_partitions_failed",
+            "tranche_throttle_rows_per_s",
+        ] {
+            assert!(series(&during, gauge).is_some(), "{gauge}: {during}");
+        }
+        assert_eq!(series(&during, "tranche_throttle_held"), Some(0.0));
+        wait_until("a lease with an age", 60, || {
+            series(&scrape(port), "tranche_oldest_lease_age_seconds").is_some_and(|n| n > 0.0)
+        });
 
         // Paused, nothing moves: the counters are the run's checkpoints.
         assert_eq!(
@@ -1064,6 +1107,23 @@ mod commands {
                     .iter()
                     .all(|p| p["state"] != "claimed")
             })
+        });
+        // The gauges follow at the next poll: held back, nothing claimed or
+        // in flight, the pending partitions as the database has them.
+        let pending = status_json(config).unwrap()["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"] == "pending")
+            .count() as f64;
+        assert!(pending > 0.0);
+        wait_until("the gauges to show the pause", 60, || {
+            let text = scrape(port);
+            series(&text, "tranche_throttle_held") == Some(1.0)
+                && series(&text, "tranche_partitions_pending") == Some(pending)
+                && series(&text, "tranche_oldest_lease_age_seconds") == Some(0.0)
+                && series(&text, "tranche_messages_in_flight") == Some(0.0)
+                && series(&text, "tranche_publisher_mailbox_depth") == Some(0.0)
         });
         let paused = scrape(port);
         let done = status_json(config).unwrap()["rows_done"].as_f64().unwrap();

@@ -40,6 +40,8 @@ pub struct ConsumeArgs {
     /// Print no progress lines.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    progress: super::progress::ProgressArgs,
     /// Serve the consumers' metrics for Prometheus on this address
     /// (HOST:PORT), on any path.
     #[arg(long, env = "TRANCHE_METRICS_ADDR")]
@@ -191,6 +193,33 @@ struct ConsumeSummary {
     stopped_by: &'static str,
 }
 
+/// One progress line of the consumers: counts so far, the latest rate.
+fn consume_line(
+    consumer: &str,
+    p: &ConsumeProgress,
+    rate: f64,
+    format: super::progress::ProgressFormat,
+) -> String {
+    match format {
+        super::progress::ProgressFormat::Json => serde_json::json!({
+            "event": "progress",
+            "consumer": consumer,
+            "received": p.received,
+            "applied": p.applied,
+            "stale": p.stale,
+            "dead_lettered": p.dead_lettered,
+            "batches": p.batches,
+            "messages_per_s": rate.round(),
+        })
+        .to_string(),
+        super::progress::ProgressFormat::Text => format!(
+            "  progress: {consumer}: {} received, {} applied, {} stale, {} dead letters, \
+             {rate:.0} msg/s",
+            p.received, p.applied, p.stale, p.dead_lettered
+        ),
+    }
+}
+
 pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     if args.consumers == 0 {
         anyhow::bail!("invalid configuration: --consumers: must be at least 1");
@@ -218,7 +247,8 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let idle_limit = args.stop_when_idle_ms.map(Duration::from_millis);
     let (mut last_seen, mut last_change) = (0u64, Instant::now());
-    let mut last_print = Instant::now();
+    let lines = args.progress.lines_without_bars(args.quiet);
+    let (mut last_print, mut printed) = (Instant::now(), 0u64);
     let stopped_by = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break "interrupt",
@@ -234,16 +264,11 @@ pub async fn consume_main(args: ConsumeArgs) -> anyhow::Result<i32> {
                 if idle_limit.is_some_and(|idle| last_change.elapsed() >= idle) {
                     break "idle";
                 }
-                if !args.quiet && last_print.elapsed() >= Duration::from_secs(2) {
-                    last_print = Instant::now();
-                    eprintln!(
-                        "  {} received  {} applied  {} stale  {} dead letters  {:.0} msg/s",
-                        p.received,
-                        p.applied,
-                        p.stale,
-                        p.dead_lettered,
-                        p.received as f64 / started.elapsed().as_secs_f64().max(1e-3)
-                    );
+                if let Some((_, format)) = lines.filter(|(every, _)| last_print.elapsed() >= *every) {
+                    // The rate over the interval just ended.
+                    let rate = (p.received - printed) as f64 / last_print.elapsed().as_secs_f64().max(1e-3);
+                    (last_print, printed) = (Instant::now(), p.received);
+                    eprintln!("{}", consume_line(&file.consume.name, &p, rate, format));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! `tranche run`, `schedule` and `history`: configured jobs from a job file.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
@@ -172,7 +172,26 @@ pub(crate) fn run_exit_code(report: &tranche::RunReport) -> i32 {
     }
 }
 
-pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
+/// `tranche schedule`: a job file on its schedule, and how the progress of
+/// each tick's run is said.
+#[derive(clap::Args)]
+pub(crate) struct ScheduleCommand {
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    #[command(flatten)]
+    pub(crate) progress: super::progress::ProgressArgs,
+}
+
+pub(crate) async fn schedule_main(command: ScheduleCommand) -> anyhow::Result<i32> {
+    let ScheduleCommand {
+        run: args,
+        progress,
+    } = command;
+    let lines = progress.lines_without_bars(args.quiet);
+    let mut progress_tick =
+        tokio::time::interval(lines.map_or(Duration::from_secs(3600), |(every, _)| every));
+    progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    progress_tick.tick().await;
     let file = load_job_file(&args)?;
     serve_metrics(args.metrics_addr)?;
     let Some(section) = &file.schedule else {
@@ -184,6 +203,7 @@ pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
     };
     let schedule = section.schedule()?;
     let (runtime, job) = start_job(&file, "schedule").await?;
+    let job_name = job.name().to_owned();
     let handle = runtime.schedule(job, schedule)?;
     let mut status = handle.subscribe();
     let mut seen = tranche::runtime::ScheduleStatus::default();
@@ -230,6 +250,11 @@ pub(crate) async fn schedule_main(args: RunArgs) -> anyhow::Result<i32> {
         }
         tokio::select! {
             changed = status.changed() => if changed.is_err() { break },
+            _ = progress_tick.tick(), if lines.is_some() => {
+                if let (Some(run), Some((_, format))) = (runtime.active_run(&job_name), lines) {
+                    eprintln!("{}", super::progress::progress_line(&run.progress(), format));
+                }
+            }
             _ = stop.recv(), if !interrupted => {
                 interrupted = true;
                 println!("  interrupted: finishing pages and checkpointing…");

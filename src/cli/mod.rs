@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use demo::DemoArgs;
-use job::{HistoryArgs, RunArgs};
+use job::HistoryArgs;
 
 #[cfg(feature = "bench")]
 pub(crate) mod bench;
@@ -13,6 +13,8 @@ pub(crate) mod demo;
 pub(crate) mod job;
 pub(crate) mod plan;
 pub(crate) mod progress;
+#[cfg(feature = "web")]
+pub(crate) mod serve;
 pub(crate) mod settings;
 
 /// The command line.
@@ -48,7 +50,7 @@ pub(crate) enum Command {
     Run(job::RunCommand),
     /// Run a job file on its `[schedule]` (interval, cron or one instant)
     /// until Ctrl-C, or until a one-time schedule has run.
-    Schedule(RunArgs),
+    Schedule(job::ScheduleCommand),
     /// List a job's runs, newest first.
     History(HistoryArgs),
     /// A dry run of a job file's planning: the partitions a run would get,
@@ -79,6 +81,10 @@ pub(crate) enum Command {
     /// on one PostgreSQL table; writes bench.json, bench.md and bench.png.
     #[cfg(feature = "bench")]
     Bench(bench::command::BenchArgs),
+    /// Serve the web console (runs, partitions, dead letters, schedules;
+    /// pause, resume, cancel, retry, throttle, requeue) and its JSON API.
+    #[cfg(feature = "web")]
+    Serve(serve::ServeArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
         /// Database URL: postgres://..., a keyword DSN, or sqlite://path (or a
@@ -127,6 +133,8 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             let code = consume::consume_main(args).await?;
             std::process::exit(code);
         }
+        #[cfg(feature = "web")]
+        Command::Serve(args) => std::process::exit(serve::serve_main(args).await?),
         #[cfg(feature = "bench")]
         Command::Bench(args) => {
             let code = bench::command::bench_main(args).await?;

@@ -67,6 +67,15 @@ impl ProgressArgs {
     }
 }
 
+impl ProgressArgs {
+    /// The lines of a command that draws no bars (`schedule`, `consume`):
+    /// on a terminal too, none with `--quiet` or an interval of zero.
+    pub(crate) fn lines_without_bars(&self, quiet: bool) -> Option<(Duration, ProgressFormat)> {
+        (!quiet && !self.progress_interval.is_zero())
+            .then_some((self.progress_interval, self.progress_format))
+    }
+}
+
 /// One progress line: rows done of identified, rate, ETA, partitions.
 pub(crate) fn progress_line(p: &tranche::runtime::RunProgress, format: ProgressFormat) -> String {
     let count = |state| p.partitions.iter().filter(|pp| pp.state == state).count();

@@ -135,6 +135,22 @@ pub struct RunStatus {
     pub now_ms: i64,
 }
 
+/// A run in a list of runs: its record (with rows done current), progress,
+/// rate and ETA.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// The run as stored, `rows_done` summed from its partitions while it
+    /// is live.
+    pub run: RunRecord,
+    /// Rows done (and dead-lettered while planning) of rows identified, %.
+    pub percent: f64,
+    /// Rows per second (see [`RunStatus::rows_per_s`]).
+    pub rows_per_s: Option<f64>,
+    /// Seconds left at that rate, while it runs.
+    pub eta_s: Option<f64>,
+}
+
 /// A partition as `tranche status` shows it.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -247,21 +263,7 @@ impl Operator {
         // The run row's count is refreshed now and then; the partitions'
         // checkpoints are the truth.
         run.rows_done = rows_done;
-        let rows_per_s = if run.state.is_finished() {
-            run.finished_ms
-                .map(|end| rows_done as f64 * 1000.0 / (end - run.started_ms).max(1) as f64)
-        } else {
-            match self.store.sample_since(run.id, now_ms - 60_000).await? {
-                Some((at, then)) if now_ms > at => {
-                    Some((rows_done - then).max(0) as f64 * 1000.0 / (now_ms - at) as f64)
-                }
-                _ => None,
-            }
-        };
-        let left = (run.rows_identified - rows_done - run.rows_dead_at_plan).max(0);
-        let eta_s = rows_per_s
-            .filter(|r| *r > 0.0 && run.state == RunState::Running)
-            .map(|r| left as f64 / r);
+        let (rows_per_s, eta_s) = self.rate(&run, now_ms).await?;
         let partitions = parts
             .iter()
             .map(|p| {
@@ -294,6 +296,59 @@ impl Operator {
             now_ms,
             run,
         })
+    }
+
+    /// The rate of `run` (whose `rows_done` is current) and its ETA:
+    /// rows per second over about the last minute while it runs, over the
+    /// whole run once it ended.
+    async fn rate(
+        &self,
+        run: &RunRecord,
+        now_ms: i64,
+    ) -> Result<(Option<f64>, Option<f64>), ControlError> {
+        let rows_per_s = if run.state.is_finished() {
+            run.finished_ms
+                .map(|end| run.rows_done as f64 * 1000.0 / (end - run.started_ms).max(1) as f64)
+        } else {
+            match self.store.sample_since(run.id, now_ms - 60_000).await? {
+                Some((at, then)) if now_ms > at => {
+                    Some((run.rows_done - then).max(0) as f64 * 1000.0 / (now_ms - at) as f64)
+                }
+                _ => None,
+            }
+        };
+        let left = (run.rows_identified - run.rows_done - run.rows_dead_at_plan).max(0);
+        let eta_s = rows_per_s
+            .filter(|r| *r > 0.0 && run.state == RunState::Running)
+            .map(|r| left as f64 / r);
+        Ok((rows_per_s, eta_s))
+    }
+
+    /// The latest `limit` runs of every job, newest first, each with its
+    /// progress, rate and ETA (what the console's runs page shows).
+    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunSummary>, ControlError> {
+        let now_ms = self.store.now_ms().await?;
+        let mut out = Vec::new();
+        for mut run in self.store.recent_runs(limit).await? {
+            if !run.state.is_finished() {
+                // Closed runs carry their sum; live ones are summed here.
+                run.rows_done = self
+                    .store
+                    .partitions(run.id)
+                    .await?
+                    .iter()
+                    .map(|p| p.rows_done)
+                    .sum();
+            }
+            let (rows_per_s, eta_s) = self.rate(&run, now_ms).await?;
+            out.push(RunSummary {
+                percent: pct(run.rows_done + run.rows_dead_at_plan, run.rows_identified),
+                rows_per_s,
+                eta_s,
+                run,
+            });
+        }
+        Ok(out)
     }
 
     async fn change(

@@ -100,6 +100,48 @@ pub const SERIES: &[(&str, &str, &str, &str)] = &[
         "partitions this instance works now",
     ),
     (
+        "tranche_partitions_pending",
+        "gauge",
+        "job, run",
+        "partitions waiting to be claimed, every instance",
+    ),
+    (
+        "tranche_partitions_failed",
+        "gauge",
+        "job, run",
+        "partitions failed for good until retried, every instance",
+    ),
+    (
+        "tranche_oldest_lease_age_seconds",
+        "gauge",
+        "job, run",
+        "age of the oldest live claim on the run's partitions, every instance (0: none)",
+    ),
+    (
+        "tranche_throttle_rows_per_s",
+        "gauge",
+        "job, run",
+        "the run's rows-per-second cap in force (0: none)",
+    ),
+    (
+        "tranche_throttle_held",
+        "gauge",
+        "job, run",
+        "1 while pages are held back (the run paused, or the health gate closed), else 0",
+    ),
+    (
+        "tranche_messages_in_flight",
+        "gauge",
+        "job, run, sink",
+        "messages handed to this instance's publisher and not yet confirmed",
+    ),
+    (
+        "tranche_publisher_mailbox_depth",
+        "gauge",
+        "job, run, sink",
+        "page batches queued in this instance's publisher lanes, waiting for a delivery",
+    ),
+    (
         "tranche_rows_remaining",
         "gauge",
         "job, run",
@@ -180,6 +222,11 @@ pub(crate) fn run_counter(name: &'static str, job: &str, run_id: i64) -> Counter
 /// A run-level gauge of `name`.
 pub(crate) fn run_gauge(name: &'static str, job: &str, run_id: i64) -> Gauge {
     gauge!(name, "job" => job.to_owned(), "run" => run_id.to_string())
+}
+
+/// A gauge of `name` about what the run's sink does.
+pub(crate) fn sink_gauge(name: &'static str, job: &str, run_id: i64, sink: &str) -> Gauge {
+    gauge!(name, "job" => job.to_owned(), "run" => run_id.to_string(), "sink" => sink.to_owned())
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub use crate::store::lease::LeaseConfig;
 pub use progress::{peak_rss_bytes, PartitionProgress, RunProgress, RunReport};
 pub use publisher::lane_of;
 pub use run_handle::RunHandle;
-pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus};
+pub use scheduler::{tick_key, Schedule, ScheduleHandle, ScheduleStatus, ScheduledJob};
 pub(crate) use worker::process_row;
 
 use crate::error::Error;
@@ -292,6 +292,8 @@ struct Inner {
     active: ActiveRuns,
     /// The latest run of each job started here, by job name.
     runs: std::sync::Mutex<std::collections::HashMap<String, RunHandle>>,
+    /// The schedules started here, for the console.
+    schedules: std::sync::Mutex<Vec<(String, String, watch::Receiver<ScheduleStatus>)>>,
     /// Resolves when the runtime thread's System has stopped.
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -371,6 +373,7 @@ impl RuntimeHandle {
                 shutdown,
                 active: ActiveRuns::default(),
                 runs: Default::default(),
+                schedules: Default::default(),
                 stopped: tokio::sync::Mutex::new(Some(stopped_rx)),
             }),
         })
@@ -520,7 +523,31 @@ impl RuntimeHandle {
         if self.is_shutting_down() {
             return Err(Error::Shutdown);
         }
-        scheduler::Scheduler::start(self.clone(), job, schedule)
+        let job_name = job.name.clone();
+        let described = schedule.to_string();
+        let handle = scheduler::Scheduler::start(self.clone(), job, schedule)?;
+        self.inner
+            .schedules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((job_name, described, handle.subscribe()));
+        Ok(handle)
+    }
+
+    /// The schedules started on this runtime (by [`RuntimeHandle::schedule`]),
+    /// in the order they were started: job, schedule, and what each has done.
+    pub fn schedules(&self) -> Vec<ScheduledJob> {
+        self.inner
+            .schedules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(job, schedule, status)| ScheduledJob {
+                job: job.clone(),
+                schedule: schedule.clone(),
+                status: status.borrow().clone(),
+            })
+            .collect()
     }
 
     /// Whether [`RuntimeHandle::shutdown`] was called.

@@ -17,6 +17,7 @@
 //! delivered again on its own, so a fatal failure is answered to the batch
 //! that caused it; a retryable failure is answered to all of them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message as ActixMessage, ResponseFuture};
@@ -49,9 +50,29 @@ struct LaneBatch {
     confirmed: oneshot::Sender<Result<Delivery, SinkError>>,
 }
 
+/// How loaded a publisher is, for the run's gauges.
+#[derive(Debug, Default)]
+pub(crate) struct PublisherLoad {
+    /// Messages handed to the publisher and not yet answered.
+    pub(crate) in_flight: AtomicU64,
+    /// Lane batches queued, waiting for a delivery to take them.
+    pub(crate) queued: AtomicU64,
+}
+
+/// Takes `n` off a counter when dropped: the answer came, or the caller
+/// gave up waiting for it.
+struct Release<'a>(&'a AtomicU64, u64);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
 /// Owns the sink's lanes for one run.
 pub(crate) struct Publisher {
     sink: Arc<dyn Sink>,
+    load: Arc<PublisherLoad>,
     /// Senders of the lane tasks, bounded so a slow lane pushes back.
     lanes: Vec<mpsc::Sender<LaneBatch>>,
     lane_count: usize,
@@ -62,10 +83,18 @@ impl Publisher {
     pub(crate) fn new(sink: Arc<dyn Sink>, lanes: usize, mailbox_capacity: usize) -> Self {
         Self {
             sink,
+            load: Arc::default(),
             lanes: Vec::new(),
             lane_count: lanes.max(1),
             mailbox_capacity: mailbox_capacity.max(1),
         }
+    }
+}
+
+impl Publisher {
+    /// Its load, shared with whoever reports it.
+    pub(crate) fn load(&self) -> Arc<PublisherLoad> {
+        Arc::clone(&self.load)
     }
 }
 
@@ -77,14 +106,17 @@ impl Actor for Publisher {
         for lane in 0..self.lane_count {
             let (tx, mut rx) = mpsc::channel::<LaneBatch>(self.mailbox_capacity);
             let sink = Arc::clone(&self.sink);
+            let load = Arc::clone(&self.load);
             actix::spawn(
                 async move {
                     while let Some(first) = rx.recv().await {
+                        load.queued.fetch_sub(1, Ordering::Relaxed);
                         let mut batches = vec![first];
                         let mut total = batches[0].messages.len();
                         while total < COALESCE_MAX {
                             match rx.try_recv() {
                                 Ok(more) => {
+                                    load.queued.fetch_sub(1, Ordering::Relaxed);
                                     total += more.messages.len();
                                     batches.push(more);
                                 }
@@ -187,7 +219,10 @@ impl Handler<Publish> for Publisher {
         }
         let lanes = self.lanes.clone();
         let sink = self.sink.name().to_owned();
+        let load = Arc::clone(&self.load);
         Box::pin(async move {
+            load.in_flight.fetch_add(n as u64, Ordering::Relaxed);
+            let _answered = Release(&load.in_flight, n as u64);
             let mut waiting = Vec::new();
             for (lane, messages) in lanes.iter().zip(split) {
                 if messages.is_empty() {
@@ -195,12 +230,18 @@ impl Handler<Publish> for Publisher {
                 }
                 let (tx, rx) = oneshot::channel();
                 let gone = || SinkError::fatal(sink.clone(), "the publisher lane stopped");
-                lane.send(LaneBatch {
-                    messages,
-                    confirmed: tx,
-                })
-                .await
-                .map_err(|_| gone())?;
+                load.queued.fetch_add(1, Ordering::Relaxed);
+                if lane
+                    .send(LaneBatch {
+                        messages,
+                        confirmed: tx,
+                    })
+                    .await
+                    .is_err()
+                {
+                    load.queued.fetch_sub(1, Ordering::Relaxed);
+                    return Err(gone());
+                }
                 waiting.push((rx, gone()));
             }
             let mut total = Delivery::default();

@@ -130,6 +130,31 @@ impl Schedule {
     }
 }
 
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", crate::model::duration::format(*d)),
+            Schedule::Cron(c) => write!(f, "cron {}", c.source()),
+            Schedule::At(t) => {
+                let at: DateTime<Utc> = (*t).into();
+                write!(f, "at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true))
+            }
+        }
+    }
+}
+
+/// A schedule started on a runtime, as [`RuntimeHandle::schedules`] lists it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ScheduledJob {
+    /// The job it runs.
+    pub job: String,
+    /// When, in words (`every 1h`, `cron 0 0 3 * * *`, `at 2026-12-01T03:00:00Z`).
+    pub schedule: String,
+    /// What it has done so far.
+    pub status: ScheduleStatus,
+}
+
 /// The run key of a tick: the same on every instance that fires it.
 pub fn tick_key(tick: SystemTime) -> String {
     let at: DateTime<Utc> = tick.into();

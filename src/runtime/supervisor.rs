@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::context::RunContext;
 use super::lease_keeper::HeldLeases;
 use super::progress::{PartitionProgress, RunReport};
-use super::publisher::Publisher;
+use super::publisher::{Publisher, PublisherLoad};
 use super::worker::{PartitionWorker, WorkerExited, WorkerOutcome, WorkerSetup};
 use super::{ActiveRunGuard, RuntimeConfig};
 use crate::error::Error;
@@ -40,6 +40,8 @@ pub(crate) struct RunSupervisor {
     held: HeldLeases,
     report: Option<super::run_handle::RunEnd>,
     publisher: Option<Addr<Publisher>>,
+    /// The publisher's load, for its gauges.
+    publisher_load: Arc<PublisherLoad>,
     run_id: Option<i64>,
     /// Partitions held by this instance, running or waiting for a restart.
     active: HashMap<i64, Active>,
@@ -73,6 +75,7 @@ impl RunSupervisor {
             held: s.held,
             report: Some(s.report),
             publisher: None,
+            publisher_load: Arc::default(),
             run_id: None,
             active: HashMap::new(),
             claiming: false,
@@ -203,8 +206,30 @@ impl RunSupervisor {
         super::metrics::run_gauge("tranche_rows_remaining", job, view.run.id).set(
             (view.run.rows_identified - view.run.rows_dead_at_plan - view.rows_done).max(0) as f64,
         );
-        super::metrics::run_gauge("tranche_partitions_active", job, view.run.id)
-            .set(self.active.len() as f64);
+        let run_id = view.run.id;
+        let gauge = |name| super::metrics::run_gauge(name, job, run_id);
+        gauge("tranche_partitions_active").set(self.active.len() as f64);
+        gauge("tranche_partitions_pending").set(view.pending as f64);
+        gauge("tranche_partitions_failed").set(view.failed as f64);
+        gauge("tranche_oldest_lease_age_seconds")
+            .set(view.oldest_lease_age_ms.unwrap_or(0).max(0) as f64 / 1000.0);
+        gauge("tranche_throttle_rows_per_s")
+            .set(view.run.throttle.max_rows_per_s.unwrap_or(0) as f64);
+        // Held back: paused by an operator, or by the health gate.
+        let held = view.run.state == crate::store::RunState::Paused || view.run.health.is_some();
+        gauge("tranche_throttle_held").set(if held { 1.0 } else { 0.0 });
+        let sink = self.run.job.sink.name();
+        let sink_gauge = |name| super::metrics::sink_gauge(name, job, run_id, sink);
+        sink_gauge("tranche_messages_in_flight").set(
+            self.publisher_load
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
+        sink_gauge("tranche_publisher_mailbox_depth").set(
+            self.publisher_load
+                .queued
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
         self.samples.push_back((now, view.rows_done));
         while self
             .samples
@@ -537,14 +562,13 @@ impl Actor for RunSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.publisher = Some(
-            Publisher::new(
-                Arc::clone(&self.run.job.sink),
-                self.run.config.lanes,
-                self.run.config.mailbox_capacity,
-            )
-            .start(),
+        let publisher = Publisher::new(
+            Arc::clone(&self.run.job.sink),
+            self.run.config.lanes,
+            self.run.config.mailbox_capacity,
         );
+        self.publisher_load = publisher.load();
+        self.publisher = Some(publisher.start());
         let (job, store, owner, config) = (
             self.run.job.clone(),
             self.run.store.clone(),

@@ -92,6 +92,12 @@ pub struct ControlView {
     pub rows_done: i64,
     /// Partitions claimed under a live lease, oldest claim first.
     pub claimed: Vec<i64>,
+    /// Partitions waiting to be claimed.
+    pub pending: i64,
+    /// Partitions failed for good (until retried).
+    pub failed: i64,
+    /// Milliseconds since the oldest live claim was taken (database clock).
+    pub oldest_lease_age_ms: Option<i64>,
 }
 
 /// One operation on a run, as the audit table holds it.
@@ -164,6 +170,18 @@ struct AuditRow {
 struct Value {
     #[diesel(sql_type = Nullable<Double>)]
     v: Option<f64>,
+}
+
+#[derive(QueryableByName, Default)]
+struct PartitionTally {
+    #[diesel(sql_type = BigInt)]
+    rows_done: i64,
+    #[diesel(sql_type = BigInt)]
+    pending: i64,
+    #[diesel(sql_type = BigInt)]
+    failed: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    oldest_lease_age_ms: Option<i64>,
 }
 
 #[derive(QueryableByName)]
@@ -328,14 +346,21 @@ pub(crate) fn set_throttle(
 pub(crate) fn control_view(c: &mut Connection, run_id: i64) -> Result<ControlView, StoreError> {
     let run = queries::run_record(c, run_id)?;
     let now = c.dialect().now_ms();
-    let done: Vec<One> = c.load(
-        &Sql::new(
-            "SELECT CAST(COALESCE(SUM(rows_done), 0) AS BIGINT) AS v FROM tranche_partitions \
-             WHERE run_id = ?",
-        )
+    let tally: Vec<PartitionTally> = c.load(
+        &Sql::new(format!(
+            "SELECT CAST(COALESCE(SUM(rows_done), 0) AS BIGINT) AS rows_done, \
+               CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                 AS pending, \
+               CAST(COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                 AS failed, \
+               CAST(MAX(CASE WHEN state = 'claimed' AND lease_expires_ms >= {now} \
+                 THEN {now} - claimed_ms END) AS BIGINT) AS oldest_lease_age_ms \
+             FROM tranche_partitions WHERE run_id = ?"
+        ))
         .bind(Bind::Int(run_id)),
     )?;
-    let rows_done = done.first().map_or(0, |r| r.v);
+    let tally = tally.into_iter().next().unwrap_or_default();
+    let rows_done = tally.rows_done;
     let claimed: Vec<One> = c.load(
         &Sql::new(format!(
             "SELECT id AS v FROM tranche_partitions \
@@ -361,6 +386,9 @@ pub(crate) fn control_view(c: &mut Connection, run_id: i64) -> Result<ControlVie
         run,
         rows_done,
         claimed: claimed.into_iter().map(|r| r.v).collect(),
+        pending: tally.pending,
+        failed: tally.failed,
+        oldest_lease_age_ms: tally.oldest_lease_age_ms,
     })
 }
 
@@ -380,6 +408,28 @@ pub(crate) fn sample_since(
         .bind(Bind::Int(since_ms)),
     )?;
     Ok(rows.into_iter().next().map(|r| (r.at_ms, r.rows_done)))
+}
+
+/// The run's samples of rows done since `since_ms`, oldest first, as
+/// `(at_ms, rows_done)`: at most `limit`, the latest ones.
+pub(crate) fn samples(
+    c: &mut Connection,
+    run_id: i64,
+    since_ms: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let rows: Vec<SampleRow> = c.load(
+        &Sql::new(
+            "SELECT at_ms, rows_done FROM tranche_run_samples \
+             WHERE run_id = ? AND at_ms >= ? ORDER BY at_ms DESC LIMIT ?",
+        )
+        .bind(Bind::Int(run_id))
+        .bind(Bind::Int(since_ms))
+        .bind(Bind::Int(limit)),
+    )?;
+    let mut out: Vec<(i64, i64)> = rows.into_iter().map(|r| (r.at_ms, r.rows_done)).collect();
+    out.reverse();
+    Ok(out)
 }
 
 /// The shared rate limiter (a generic cell rate algorithm over the run's
@@ -720,6 +770,38 @@ impl Store {
     ) -> Result<super::Page, StoreError> {
         let (source, scope) = (source.clone(), scope.clone());
         self.run(move |c| super::source::rows_by_key(c, &source, &scope, &keys))
+            .await
+    }
+
+    /// The run's samples of rows done (one per run and about 5 s) since
+    /// `since_ms`, oldest first, as `(at_ms, rows_done)`: the latest
+    /// `limit` of them.
+    pub async fn samples(
+        &self,
+        run_id: i64,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.run(move |c| samples(c, run_id, since_ms, limit)).await
+    }
+
+    /// The latest runs of every job, newest first.
+    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        self.run(move |c| queries::recent_runs(c, limit)).await
+    }
+
+    /// A run by id, `None` when there is none.
+    pub async fn find_run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        self.run(move |c| queries::find_run(c, run_id)).await
+    }
+
+    /// The first `limit` dead letters of a run, by key.
+    pub async fn dead_letters_limited(
+        &self,
+        run_id: i64,
+        limit: i64,
+    ) -> Result<Vec<super::DeadLetter>, StoreError> {
+        self.run(move |c| queries::dead_letters_limited(c, run_id, limit))
             .await
     }
 

@@ -68,3 +68,37 @@ pub(crate) fn apply_pending(conn: &mut Connection) -> Result<Vec<String>, StoreE
     };
     Ok(applied)
 }
+
+/// The names of tranche's migrations not yet applied on `conn` (empty:
+/// the schema is current).
+pub(crate) fn pending(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
+    let migrate_err =
+        |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(Arc::from(e));
+    let names = match conn {
+        Connection(Backend::Postgres(pooled)) => {
+            let conn: &mut diesel::PgConnection = &mut *pooled;
+            conn.pending_migrations(POSTGRES)
+                .map_err(migrate_err)?
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect::<Vec<_>>()
+        }
+        Connection(Backend::Sqlite(pooled)) => {
+            let conn: &mut SqliteConnection = &mut *pooled;
+            conn.pending_migrations(SQLITE)
+                .map_err(migrate_err)?
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect()
+        }
+    };
+    Ok(names)
+}
+
+impl super::Store {
+    /// The names of tranche's migrations not yet applied to this store's
+    /// database (empty: the schema is current); what a readiness check asks.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        self.run(pending).await
+    }
+}

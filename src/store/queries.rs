@@ -522,19 +522,10 @@ pub fn active_run(c: &mut Connection, job: &str) -> Result<Option<RunRecord>, St
 }
 
 pub(crate) fn run_record(c: &mut Connection, run_id: i64) -> Result<RunRecord, StoreError> {
-    let rows: Vec<RunRow> = c.load(
-        &Sql::new(format!(
-            "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE id = ?"
-        ))
-        .bind(Bind::Int(run_id)),
-    )?;
-    rows.into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Corrupt {
-            what: "run",
-            reason: format!("run {run_id} does not exist"),
-        })
-        .and_then(RunRecord::try_from)
+    find_run(c, run_id)?.ok_or_else(|| StoreError::Corrupt {
+        what: "run",
+        reason: format!("run {run_id} does not exist"),
+    })
 }
 
 pub(crate) fn runs(
@@ -550,6 +541,28 @@ pub(crate) fn runs(
         .bind(Bind::Int(limit)),
     )?;
     rows.into_iter().map(RunRecord::try_from).collect()
+}
+
+/// The latest runs of every job, newest first.
+pub(crate) fn recent_runs(c: &mut Connection, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(Bind::Int(limit)),
+    )?;
+    rows.into_iter().map(RunRecord::try_from).collect()
+}
+
+/// A run by id, if it exists.
+pub(crate) fn find_run(c: &mut Connection, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+    let rows: Vec<RunRow> = c.load(
+        &Sql::new(format!(
+            "SELECT {RUN_COLUMNS} FROM tranche_runs WHERE id = ?"
+        ))
+        .bind(Bind::Int(run_id)),
+    )?;
+    rows.into_iter().next().map(RunRecord::try_from).transpose()
 }
 
 pub(crate) fn run_by_key(
@@ -1565,12 +1578,22 @@ struct ShortRow {
 }
 
 pub(crate) fn dead_letters(c: &mut Connection, run_id: i64) -> Result<Vec<DeadLetter>, StoreError> {
+    dead_letters_limited(c, run_id, i64::MAX)
+}
+
+/// The first `limit` dead letters of a run, by key.
+pub(crate) fn dead_letters_limited(
+    c: &mut Connection,
+    run_id: i64,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let rows: Vec<DeadLetterRow> = c.load(
         &Sql::new(
             "SELECT run_id, partition_id, row_key, reason FROM tranche_dead_letters \
-             WHERE run_id = ? ORDER BY row_key, id",
+             WHERE run_id = ? ORDER BY row_key, id LIMIT ?",
         )
-        .bind(Bind::Int(run_id)),
+        .bind(Bind::Int(run_id))
+        .bind(Bind::Int(limit)),
     )?;
     Ok(rows
         .into_iter()

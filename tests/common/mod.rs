@@ -22,7 +22,7 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn services_required() -> bool {
+pub fn services_required() -> bool {
     std::env::var("TRANCHE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
 }
 
@@ -310,4 +310,127 @@ pub fn scrape_metrics(port: u16) -> Option<String> {
     let mut body = String::new();
     conn.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// An HTTP answer read by [`http`].
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// Body, as text.
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request to `addr` (a fresh connection, closed after),
+/// with `headers` beside Host and the body's length: a small blocking
+/// client for the tests' servers.
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    conn.write_all(request.as_bytes()).expect("send");
+    // Read the head, then the body by its length (or its chunks, or to the
+    // end): a server may keep the connection open after answering.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    let split = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let n = conn.read(&mut buf).expect("read");
+        assert!(n > 0, "the connection closed before an HTTP head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let mut more = |rest: &mut Vec<u8>| -> bool {
+        let n = conn.read(&mut buf).expect("read");
+        rest.extend_from_slice(&buf[..n]);
+        n > 0
+    };
+    if method == "HEAD" || status == 204 || status == 304 {
+        rest.clear();
+    } else if let Some(length) = length {
+        while rest.len() < length && more(&mut rest) {}
+        rest.truncate(length);
+    } else if chunked {
+        let mut body = Vec::new();
+        let mut at = 0;
+        loop {
+            let eol = loop {
+                if let Some(p) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+                    break at + p;
+                }
+                assert!(more(&mut rest), "the connection closed inside a chunk");
+            };
+            let size_text = String::from_utf8_lossy(&rest[at..eol]).into_owned();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            while rest.len() < eol + 2 + size + 2 {
+                assert!(more(&mut rest), "the connection closed inside a chunk");
+            }
+            body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            at = eol + 2 + size + 2;
+        }
+        rest = body;
+    } else {
+        while more(&mut rest) {}
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&rest).into_owned(),
+    }
 }
