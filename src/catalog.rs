@@ -145,9 +145,26 @@ pub struct TableInfo {
     /// The table lives in SQLite, where values carry their own storage
     /// class and dates have no type of their own.
     pub sqlite: bool,
+    /// The table lives in MySQL or MariaDB.
+    pub mysql: bool,
 }
 
 impl TableInfo {
+    /// Whether a column of this table is read typed (see
+    /// [`crate::model::Datum`]): on MySQL, the integer, floating, decimal,
+    /// text, JSON, binary and date and time types; other types (bit,
+    /// spatial...) arrive as their text.
+    pub fn reads_typed(&self, col: &ColumnInfo) -> bool {
+        if !self.mysql {
+            return col.read_typed(self.sqlite);
+        }
+        let t = col.type_name.to_ascii_lowercase();
+        col.kind != ColumnKind::Other
+            || ["date", "time", "year"]
+                .iter()
+                .any(|p| t == *p || t.starts_with(&format!("{p}(")))
+    }
+
     /// The column called `name`.
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
         self.columns.iter().find(|c| c.name == name)
@@ -249,7 +266,7 @@ pub(crate) fn check_source(
     let mut typed = Vec::with_capacity(source.columns.len());
     for (i, name) in source.columns.iter().enumerate() {
         let col = column(info, table, &format!("source.columns[{i}]"), name)?;
-        typed.push(col.read_typed(info.sqlite));
+        typed.push(info.reads_typed(col));
     }
     checked.typed = Some(typed);
     for (i, cond) in source.filter.iter().enumerate() {
@@ -497,6 +514,7 @@ mod tests {
             indexes: vec![index(&["id"], true), index(&["placed_at", "id"], false)],
             rowid_alias: None,
             sqlite: false,
+            mysql: false,
         }
     }
 
@@ -642,6 +660,7 @@ mod tests {
             indexes: vec![index(&["at"], false)],
             rowid_alias: Some("id".into()),
             sqlite: true,
+            mysql: false,
         };
         assert!(check(&Source::new("t", "id", "at").unwrap(), &info).is_ok());
         assert!(check(&Source::by_key("t", "id").unwrap(), &info).is_ok());

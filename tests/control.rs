@@ -484,19 +484,22 @@ async fn an_unreadable_order_is_counted_by_the_plan_and_dead_lettered_by_the_run
         .unwrap();
     common::seed_events(runtime.store(), 1000, 7).await;
     // Row 10's order value cannot be read: a text on SQLite, NULL on
-    // PostgreSQL.
-    let sqlite = runtime.store().dialect() == tranche::store::Dialect::Sqlite;
+    // PostgreSQL and MySQL.
+    let dialect = runtime.store().dialect();
     runtime
         .store()
-        .run(move |c| {
-            if sqlite {
+        .run(move |c| match dialect {
+            tranche::store::Dialect::Sqlite => {
                 c.batch("UPDATE events SET at = 'soon' WHERE id = 10")
-            } else {
-                c.batch(
-                    "ALTER TABLE events ALTER COLUMN at DROP NOT NULL; \
-                     UPDATE events SET at = NULL WHERE id = 10",
-                )
             }
+            tranche::store::Dialect::Mysql => c.batch(
+                "ALTER TABLE events MODIFY at BIGINT NULL; \
+                 UPDATE events SET at = NULL WHERE id = 10",
+            ),
+            _ => c.batch(
+                "ALTER TABLE events ALTER COLUMN at DROP NOT NULL; \
+                 UPDATE events SET at = NULL WHERE id = 10",
+            ),
         })
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 
 use super::{Apply, RowsSpec};
 use crate::sink::UpdateSpec;
-use crate::store::{Bind, Connection, Sql, StoreError};
+use crate::store::{Bind, Connection, Dialect, Sql, StoreError};
 
 /// One operation decoded from a message.
 #[derive(Clone, Debug, PartialEq)]
@@ -200,18 +200,12 @@ fn apply_rows(
 ) -> Result<Outcome, StoreError> {
     let mut order: Vec<&Operation> = ops.iter().collect();
     order.sort_by_key(|o| (o.key, o.version));
-    let (t, k) = (spec.table.quoted(), spec.key_column.quoted());
+    let d = c.dialect();
+    let mysql = d == Dialect::Mysql;
+    let (t, k) = (d.quote(&spec.table), d.quote(&spec.key_column));
     let mut outcome = Outcome::default();
     for op in order {
-        let guard = Sql::new(
-            "INSERT INTO tranche_inbox (consumer, row_key, version) VALUES (?, ?, ?) \
-             ON CONFLICT (consumer, row_key) DO UPDATE SET version = excluded.version \
-             WHERE tranche_inbox.version < excluded.version",
-        )
-        .bind(Bind::Text(consumer.to_owned()))
-        .bind(Bind::Int(op.key))
-        .bind(Bind::Int(op.version));
-        if c.execute(&guard)? == 0 {
+        if !advance_inbox(c, consumer, op.key, op.version)? {
             outcome.stale += 1;
             continue;
         }
@@ -226,7 +220,7 @@ fn apply_rows(
                 let mut values = vec!["?".to_owned()];
                 let mut binds = vec![Bind::Int(op.key)];
                 for (i, cell) in cells {
-                    columns.push(spec.columns[*i].quoted());
+                    columns.push(d.quote(&spec.columns[*i]));
                     match cell {
                         Cell::Int(v) => {
                             values.push("?".into());
@@ -239,20 +233,31 @@ fn apply_rows(
                         Cell::Null => values.push("NULL".into()),
                     }
                 }
-                let action = if cells.is_empty() {
-                    "NOTHING".to_owned()
-                } else {
-                    format!(
-                        "UPDATE SET {}",
-                        columns[1..]
-                            .iter()
-                            .map(|c| format!("{c} = excluded.{c}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+                // The row as the message has it: inserted, or its columns
+                // set (MySQL: on a duplicate of its key, which must be the
+                // table's one unique key; with no columns, the key is set
+                // to itself, changing nothing).
+                let set = |new: &dyn Fn(&str) -> String| {
+                    columns[1..]
+                        .iter()
+                        .map(|c| format!("{c} = {}", new(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let action = match (mysql, cells.is_empty()) {
+                    (false, true) => format!(" ON CONFLICT ({k}) DO NOTHING"),
+                    (false, false) => format!(
+                        " ON CONFLICT ({k}) DO UPDATE SET {}",
+                        set(&|c| format!("excluded.{c}"))
+                    ),
+                    (true, true) => format!(" ON DUPLICATE KEY UPDATE {k} = {k}"),
+                    (true, false) => format!(
+                        " ON DUPLICATE KEY UPDATE {}",
+                        set(&|c| format!("VALUES({c})"))
+                    ),
                 };
                 let mut sql = Sql::new(format!(
-                    "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT ({k}) DO {action}",
+                    "INSERT INTO {t} ({}) VALUES ({}){action}",
                     columns.join(", "),
                     values.join(", ")
                 ));
@@ -264,6 +269,52 @@ fn apply_rows(
         outcome.applied += 1;
     }
     Ok(outcome)
+}
+
+/// Moves the consumer's applied version of `key` up to `version`; `false`
+/// when it was there already or beyond (the operation is stale).
+fn advance_inbox(
+    c: &mut Connection,
+    consumer: &str,
+    key: i64,
+    version: i64,
+) -> Result<bool, StoreError> {
+    if c.dialect() == Dialect::Mysql {
+        // ON DUPLICATE KEY UPDATE counts a row it found and left alone as
+        // changed under CLIENT_FOUND_ROWS: a new key is inserted, a known
+        // one advanced only where its version is lower.
+        let inserted = c.execute(
+            &Sql::new(
+                "INSERT IGNORE INTO tranche_inbox (consumer, row_key, version) VALUES (?, ?, ?)",
+            )
+            .bind(Bind::Text(consumer.to_owned()))
+            .bind(Bind::Int(key))
+            .bind(Bind::Int(version)),
+        )?;
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let advanced = c.execute(
+            &Sql::new(
+                "UPDATE tranche_inbox SET version = ? \
+                 WHERE consumer = ? AND row_key = ? AND version < ?",
+            )
+            .bind(Bind::Int(version))
+            .bind(Bind::Text(consumer.to_owned()))
+            .bind(Bind::Int(key))
+            .bind(Bind::Int(version)),
+        )?;
+        return Ok(advanced == 1);
+    }
+    let guard = Sql::new(
+        "INSERT INTO tranche_inbox (consumer, row_key, version) VALUES (?, ?, ?) \
+         ON CONFLICT (consumer, row_key) DO UPDATE SET version = excluded.version \
+         WHERE tranche_inbox.version < excluded.version",
+    )
+    .bind(Bind::Text(consumer.to_owned()))
+    .bind(Bind::Int(key))
+    .bind(Bind::Int(version));
+    Ok(c.execute(&guard)? == 1)
 }
 
 fn write_dead_letters(

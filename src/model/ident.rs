@@ -2,8 +2,9 @@
 //!
 //! Table and column names cannot be bound as parameters, so they are the one
 //! place user input reaches SQL text. Every such name is validated here when
-//! the job is built (a plain identifier, optionally `schema.name`) and always
-//! emitted double-quoted, which both PostgreSQL and SQLite accept.
+//! the job is built (a plain identifier, optionally `schema.name`, the
+//! schema being a database on MySQL) and always emitted quoted: double
+//! quotes on PostgreSQL and SQLite, backticks on MySQL.
 
 use std::fmt;
 
@@ -72,6 +73,15 @@ impl Ident {
             .collect::<Vec<_>>()
             .join(".")
     }
+
+    /// The identifier as MySQL text, each part in backticks.
+    pub fn backticked(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| format!("`{}`", p.replace('`', "``")))
+            .collect::<Vec<_>>()
+            .join(".")
+    }
 }
 
 impl fmt::Display for Ident {
@@ -100,6 +110,10 @@ mod tests {
     #[test]
     fn accepts_plain_and_qualified_names() {
         assert_eq!(Ident::parse("t", "subs").unwrap().quoted(), "\"subs\"");
+        assert_eq!(
+            Ident::parse("t", "app.subs_2").unwrap().backticked(),
+            "`app`.`subs_2`"
+        );
         assert_eq!(
             Ident::parse("t", "app.subs_2").unwrap().quoted(),
             "\"app\".\"subs_2\""

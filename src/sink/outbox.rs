@@ -81,12 +81,13 @@ fn write_outbox(
     batch: &[Message],
 ) -> Result<(u64, u64), StoreError> {
     let now = c.dialect().now_ms();
+    let (insert, skip) = c.dialect().insert_skipping("message_id");
+    let table = c.dialect().quote(table);
     let written = c.write_transaction(|c| {
         let mut written = 0u64;
         for chunk in batch.chunks(OUTBOX_CHUNK) {
             let mut sql = Sql::new(format!(
-                "INSERT INTO {} (message_id, job_name, row_key, version, payload, created_ms) VALUES ",
-                table.quoted()
+                "{insert} {table} (message_id, job_name, row_key, version, payload, created_ms) VALUES "
             ));
             for (i, m) in chunk.iter().enumerate() {
                 sql.push(
@@ -100,7 +101,7 @@ fn write_outbox(
                     ],
                 );
             }
-            sql.push(" ON CONFLICT (message_id) DO NOTHING", []);
+            sql.push(&skip, []);
             written += c.execute(&sql)? as u64;
         }
         Ok::<_, StoreError>(written)

@@ -105,11 +105,12 @@ pub(crate) fn apply_updates(
         let version = group[0].0;
         for chunk in group.chunks(UPDATE_CHUNK) {
             let marks = vec!["?"; chunk.len()].join(", ");
+            let d = c.dialect();
             let mut sql = Sql::new(format!(
                 "UPDATE {t} SET {v} = ? WHERE {v} < ? AND {k} IN ({marks})",
-                t = spec.table.quoted(),
-                v = spec.version_column.quoted(),
-                k = spec.key_column.quoted(),
+                t = d.quote(&spec.table),
+                v = d.quote(&spec.version_column),
+                k = d.quote(&spec.key_column),
             ))
             .bind(Bind::Int(version))
             .bind(Bind::Int(version));

@@ -1,9 +1,10 @@
-//! Connections, pools and the two SQL dialects.
+//! Connections, pools and the SQL dialects.
 //!
 //! Queries are written once, as [`Sql`] text with `?` placeholders, against
-//! the small [`Db`] trait that both diesel connections implement; dialect
-//! differences (placeholders, the database clock, write transactions) live
-//! here and nowhere else.
+//! the small [`Db`] trait that every diesel connection implements; dialect
+//! differences (placeholders, the database clock, casts, identifier quotes,
+//! write transactions) live here, and the few statements that must be
+//! written another way on one database branch on [`Dialect`] where they are.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub enum Dialect {
     Postgres,
     /// SQLite (the embedded default).
     Sqlite,
+    /// MySQL 8.0+ or MariaDB 10.6+ (feature `mysql`).
+    Mysql,
 }
 
 impl Dialect {
@@ -37,6 +40,60 @@ impl Dialect {
         match self {
             Dialect::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
             Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            // NOW(3) is the statement's start, to the millisecond.
+            Dialect::Mysql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+        }
+    }
+
+    /// The type a `CAST` names for a 64-bit integer.
+    pub fn bigint(self) -> &'static str {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => "BIGINT",
+            Dialect::Mysql => "SIGNED",
+        }
+    }
+
+    /// The type a `CAST` names for text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => "TEXT",
+            Dialect::Mysql => "CHAR",
+        }
+    }
+
+    /// An identifier as SQL: each part double-quoted, or backticked on
+    /// MySQL (whose double quotes make strings, unless `ANSI_QUOTES` is
+    /// set).
+    pub fn quote(self, ident: &crate::model::Ident) -> String {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => ident.quoted(),
+            Dialect::Mysql => ident.backticked(),
+        }
+    }
+
+    /// `INSERT` that skips a row whose unique `key` is taken, as the verb
+    /// and the clause that ends the statement: `ON CONFLICT (key) DO
+    /// NOTHING`, or MySQL's `INSERT IGNORE` (the rows written are counted
+    /// the same way; strict mode still refuses a value that does not fit,
+    /// IGNORE turning only that into a warning, so tranche writes it only
+    /// into its own tables, whose columns are wide enough for what they
+    /// hold).
+    pub(crate) fn insert_skipping(self, key: &str) -> (&'static str, String) {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => {
+                ("INSERT INTO", format!(" ON CONFLICT ({key}) DO NOTHING"))
+            }
+            Dialect::Mysql => ("INSERT IGNORE INTO", String::new()),
+        }
+    }
+
+    /// The lock a claim's inner `SELECT` takes on the rows it picks:
+    /// `FOR UPDATE SKIP LOCKED`, so concurrent claimers pass each other
+    /// by; nothing on SQLite, whose write transactions are serial.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Postgres | Dialect::Mysql => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
         }
     }
 }
@@ -167,6 +224,8 @@ macro_rules! query_fragment {
 
 query_fragment!(Pg);
 query_fragment!(Sqlite);
+#[cfg(feature = "mysql")]
+query_fragment!(diesel::mysql::Mysql);
 
 fn placeholders_mismatch(sql: &Sql) -> diesel::result::Error {
     diesel::result::Error::QueryBuilderError(
@@ -193,6 +252,12 @@ pub trait Db: diesel::Connection {
     fn load<T>(&mut self, sql: &Sql) -> diesel::QueryResult<Vec<T>>
     where
         T: QueryableByName<Self::Backend> + 'static;
+
+    /// A failed statement's error, with what the server knows of it that
+    /// the driver left out (MySQL's error code).
+    fn classify(&mut self, e: diesel::result::Error) -> diesel::result::Error {
+        e
+    }
 }
 
 impl Db for PgConnection {
@@ -222,6 +287,28 @@ impl Db for SqliteConnection {
         T: QueryableByName<Sqlite> + 'static,
     {
         Query(sql).load(self)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Db for diesel::MysqlConnection {
+    const DIALECT: Dialect = Dialect::Mysql;
+
+    fn exec(&mut self, sql: &Sql) -> diesel::QueryResult<usize> {
+        let result = Query(sql).execute(self);
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn load<T>(&mut self, sql: &Sql) -> diesel::QueryResult<Vec<T>>
+    where
+        T: QueryableByName<diesel::mysql::Mysql> + 'static,
+    {
+        let result = Query(sql).load(self);
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn classify(&mut self, e: diesel::result::Error) -> diesel::result::Error {
+        super::mysql::classified(self, e)
     }
 }
 
@@ -299,6 +386,32 @@ pub struct Connection(pub(crate) Backend);
 pub(crate) enum Backend {
     Postgres(PooledConnection<Manager<PgConnection>>),
     Sqlite(PooledConnection<Manager<SqliteConnection>>),
+    #[cfg(feature = "mysql")]
+    Mysql(PooledConnection<Manager<diesel::MysqlConnection>>),
+}
+
+/// A row type [`Connection::load`] reads on every backend built in: a
+/// `#[derive(QueryableByName)]` struct is one.
+#[cfg(not(feature = "mysql"))]
+pub trait LoadRow: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static {}
+#[cfg(not(feature = "mysql"))]
+impl<T: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static> LoadRow for T {}
+
+/// A row type [`Connection::load`] reads on every backend built in: a
+/// `#[derive(QueryableByName)]` struct is one.
+#[cfg(feature = "mysql")]
+pub trait LoadRow:
+    QueryableByName<Pg> + QueryableByName<Sqlite> + QueryableByName<diesel::mysql::Mysql> + 'static
+{
+}
+#[cfg(feature = "mysql")]
+impl<
+        T: QueryableByName<Pg>
+            + QueryableByName<Sqlite>
+            + QueryableByName<diesel::mysql::Mysql>
+            + 'static,
+    > LoadRow for T
+{
 }
 
 /// Runs `$body` with `$c` bound to the concrete diesel connection inside a
@@ -314,6 +427,11 @@ macro_rules! with_conn {
                 let $c: &mut ::diesel::SqliteConnection = &mut *pooled;
                 $body
             }
+            #[cfg(feature = "mysql")]
+            $crate::store::Connection($crate::store::Backend::Mysql(pooled)) => {
+                let $c: &mut ::diesel::MysqlConnection = &mut *pooled;
+                $body
+            }
         }
     };
 }
@@ -324,25 +442,45 @@ impl Connection {
         match self {
             Connection(Backend::Postgres(_)) => Dialect::Postgres,
             Connection(Backend::Sqlite(_)) => Dialect::Sqlite,
+            #[cfg(feature = "mysql")]
+            Connection(Backend::Mysql(_)) => Dialect::Mysql,
         }
     }
 
     /// Runs a statement written with `?` placeholders.
     pub fn execute(&mut self, sql: &Sql) -> Result<usize, StoreError> {
-        with_conn!(self, |c| c.exec(sql)).map_err(|e| StoreError::query("execute", e))
+        let result = with_conn!(self, |c| c.exec(sql));
+        result.map_err(|e| self.failed("execute", e))
     }
 
     /// Runs a query written with `?` placeholders and loads its rows.
-    pub fn load<T>(&mut self, sql: &Sql) -> Result<Vec<T>, StoreError>
-    where
-        T: QueryableByName<Pg> + QueryableByName<Sqlite> + 'static,
-    {
-        with_conn!(self, |c| c.load(sql)).map_err(|e| StoreError::query("load", e))
+    pub fn load<T: LoadRow>(&mut self, sql: &Sql) -> Result<Vec<T>, StoreError> {
+        let result = with_conn!(self, |c| c.load(sql));
+        result.map_err(|e| self.failed("load", e))
     }
 
     /// Runs statements without binds (DDL, pragmas, transaction control).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        with_conn!(self, |c| c.batch_execute(sql)).map_err(|e| StoreError::query("batch", e))
+        let result = with_conn!(self, |c| match c.batch_execute(sql) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Db::classify(c, e)),
+        });
+        result.map_err(|e| self.failed("batch", e))
+    }
+
+    /// A failed statement as a [`StoreError`]; a connection whose link is
+    /// gone is not handed out again.
+    fn failed(&mut self, what: &'static str, e: diesel::result::Error) -> StoreError {
+        if matches!(
+            e,
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection,
+                _
+            )
+        ) {
+            self.mark_lost();
+        }
+        StoreError::query(what, e)
     }
 
     /// Rolls back the open transaction. If that fails the connection's
@@ -357,6 +495,8 @@ impl Connection {
         match self {
             Connection(Backend::Postgres(p)) => p.lost = true,
             Connection(Backend::Sqlite(p)) => p.lost = true,
+            #[cfg(feature = "mysql")]
+            Connection(Backend::Mysql(p)) => p.lost = true,
         }
     }
 
@@ -373,6 +513,7 @@ impl Connection {
         self.batch(match self.dialect() {
             Dialect::Postgres => "BEGIN",
             Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Mysql => "START TRANSACTION",
         })?;
         match f(self) {
             Ok(v) => {
@@ -473,6 +614,8 @@ impl diesel::r2d2::HandleError<diesel::r2d2::Error> for RedactingErrors {
 pub(crate) enum Pool {
     Postgres(diesel::r2d2::Pool<Manager<PgConnection>>),
     Sqlite(diesel::r2d2::Pool<Manager<SqliteConnection>>),
+    #[cfg(feature = "mysql")]
+    Mysql(diesel::r2d2::Pool<Manager<diesel::MysqlConnection>>),
 }
 
 impl Pool {
@@ -514,6 +657,27 @@ impl Pool {
                     })
                     .map_err(connect_err)?,
             ),
+            #[cfg(feature = "mysql")]
+            Dialect::Mysql => Pool::Mysql(
+                diesel::r2d2::Pool::builder()
+                    .max_size(size)
+                    .min_idle(Some(1))
+                    .connection_timeout(timeout)
+                    .connection_customizer(Box::new(super::mysql::MysqlSession))
+                    .error_handler(Box::new(RedactingErrors(url.clone())))
+                    .build(Manager {
+                        inner: ConnectionManager::new(url.connect_str()),
+                    })
+                    .map_err(connect_err)?,
+            ),
+            #[cfg(not(feature = "mysql"))]
+            Dialect::Mysql => {
+                return Err(StoreError::Unsupported(format!(
+                    "{url}: this build of tranche has no MySQL support; \
+                     build it with the `mysql` feature (cargo build --features mysql, \
+                     with Debian's libmariadb-dev installed)"
+                )))
+            }
         })
     }
 
@@ -522,6 +686,8 @@ impl Pool {
         match self {
             Pool::Postgres(p) => p.get().map(|c| Connection(Backend::Postgres(c))),
             Pool::Sqlite(p) => p.get().map(|c| Connection(Backend::Sqlite(c))),
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(p) => p.get().map(|c| Connection(Backend::Mysql(c))),
         }
         .map_err(|e| StoreError::Pool(e.to_string()))
     }
@@ -530,6 +696,8 @@ impl Pool {
         match self {
             Pool::Postgres(_) => Dialect::Postgres,
             Pool::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(_) => Dialect::Mysql,
         }
     }
 }

@@ -265,7 +265,7 @@ pub(crate) fn retry(
         if let Some(n) = partition {
             let exists: Vec<One> = c.load(
                 &Sql::new(
-                    "SELECT CAST(COUNT(*) AS BIGINT) AS v FROM tranche_partitions \
+                    "SELECT COUNT(*) AS v FROM tranche_partitions \
                      WHERE run_id = ? AND number = ?",
                 )
                 .bind(Bind::Int(run_id))
@@ -346,15 +346,16 @@ pub(crate) fn set_throttle(
 pub(crate) fn control_view(c: &mut Connection, run_id: i64) -> Result<ControlView, StoreError> {
     let run = queries::run_record(c, run_id)?;
     let now = c.dialect().now_ms();
+    let int = c.dialect().bigint();
     let tally: Vec<PartitionTally> = c.load(
         &Sql::new(format!(
-            "SELECT CAST(COALESCE(SUM(rows_done), 0) AS BIGINT) AS rows_done, \
-               CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+            "SELECT CAST(COALESCE(SUM(rows_done), 0) AS {int}) AS rows_done, \
+               CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS {int}) \
                  AS pending, \
-               CAST(COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+               CAST(COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS {int}) \
                  AS failed, \
                CAST(MAX(CASE WHEN state = 'claimed' AND lease_expires_ms >= {now} \
-                 THEN {now} - claimed_ms END) AS BIGINT) AS oldest_lease_age_ms \
+                 THEN {now} - claimed_ms END) AS {int}) AS oldest_lease_age_ms \
              FROM tranche_partitions WHERE run_id = ?"
         ))
         .bind(Bind::Int(run_id)),
@@ -370,12 +371,18 @@ pub(crate) fn control_view(c: &mut Connection, run_id: i64) -> Result<ControlVie
         .bind(Bind::Int(run_id)),
     )?;
     if !run.state.is_finished() {
+        // A sample taken in the same millisecond by another instance is
+        // the same sample.
+        let (ignore, on_conflict) = match c.dialect() {
+            Dialect::Mysql => ("IGNORE ", ""),
+            _ => ("", " ON CONFLICT (run_id, at_ms) DO NOTHING"),
+        };
         c.execute(
             &Sql::new(format!(
-                "INSERT INTO tranche_run_samples (run_id, at_ms, rows_done) \
-                 SELECT ?, {now}, ? WHERE NOT EXISTS (SELECT 1 FROM tranche_run_samples \
-                   WHERE run_id = ? AND at_ms > {now} - 5000) \
-                 ON CONFLICT (run_id, at_ms) DO NOTHING"
+                "INSERT {ignore}INTO tranche_run_samples (run_id, at_ms, rows_done) \
+                 SELECT ?, {now}, ? FROM (SELECT 1 AS one) AS once WHERE NOT EXISTS \
+                   (SELECT 1 FROM tranche_run_samples WHERE run_id = ? AND at_ms > {now} - 5000)\
+                 {on_conflict}"
             ))
             .bind(Bind::Int(run_id))
             .bind(Bind::Int(rows_done))
@@ -444,18 +451,31 @@ pub(crate) fn reserve_rows(
     let now_us = queries::now_ms(c)?.saturating_mul(1000);
     let cost_us = (rows.saturating_mul(1_000_000) / per_s.max(1)) as i64;
     let greatest = match c.dialect() {
-        Dialect::Postgres => "GREATEST",
+        Dialect::Postgres | Dialect::Mysql => "GREATEST",
         Dialect::Sqlite => "MAX",
     };
-    let tat: Vec<One> = c.load(
-        &Sql::new(format!(
-            "UPDATE tranche_runs SET rate_tat_us = {greatest}(COALESCE(rate_tat_us, 0), ?) + ? \
-             WHERE id = ? RETURNING rate_tat_us AS v"
-        ))
-        .bind(Bind::Int(now_us))
-        .bind(Bind::Int(cost_us))
-        .bind(Bind::Int(run_id)),
-    )?;
+    let update = Sql::new(format!(
+        "UPDATE tranche_runs SET rate_tat_us = {greatest}(COALESCE(rate_tat_us, 0), ?) + ? \
+         WHERE id = ?"
+    ))
+    .bind(Bind::Int(now_us))
+    .bind(Bind::Int(cost_us))
+    .bind(Bind::Int(run_id));
+    let tat: Vec<One> = if c.dialect() == Dialect::Mysql {
+        // No RETURNING: the row, locked by the update, is read back in
+        // the same transaction.
+        c.write_transaction(|c| {
+            c.execute(&update)?;
+            c.load(
+                &Sql::new("SELECT rate_tat_us AS v FROM tranche_runs WHERE id = ?")
+                    .bind(Bind::Int(run_id)),
+            )
+        })?
+    } else {
+        let mut returning = update;
+        returning.push(" RETURNING rate_tat_us AS v", []);
+        c.load(&returning)?
+    };
     let start_us = tat.first().map_or(now_us, |r| r.v - cost_us);
     Ok(Duration::from_micros((start_us - now_us).max(0) as u64))
 }
@@ -487,6 +507,7 @@ pub(crate) fn check_health(
         let cast = match c.dialect() {
             Dialect::Postgres => "DOUBLE PRECISION",
             Dialect::Sqlite => "REAL",
+            Dialect::Mysql => "DOUBLE",
         };
         let sql = Sql::new(format!("SELECT CAST(({query}) AS {cast}) AS v"));
         match c.load::<Value>(&sql) {
@@ -513,6 +534,15 @@ pub(crate) fn check_health(
         }
     }
     if let Some(max) = throttle.max_replication_lag_ms {
+        if c.dialect() == Dialect::Mysql {
+            // A MySQL primary does not know its replicas' lag.
+            return Err(StoreError::Unsupported(
+                "throttle.max_replication_lag_ms is measured on PostgreSQL \
+                 (pg_stat_replication); on MySQL, give a throttle.health_query that \
+                 reads the lag where it is known (a heartbeat table, say) and a health_max"
+                    .into(),
+            ));
+        }
         if c.dialect() == Dialect::Postgres {
             let rows: Vec<Value> = c.load(&Sql::new(
                 "SELECT CAST(MAX(EXTRACT(EPOCH FROM replay_lag) * 1000) AS DOUBLE PRECISION) AS v \
@@ -547,7 +577,7 @@ pub(crate) fn run_of_job(
 
 pub(crate) fn job_exists(c: &mut Connection, job: &str) -> Result<bool, StoreError> {
     let rows: Vec<One> = c.load(
-        &Sql::new("SELECT CAST(COUNT(*) AS BIGINT) AS v FROM tranche_jobs WHERE name = ?")
+        &Sql::new("SELECT COUNT(*) AS v FROM tranche_jobs WHERE name = ?")
             .bind(Bind::Text(job.into())),
     )?;
     Ok(rows.first().map_or(0, |r| r.v) > 0)
@@ -555,10 +585,8 @@ pub(crate) fn job_exists(c: &mut Connection, job: &str) -> Result<bool, StoreErr
 
 pub(crate) fn dead_letter_count(c: &mut Connection, run_id: i64) -> Result<i64, StoreError> {
     let rows: Vec<One> = c.load(
-        &Sql::new(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS v FROM tranche_dead_letters WHERE run_id = ?",
-        )
-        .bind(Bind::Int(run_id)),
+        &Sql::new("SELECT COUNT(*) AS v FROM tranche_dead_letters WHERE run_id = ?")
+            .bind(Bind::Int(run_id)),
     )?;
     Ok(rows.first().map_or(0, |r| r.v))
 }

@@ -12,7 +12,8 @@ use crate::model::ConfigError;
 /// The forms a database URL may take, as errors list them.
 pub const ACCEPTED_FORMS: &str = "postgres://user:password@host:port/database (or postgresql://; \
      percent-encode / ? # @ : % and spaces in the user and password), a PostgreSQL keyword DSN \
-     (host=... port=... user=... dbname=...), sqlite://path, or a path ending .db, .sqlite or \
+     (host=... port=... user=... dbname=...), mysql://user:password@host:port/database (or \
+     mariadb://; a build with the mysql feature), sqlite://path, or a path ending .db, .sqlite or \
      .sqlite3";
 
 /// A parsed database URL. Its `Display` and `Debug` show it with every
@@ -24,6 +25,10 @@ pub const ACCEPTED_FORMS: &str = "postgres://user:password@host:port/database (o
 ///   a URL that does not parse is refused without being shown);
 /// - a PostgreSQL keyword DSN (`host=db port=5432 user=app dbname=app
 ///   password='a b'`), as libpq reads it;
+/// - `mysql://` or `mariadb://` URLs (MySQL 8.0+, MariaDB 10.6+; the
+///   `mysql` feature connects to them), read by the same URL parser; diesel's
+///   options `ssl_mode`, `ssl_ca`, `ssl_cert`, `ssl_key` and `unix_socket`
+///   go in the query string;
 /// - `sqlite://path`, or a bare path ending `.db`, `.sqlite` or `.sqlite3`
 ///   (`:memory:` too).
 ///
@@ -54,7 +59,8 @@ impl DatabaseUrl {
         }
         if let Some((scheme, rest)) = text.split_once("://") {
             return match scheme.to_ascii_lowercase().as_str() {
-                "postgres" | "postgresql" => Self::postgres_url(text),
+                "postgres" | "postgresql" => Self::network_url(text, Dialect::Postgres),
+                "mysql" | "mariadb" => Self::network_url(text, Dialect::Mysql),
                 "sqlite" if !rest.is_empty() => Ok(Self::sqlite(rest)),
                 "sqlite" => Err(ConfigError::new(
                     field,
@@ -114,11 +120,15 @@ impl DatabaseUrl {
         }
     }
 
-    fn postgres_url(text: &str) -> Result<Self, ConfigError> {
-        let url = url::Url::parse(text).map_err(|e| {
+    fn network_url(text: &str, dialect: Dialect) -> Result<Self, ConfigError> {
+        let what = match dialect {
+            Dialect::Mysql => "MySQL",
+            _ => "PostgreSQL",
+        };
+        let mut url = url::Url::parse(text).map_err(|e| {
             ConfigError::new(
                 "database_url",
-                format!("is not a valid PostgreSQL URL ({e}); use {ACCEPTED_FORMS}"),
+                format!("is not a valid {what} URL ({e}); use {ACCEPTED_FORMS}"),
             )
         })?;
         let decode = |s: &str| {
@@ -148,10 +158,24 @@ impl DatabaseUrl {
         secrets.retain(|s| !s.is_empty());
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
+        let shown = shown_url(&url);
+        if dialect == Dialect::Mysql && url.scheme() != "mysql" {
+            // The driver takes mysql:// alone; mariadb:// is shown as written.
+            let rest = &url.as_str()[url.scheme().len()..];
+            url = url::Url::parse(&format!("mysql{rest}")).map_err(|e| {
+                ConfigError::new("database_url", format!("is not a valid MySQL URL ({e})"))
+            })?;
+        }
+        if dialect == Dialect::Mysql && url.path().trim_matches('/').is_empty() {
+            return Err(ConfigError::new(
+                "database_url",
+                format!("{shown} names no database; use mysql://user:password@host:port/database"),
+            ));
+        }
         Ok(Self {
-            dialect: Dialect::Postgres,
+            dialect,
             connect: url.as_str().to_owned(),
-            shown: shown_url(&url),
+            shown,
             secrets,
         })
     }
@@ -229,6 +253,16 @@ mod tests {
             ),
             ("app.sqlite3", Dialect::Sqlite, "sqlite://app.sqlite3"),
             (":memory:", Dialect::Sqlite, "sqlite://:memory:"),
+            (
+                "mysql://app:S3cret@db:3306/shop",
+                Dialect::Mysql,
+                "mysql://app:***@db:3306/shop",
+            ),
+            (
+                "mariadb://root@127.0.0.1/test?ssl_mode=disabled",
+                Dialect::Mysql,
+                "mariadb://root@127.0.0.1/test?ssl_mode=disabled",
+            ),
         ] {
             let url = DatabaseUrl::parse(text).expect(text);
             assert_eq!(url.dialect(), dialect, "{text}");
@@ -241,7 +275,8 @@ mod tests {
     fn other_forms_are_refused_listing_the_accepted_ones_without_echoing_them() {
         for text in [
             "postgress://u:S3cret@h/db",
-            "mysql://u:S3cret@h/db",
+            "mysqlx://u:S3cret@h/db",
+            "mysql://u:S3c?ret@h/db",
             "postgres://u:S3c?ret@h/db",
             "postgres://u:S3c#ret@h/db",
             "S3cret",
@@ -265,5 +300,16 @@ mod tests {
         );
         let url = DatabaseUrl::parse("postgres://u:S3c@ret@h/db").unwrap();
         assert_eq!(url.connect_str(), "postgres://u:S3c%40ret@h/db");
+        let url = DatabaseUrl::parse("mariadb://u:S3c%40ret@h/db").unwrap();
+        assert_eq!(url.connect_str(), "mysql://u:S3c%40ret@h/db");
+        assert_eq!(
+            url.redact(
+                "Access denied for user 'u' (using password: S3c@ret) at mysql://u:S3c%40ret@h/db"
+            ),
+            "Access denied for user 'u' (using password: ***) at mysql://u:***@h/db"
+        );
+        let e = DatabaseUrl::parse("mysql://u:S3cret@h").unwrap_err();
+        assert!(e.reason.contains("names no database"), "{e}");
+        assert!(!e.to_string().contains("S3c"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Reading a source's extra columns as [`Datum`]s: PostgreSQL values by
-//! the type the server names for each (its binary wire formats), SQLite
-//! values by their storage class.
+//! the type the server names for each (its binary wire formats), MySQL
+//! values by the type of their column (its binary protocol), SQLite values
+//! by their storage class.
 //!
 //! A value that cannot be read becomes a [`Cell`] holding why, so that it
 //! poisons its row alone, never the page.
@@ -217,6 +218,120 @@ impl FromSql<AnyValue, Sqlite> for Cell {
             None => Ok(Cell(Ok(Datum::Null))),
             Some(v) => <Self as FromSql<AnyValue, Sqlite>>::from_sql(v),
         }
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use diesel::deserialize::{self, FromSql};
+    use diesel::mysql::data_types::MysqlTime;
+    use diesel::mysql::{Mysql, MysqlType, MysqlValue};
+    use diesel::sql_types::{BigInt, Date, Datetime, Double, Time};
+
+    use super::{utf8, AnyValue, Cell};
+    use crate::model::Datum;
+
+    impl FromSql<AnyValue, Mysql> for Cell {
+        fn from_sql(value: MysqlValue<'_>) -> deserialize::Result<Self> {
+            Ok(Cell(mysql_datum(value)))
+        }
+
+        fn from_nullable_sql(value: Option<MysqlValue<'_>>) -> deserialize::Result<Self> {
+            match value {
+                None => Ok(Cell(Ok(Datum::Null))),
+                Some(v) => <Self as FromSql<AnyValue, Mysql>>::from_sql(v),
+            }
+        }
+    }
+
+    fn mysql_datum(value: MysqlValue<'_>) -> Result<Datum, String> {
+        let read = |e: Box<dyn std::error::Error + Send + Sync>| format!("cannot be read: {e}");
+        Ok(match value.value_type() {
+            MysqlType::Tiny
+            | MysqlType::UnsignedTiny
+            | MysqlType::Short
+            | MysqlType::UnsignedShort
+            | MysqlType::Long
+            | MysqlType::UnsignedLong
+            | MysqlType::LongLong => {
+                Datum::Int(<i64 as FromSql<BigInt, Mysql>>::from_sql(value).map_err(read)?)
+            }
+            MysqlType::UnsignedLongLong => {
+                let bytes: [u8; 8] = value
+                    .as_bytes()
+                    .try_into()
+                    .map_err(|_| "holds a BIGINT UNSIGNED of the wrong width".to_owned())?;
+                let v = u64::from_le_bytes(bytes);
+                Datum::Int(i64::try_from(v).map_err(|_| {
+                    format!("holds the BIGINT UNSIGNED {v}, beyond a signed 64-bit integer")
+                })?)
+            }
+            MysqlType::Float | MysqlType::Double => {
+                Datum::Float(<f64 as FromSql<Double, Mysql>>::from_sql(value).map_err(read)?)
+            }
+            // DECIMAL arrives as its exact decimal text.
+            MysqlType::Numeric => Datum::Numeric(utf8(value.as_bytes())?),
+            MysqlType::Date => {
+                let t = <MysqlTime as FromSql<Date, Mysql>>::from_sql(value).map_err(read)?;
+                Datum::Date(days_from_civil(t.year, t.month, t.day)?)
+            }
+            MysqlType::DateTime | MysqlType::Timestamp => {
+                let t = <MysqlTime as FromSql<Datetime, Mysql>>::from_sql(value).map_err(read)?;
+                let days = i64::from(days_from_civil(t.year, t.month, t.day)?);
+                let secs = days * 86_400
+                    + i64::from(t.hour) * 3_600
+                    + i64::from(t.minute) * 60
+                    + i64::from(t.second);
+                Datum::Timestamp(secs * 1_000_000 + t.second_part as i64)
+            }
+            MysqlType::Time => {
+                let t = <MysqlTime as FromSql<Time, Mysql>>::from_sql(value).map_err(read)?;
+                let sign = if t.neg { "-" } else { "" };
+                let hours = t.day * 24 + t.hour;
+                let mut text = format!("{sign}{hours:02}:{:02}:{:02}", t.minute, t.second);
+                if t.second_part != 0 {
+                    text.push_str(&format!(".{:06}", t.second_part));
+                }
+                Datum::Text(text)
+            }
+            MysqlType::String | MysqlType::Enum | MysqlType::Set => {
+                Datum::Text(utf8(value.as_bytes())?)
+            }
+            MysqlType::Blob | MysqlType::Bit => Datum::Bytes(value.as_bytes().to_vec()),
+            other => {
+                return Err(format!(
+                    "has a type ({other:?}) tranche does not read typed; \
+                     read the source's columns as text"
+                ))
+            }
+        })
+    }
+
+    /// Days from 1970-01-01 to a proleptic Gregorian date (Howard
+    /// Hinnant's algorithm); a zero date (0000-00-00) is refused.
+    fn days_from_civil(year: u32, month: u32, day: u32) -> Result<i32, String> {
+        if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+            return Err(format!(
+                "holds the date {year:04}-{month:02}-{day:02}, which is no calendar date"
+            ));
+        }
+        let y = i64::from(year) - i64::from(month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        Ok((era * 146_097 + doe - 719_468) as i32)
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn civil_dates_count_days_from_the_epoch() {
+        assert_eq!(days_from_civil(1970, 1, 1), Ok(0));
+        assert_eq!(days_from_civil(2000, 1, 1), Ok(10_957));
+        assert_eq!(days_from_civil(1969, 12, 31), Ok(-1));
+        assert_eq!(days_from_civil(2024, 3, 1), Ok(19_783));
+        assert!(days_from_civil(0, 0, 0).is_err());
     }
 }
 

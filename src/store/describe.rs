@@ -6,7 +6,8 @@
 //! PostgreSQL answers from `pg_attribute` and `pg_index` (the table is
 //! resolved with `to_regclass`, so the session's `search_path` applies);
 //! SQLite from `pragma_table_info`, `pragma_index_list` and
-//! `pragma_index_info`. The checks themselves are pure logic over the
+//! `pragma_index_info`; MySQL from `information_schema` (the table's
+//! schema, when not named, being the connection's database). The checks themselves are pure logic over the
 //! [`TableInfo`] this returns, in the crate's `catalog` module.
 
 use diesel::sql_types::{BigInt, Nullable, Text};
@@ -63,6 +64,113 @@ pub(crate) fn describe(c: &mut Connection, table: &Ident) -> Result<Option<Table
     match c.dialect() {
         Dialect::Postgres => describe_pg(c, table),
         Dialect::Sqlite => describe_sqlite(c, table),
+        Dialect::Mysql => describe_mysql(c, table),
+    }
+}
+
+#[derive(QueryableByName)]
+struct MysqlIndexRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    uniq: i64,
+    /// Key columns joined by commas; an expression or a prefix of a
+    /// column is an empty name (it cannot serve the keyset's order).
+    #[diesel(sql_type = Text)]
+    cols: String,
+}
+
+fn describe_mysql(c: &mut Connection, table: &Ident) -> Result<Option<TableInfo>, StoreError> {
+    let (schema, name) = table.schema_and_name();
+    let at = |sql: &str| {
+        Sql::new(sql)
+            .bind(Bind::OptText(schema.map(str::to_owned)))
+            .bind(Bind::Text(name.to_owned()))
+    };
+    let columns = c.load::<ColumnRow>(&at(
+        "SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(COLUMN_TYPE AS CHAR) AS type_name, \
+         CASE WHEN IS_NULLABLE = 'NO' THEN 1 ELSE 0 END AS not_null, 0 AS pk \
+         FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
+         ORDER BY ORDINAL_POSITION",
+    ))?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let listed = c.load::<MysqlIndexRow>(&at(
+        "SELECT CAST(INDEX_NAME AS CHAR) AS name, CASE WHEN NON_UNIQUE = 0 THEN 1 ELSE 0 END AS uniq, \
+         CAST(GROUP_CONCAT(CASE WHEN SUB_PART IS NULL THEN COALESCE(COLUMN_NAME, '') ELSE '' END \
+           ORDER BY SEQ_IN_INDEX SEPARATOR ',') AS CHAR) AS cols \
+         FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND INDEX_TYPE = 'BTREE' \
+         GROUP BY INDEX_NAME, NON_UNIQUE",
+    ))?;
+    let cols = |r: &MysqlIndexRow| -> Vec<Option<String>> {
+        r.cols
+            .split(',')
+            .map(|c| (!c.is_empty()).then(|| c.to_owned()))
+            .collect()
+    };
+    // InnoDB keeps the primary key's columns at the end of every other
+    // index, which so orders by them too.
+    let primary: Vec<Option<String>> = listed
+        .iter()
+        .find(|r| r.name == "PRIMARY")
+        .map(cols)
+        .unwrap_or_default();
+    let indexes = listed
+        .iter()
+        .map(|r| {
+            let mut columns = cols(r);
+            if r.name != "PRIMARY" {
+                for pk in &primary {
+                    if pk.is_some() && !columns.contains(pk) {
+                        columns.push(pk.clone());
+                    }
+                }
+            }
+            IndexInfo {
+                columns,
+                unique: r.uniq != 0,
+                partial: false,
+            }
+        })
+        .collect();
+    Ok(Some(TableInfo {
+        columns: columns
+            .into_iter()
+            .map(|r| ColumnInfo {
+                kind: mysql_kind(&r.type_name),
+                name: r.name,
+                type_name: r.type_name,
+                not_null: r.not_null != 0,
+            })
+            .collect(),
+        indexes,
+        rowid_alias: None,
+        sqlite: false,
+        mysql: true,
+    }))
+}
+
+/// The kind of a MySQL column type (`COLUMN_TYPE`: `bigint(20) unsigned`,
+/// `varchar(255)`, `datetime(6)`...).
+fn mysql_kind(column_type: &str) -> ColumnKind {
+    let t = column_type.to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or_default();
+    match base {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => ColumnKind::Integer,
+        "float" | "double" | "real" => ColumnKind::Float,
+        "decimal" | "numeric" => ColumnKind::Numeric,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => {
+            ColumnKind::Text
+        }
+        "json" => ColumnKind::Json,
+        "datetime" | "timestamp" => ColumnKind::Timestamp,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            ColumnKind::Bytes
+        }
+        _ => ColumnKind::Other,
     }
 }
 
@@ -121,6 +229,7 @@ fn describe_pg(c: &mut Connection, table: &Ident) -> Result<Option<TableInfo>, S
             .collect(),
         rowid_alias: None,
         sqlite: false,
+        mysql: false,
     }))
 }
 
@@ -203,6 +312,7 @@ fn describe_sqlite(c: &mut Connection, table: &Ident) -> Result<Option<TableInfo
         indexes,
         rowid_alias,
         sqlite: true,
+        mysql: false,
     }))
 }
 

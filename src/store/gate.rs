@@ -23,12 +23,12 @@ struct Count {
 
 pub(super) fn lock_clause(c: &Connection) -> &'static str {
     match c.dialect() {
-        Dialect::Postgres => " FOR UPDATE",
+        Dialect::Postgres | Dialect::Mysql => " FOR UPDATE",
         Dialect::Sqlite => "",
     }
 }
 
-/// Inside a write transaction: locks the run's row (PostgreSQL; SQLite's
+/// Inside a write transaction: locks the run's row (PostgreSQL, MySQL; SQLite's
 /// write lock is already held) and says whether a partition may be claimed
 /// now: the run is running and, under a cap, fewer of its partitions are
 /// claimed under a live lease than the cap.
@@ -56,7 +56,7 @@ fn live_claims(c: &mut Connection, run_id: i64) -> Result<i64, StoreError> {
     let now = c.dialect().now_ms();
     let n: Vec<Count> = c.load(
         &Sql::new(format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS v FROM tranche_partitions \
+            "SELECT COUNT(*) AS v FROM tranche_partitions \
              WHERE run_id = ? AND state = 'claimed' AND lease_expires_ms >= {now}"
         ))
         .bind(Bind::Int(run_id)),

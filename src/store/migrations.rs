@@ -11,6 +11,14 @@ use super::{DatabaseUrl, StoreError};
 
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "mysql")]
+const MYSQL: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// The name of the `GET_LOCK` lock MySQL instances migrate under (MySQL
+/// has no advisory locks of PostgreSQL's kind; a named lock is held by the
+/// session, and freed if it ends).
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATION_LOCK: &str = "tranche.migrations";
 
 /// Arbitrary constant naming tranche's advisory lock, so that instances
 /// starting together apply the migrations once.
@@ -38,9 +46,9 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
 }
 
 /// Applies the pending migrations over `conn`, one instance at a time:
-/// PostgreSQL under an advisory lock, SQLite in one write transaction
-/// (another process opening a fresh file waits for it, then finds the
-/// tables made).
+/// PostgreSQL under an advisory lock, MySQL under a named lock
+/// (`GET_LOCK`), SQLite in one write transaction (another process opening
+/// a fresh file waits for it, then finds the tables made).
 pub(crate) fn apply_pending(conn: &mut Connection) -> Result<Vec<String>, StoreError> {
     let migrate_err =
         |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(Arc::from(e));
@@ -65,6 +73,33 @@ pub(crate) fn apply_pending(conn: &mut Connection) -> Result<Vec<String>, StoreE
             })
             .map_err(|e| StoreError::Migration(Arc::new(e)))?
         }
+        #[cfg(feature = "mysql")]
+        Connection(Backend::Mysql(pooled)) => {
+            let conn: &mut diesel::MysqlConnection = &mut *pooled;
+            #[derive(diesel::QueryableByName)]
+            struct Got {
+                #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+                v: Option<i64>,
+            }
+            let got = diesel::RunQueryDsl::load::<Got>(
+                diesel::sql_query(format!(
+                    "SELECT GET_LOCK('{MYSQL_MIGRATION_LOCK}', 120) AS v"
+                )),
+                conn,
+            )
+            .map_err(|e| StoreError::query("migration lock", e))?;
+            if got.first().and_then(|g| g.v) != Some(1) {
+                return Err(migrate_err(
+                    "another session held the migration lock for 120 s".into(),
+                ));
+            }
+            let result = conn
+                .run_pending_migrations(MYSQL)
+                .map(|v| v.into_iter().map(|m| m.to_string()).collect::<Vec<_>>());
+            conn.batch_execute(&format!("DO RELEASE_LOCK('{MYSQL_MIGRATION_LOCK}')"))
+                .map_err(|e| StoreError::query("migration unlock", e))?;
+            result.map_err(migrate_err)?
+        }
     };
     Ok(applied)
 }
@@ -86,6 +121,15 @@ pub(crate) fn pending(conn: &mut Connection) -> Result<Vec<String>, StoreError> 
         Connection(Backend::Sqlite(pooled)) => {
             let conn: &mut SqliteConnection = &mut *pooled;
             conn.pending_migrations(SQLITE)
+                .map_err(migrate_err)?
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect()
+        }
+        #[cfg(feature = "mysql")]
+        Connection(Backend::Mysql(pooled)) => {
+            let conn: &mut diesel::MysqlConnection = &mut *pooled;
+            conn.pending_migrations(MYSQL)
                 .map_err(migrate_err)?
                 .iter()
                 .map(|m| m.name().to_string())

@@ -21,6 +21,8 @@ mod executor;
 mod gate;
 pub mod lease;
 mod migrations;
+#[cfg(feature = "mysql")]
+mod mysql;
 mod queries;
 mod scopes;
 pub(crate) mod source;
@@ -34,7 +36,7 @@ pub use crate::model::{Cursor, KeyRange};
 #[doc(hidden)]
 pub use connection::{init_openssl, Db};
 pub(crate) use connection::{Backend, Pool};
-pub use connection::{Bind, Connection, Dialect, Sql};
+pub use connection::{Bind, Connection, Dialect, LoadRow, Sql};
 pub use control::{AuditEntry, ControlView, RetryOutcome, StateChange, Transition};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub(crate) use executor::DbExecutor;

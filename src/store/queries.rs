@@ -439,12 +439,31 @@ pub(crate) fn now_ms(c: &mut Connection) -> Result<i64, StoreError> {
     Ok(rows.first().map_or(0, |r| r.v))
 }
 
+/// Runs an `INSERT` of one row and returns the id it was given, or `None`
+/// when it wrote nothing (a conflict it skips): `RETURNING id`, or on
+/// MySQL, which has no `RETURNING`, the session's `LAST_INSERT_ID()`.
+pub(super) fn insert_returning_id(
+    c: &mut Connection,
+    mut insert: Sql,
+) -> Result<Option<i64>, StoreError> {
+    if c.dialect() == super::Dialect::Mysql {
+        if c.execute(&insert)? == 0 {
+            return Ok(None);
+        }
+        let id: Vec<One> = c.load(&Sql::new("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS v"))?;
+        return Ok(id.first().map(|r| r.v));
+    }
+    insert.push(" RETURNING id AS v", []);
+    let rows: Vec<One> = c.load(&insert)?;
+    Ok(rows.first().map(|r| r.v))
+}
+
 fn ensure_job(c: &mut Connection, job: &str) -> Result<(), StoreError> {
     let now = c.dialect().now_ms();
+    let (insert, skip) = c.dialect().insert_skipping("name");
     c.execute(
         &Sql::new(format!(
-            "INSERT INTO tranche_jobs (name, created_ms) VALUES (?, {now}) \
-             ON CONFLICT (name) DO NOTHING"
+            "{insert} tranche_jobs (name, created_ms) VALUES (?, {now}){skip}"
         ))
         .bind(Bind::Text(job.into())),
     )?;
@@ -627,12 +646,13 @@ pub(crate) fn open_run(
         let now = c.dialect().now_ms();
         // Identification runs under the job lease, so racing inserts are
         // not expected; if one happens anyway, the key's run is joined.
-        let rows: Vec<One> = c.load(
-            &Sql::new(format!(
-                "INSERT INTO tranche_runs (job_name, params, state, started_ms, run_key, \
+        let (insert, skip) = c.dialect().insert_skipping("job_name, run_key");
+        let id = insert_returning_id(
+            c,
+            Sql::new(format!(
+                "{insert} tranche_runs (job_name, params, state, started_ms, run_key, \
                    throttle, max_active_partitions) \
-                 VALUES (?, ?, 'planning', {now}, ?, ?, ?) \
-                 ON CONFLICT (job_name, run_key) DO NOTHING RETURNING id AS v"
+                 VALUES (?, ?, 'planning', {now}, ?, ?, ?){skip}"
             ))
             .bind(Bind::Text(job.into()))
             .bind(Bind::Text(params.into()))
@@ -640,8 +660,8 @@ pub(crate) fn open_run(
             .bind(Bind::Text(throttle_json))
             .bind(Bind::OptInt(throttle.max_active_partitions.map(i64::from))),
         )?;
-        match (rows.first(), key) {
-            (Some(row), _) => run_record(c, row.v),
+        match (id, key) {
+            (Some(id), _) => run_record(c, id),
             (None, Some(key)) => run_by_key(c, job, key)?.ok_or_else(|| StoreError::Corrupt {
                 what: "run",
                 reason: format!("run key {key:?} conflicted but no run has it"),
@@ -935,7 +955,7 @@ pub(crate) fn plan_run(
         // already serialises them), so a second planner, say one whose job
         // lease expired during a long identification, finds the plan made
         // and reuses it instead of planning again.
-        if c.dialect() == super::Dialect::Postgres {
+        if c.dialect() != super::Dialect::Sqlite {
             c.load::<One>(
                 &Sql::new("SELECT id AS v FROM tranche_runs WHERE id = ? FOR UPDATE")
                     .bind(Bind::Int(run_id)),
@@ -1011,10 +1031,11 @@ fn dead_letter_unreadable(
     let now = c.dialect().now_ms();
     for row in &found {
         tracing::warn!(row = ?row.key, reason = %row.reason, "unreadable row sent to dead letters while planning");
+        let (insert, skip) = c.dialect().insert_skipping("run_id, row_key");
         c.execute(
             &Sql::new(format!(
-                "INSERT INTO tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
-                 VALUES (?, NULL, ?, ?, {now}) ON CONFLICT (run_id, row_key) DO NOTHING"
+                "{insert} tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
+                 VALUES (?, NULL, ?, ?, {now}){skip}"
             ))
             .bind(Bind::Int(run_id))
             .bind(Bind::OptInt(row.key))
@@ -1073,23 +1094,21 @@ pub(crate) fn claim(
 ) -> Result<Option<PartitionRecord>, StoreError> {
     let dialect = c.dialect();
     let now = dialect.now_ms();
-    let lock = match dialect {
-        super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-        super::Dialect::Sqlite => "",
-    };
-    let claim = Sql::new(format!(
-        "UPDATE tranche_partitions SET state = 'claimed', owner = ?, epoch = epoch + 1, \
-         lease_expires_ms = {now} + ?, updated_ms = {now}, claimed_ms = {now}, \
-         takeovers = takeovers + CASE WHEN state = 'claimed' THEN 1 ELSE 0 END, \
-         last_claim_takeover = CASE WHEN state = 'claimed' THEN 1 ELSE 0 END \
-         WHERE id = (SELECT id FROM tranche_partitions WHERE run_id = ? \
+    let lock = dialect.skip_locked();
+    let claimable = format!(
+        "SELECT id FROM tranche_partitions WHERE run_id = ? \
            AND (state = 'pending' OR (state = 'claimed' AND lease_expires_ms < {now})) \
-           ORDER BY number LIMIT 1 {lock}) \
-         RETURNING {PARTITION_COLUMNS}"
-    ))
-    .bind(Bind::Text(owner.into()))
-    .bind(Bind::Int(lease_ms))
-    .bind(Bind::Int(run_id));
+           ORDER BY number LIMIT 1 {lock}"
+    );
+    // The takeover counts read the state before it is set: MySQL
+    // evaluates assignments left to right, each seeing those before it.
+    let set = format!(
+        "UPDATE tranche_partitions SET \
+         takeovers = takeovers + CASE WHEN state = 'claimed' THEN 1 ELSE 0 END, \
+         last_claim_takeover = CASE WHEN state = 'claimed' THEN 1 ELSE 0 END, \
+         state = 'claimed', owner = ?, epoch = epoch + 1, \
+         lease_expires_ms = {now} + ?, updated_ms = {now}, claimed_ms = {now}"
+    );
     // Claims of one run take turns on the run's row (SQLite: the write
     // lock, taken before the subquery reads, so two claimers never pick the
     // same row from one snapshot): the run's state and its cap on active
@@ -1098,7 +1117,38 @@ pub(crate) fn claim(
         if !super::gate::may_claim(c, run_id)? {
             return Ok::<_, StoreError>(Vec::new());
         }
-        c.load(&claim)
+        if dialect == super::Dialect::Mysql {
+            // MySQL neither returns updated rows nor updates a table that
+            // its own subquery reads: the row is picked (and locked),
+            // updated, then read.
+            let picked: Vec<One> = c.load(
+                &Sql::new(claimable.replacen("SELECT id", "SELECT id AS v", 1))
+                    .bind(Bind::Int(run_id)),
+            )?;
+            let Some(id) = picked.first().map(|r| r.v) else {
+                return Ok(Vec::new());
+            };
+            c.execute(
+                &Sql::new(format!("{set} WHERE id = ?"))
+                    .bind(Bind::Text(owner.into()))
+                    .bind(Bind::Int(lease_ms))
+                    .bind(Bind::Int(id)),
+            )?;
+            return c.load(
+                &Sql::new(format!(
+                    "SELECT {PARTITION_COLUMNS} FROM tranche_partitions WHERE id = ?"
+                ))
+                .bind(Bind::Int(id)),
+            );
+        }
+        c.load(
+            &Sql::new(format!(
+                "{set} WHERE id = ({claimable}) RETURNING {PARTITION_COLUMNS}"
+            ))
+            .bind(Bind::Text(owner.into()))
+            .bind(Bind::Int(lease_ms))
+            .bind(Bind::Int(run_id)),
+        )
     })?;
     rows.into_iter()
         .next()
@@ -1160,11 +1210,19 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
     } = *cp;
     let lease_ms = super::duration_ms(lease);
     let now = c.dialect().now_ms();
+    let mysql = c.dialect() == super::Dialect::Mysql;
+    let returning = if mysql {
+        ""
+    } else {
+        " RETURNING upper_order, upper_key, rows_planned"
+    };
+    // The fence is the WHERE clause: zero rows matched means the lease is
+    // lost. (MySQL reports rows matched, not rows changed: diesel opens
+    // its connections with CLIENT_FOUND_ROWS.)
     let update = Sql::new(format!(
         "UPDATE tranche_partitions SET cursor_order = ?, cursor_key = ?, rows_done = rows_done + ?, \
          state = ?, lease_expires_ms = {now} + ?, updated_ms = {now} \
-         WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed' \
-         RETURNING upper_order, upper_key, rows_planned"
+         WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed'{returning}"
     ))
     .bind(Bind::Int(cursor.order))
     .bind(Bind::Int(cursor.key))
@@ -1187,16 +1245,33 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
                 epoch,
             })
     };
-    if dead_letters.is_empty() {
-        return ack(c.load(&update)?);
+    // MySQL: the row the update locked is read back in its transaction.
+    let fenced = |c: &mut Connection| {
+        if !mysql {
+            return ack(c.load(&update)?);
+        }
+        if c.execute(&update)? == 0 {
+            return ack(Vec::new());
+        }
+        ack(c.load(
+            &Sql::new(
+                "SELECT upper_order, upper_key, rows_planned FROM tranche_partitions WHERE id = ?",
+            )
+            .bind(Bind::Int(partition_id))
+            .prepared(),
+        )?)
+    };
+    if dead_letters.is_empty() && !mysql {
+        return fenced(c);
     }
+    let (insert, skip) = c.dialect().insert_skipping("run_id, row_key");
     c.write_transaction(|c| {
-        let acked = ack(c.load(&update)?)?;
+        let acked = fenced(c)?;
         for d in dead_letters {
             c.execute(
                 &Sql::new(format!(
-                    "INSERT INTO tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
-                     VALUES (?, ?, ?, ?, {now}) ON CONFLICT (run_id, row_key) DO NOTHING"
+                    "{insert} tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
+                     VALUES (?, ?, ?, ?, {now}){skip}"
                 ))
                 .bind(Bind::Int(d.run_id))
                 .bind(Bind::OptInt(d.partition_id))
@@ -1242,10 +1317,7 @@ pub(crate) fn steal(
 ) -> Result<Option<PartitionRecord>, StoreError> {
     let dialect = c.dialect();
     let now = dialect.now_ms();
-    let lock = match dialect {
-        super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-        super::Dialect::Sqlite => "",
-    };
+    let lock = dialect.skip_locked();
     let candidates = format!(
         "FROM tranche_partitions WHERE run_id = ? \
          AND state = 'claimed' AND lease_expires_ms >= {now} AND modulus IS NULL \
@@ -1254,11 +1326,9 @@ pub(crate) fn steal(
     // Idle instances look every poll interval: a plain read first, so that
     // most looks take no write lock (SQLite) and no row locks (PostgreSQL).
     let any: Vec<One> = c.load(
-        &Sql::new(format!(
-            "SELECT CAST(1 AS BIGINT) AS v {candidates} LIMIT 1"
-        ))
-        .bind(Bind::Int(run_id))
-        .bind(Bind::Int(steal.min_rows as i64)),
+        &Sql::new(format!("SELECT id AS v {candidates} LIMIT 1"))
+            .bind(Bind::Int(run_id))
+            .bind(Bind::Int(steal.min_rows as i64)),
     )?;
     if any.is_empty() {
         return Ok(None);
@@ -1319,21 +1389,22 @@ pub(crate) fn steal(
         )?;
         let upper = range.upper;
         let next: Vec<One> = c.load(
-            &Sql::new(
-                "SELECT CAST(COALESCE(MAX(number), -1) + 1 AS BIGINT) AS v \
-                 FROM tranche_partitions WHERE run_id = ?",
-            )
+            &Sql::new(format!(
+                "SELECT CAST(COALESCE(MAX(number), -1) + 1 AS {}) AS v \
+                     FROM tranche_partitions WHERE run_id = ?",
+                c.dialect().bigint()
+            ))
             .bind(Bind::Int(run_id)),
         )?;
         let number = next.first().map_or(0, |r| r.v);
-        let inserted: Vec<PartitionRow> = c.load(
-            &Sql::new(format!(
+        let id = insert_returning_id(
+            c,
+            Sql::new(format!(
                 "INSERT INTO tranche_partitions (run_id, number, strategy, scope, lower_order, \
                  lower_key, upper_order, upper_key, hwm_order, hwm_key, rows_planned, state, \
                  owner, epoch, lease_expires_ms, claimed_ms, split_from, updated_ms) \
                  SELECT run_id, ?, strategy, scope, ?, ?, ?, ?, hwm_order, hwm_key, ?, 'claimed', \
-                 ?, 1, {now} + ?, {now}, id, {now} FROM tranche_partitions WHERE id = ? \
-                 RETURNING {PARTITION_COLUMNS}"
+                 ?, 1, {now} + ?, {now}, id, {now} FROM tranche_partitions WHERE id = ?"
             ))
             .bind(Bind::Int(number))
             .bind(Bind::Int(cut.order))
@@ -1349,11 +1420,7 @@ pub(crate) fn steal(
             &Sql::new("UPDATE tranche_runs SET partitions = partitions + 1 WHERE id = ?")
                 .bind(Bind::Int(run_id)),
         )?;
-        inserted
-            .into_iter()
-            .next()
-            .map(PartitionRecord::try_from)
-            .transpose()
+        id.map(|id| partition(c, id)).transpose()
     })
 }
 
@@ -1393,14 +1460,29 @@ pub(crate) fn renew_leases(
     // Ids bound in chunks; the epoch is checked on the way back.
     for chunk in held.chunks(500) {
         let marks = vec!["?"; chunk.len()].join(", ");
+        let held_by = format!("WHERE owner = ? AND state = 'claimed' AND id IN ({marks})");
+        let ids = || chunk.iter().map(|&(id, _)| Bind::Int(id));
         let mut sql = Sql::new(format!(
-            "UPDATE tranche_partitions SET lease_expires_ms = {now} + ? \
-             WHERE owner = ? AND state = 'claimed' AND id IN ({marks}) RETURNING id, epoch"
+            "UPDATE tranche_partitions SET lease_expires_ms = {now} + ? {held_by}"
         ))
         .bind(Bind::Int(lease_ms))
         .bind(Bind::Text(owner.into()));
-        sql.push("", chunk.iter().map(|&(id, _)| Bind::Int(id)));
-        let rows: Vec<Held> = c.load(&sql)?;
+        sql.push("", ids());
+        let rows: Vec<Held> = if c.dialect() == super::Dialect::Mysql {
+            // The renewed rows, read back under the update's locks.
+            let mut read = Sql::new(format!(
+                "SELECT id, epoch FROM tranche_partitions {held_by}"
+            ))
+            .bind(Bind::Text(owner.into()));
+            read.push("", ids());
+            c.write_transaction(|c| {
+                c.execute(&sql)?;
+                c.load(&read)
+            })?
+        } else {
+            sql.push(" RETURNING id, epoch", []);
+            c.load(&sql)?
+        };
         out.extend(rows.into_iter().map(|h| (h.id, h.epoch)));
     }
     Ok(out)
@@ -1434,19 +1516,30 @@ pub(crate) fn record_failure(
     fail: bool,
 ) -> Result<i64, StoreError> {
     let now = c.dialect().now_ms();
-    let rows: Vec<One> = c.load(
-        &Sql::new(format!(
-            "UPDATE tranche_partitions SET attempts = attempts + 1, last_error = ?, \
-             state = CASE WHEN ? = 1 THEN 'failed' ELSE state END, updated_ms = {now} \
-             WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed' \
-             RETURNING CAST(attempts AS BIGINT) AS v"
-        ))
-        .bind(Bind::Text(crate::model::redact::redact_text(error)))
-        .bind(Bind::Int(i64::from(fail)))
-        .bind(Bind::Int(partition_id))
-        .bind(Bind::Text(owner.into()))
-        .bind(Bind::Int(epoch)),
-    )?;
+    let mut update = Sql::new(format!(
+        "UPDATE tranche_partitions SET attempts = attempts + 1, last_error = ?, \
+         state = CASE WHEN ? = 1 THEN 'failed' ELSE state END, updated_ms = {now} \
+         WHERE id = ? AND owner = ? AND epoch = ? AND state = 'claimed'"
+    ))
+    .bind(Bind::Text(crate::model::redact::redact_text(error)))
+    .bind(Bind::Int(i64::from(fail)))
+    .bind(Bind::Int(partition_id))
+    .bind(Bind::Text(owner.into()))
+    .bind(Bind::Int(epoch));
+    let rows: Vec<One> = if c.dialect() == super::Dialect::Mysql {
+        c.write_transaction(|c| {
+            if c.execute(&update)? == 0 {
+                return Ok(Vec::new());
+            }
+            c.load(
+                &Sql::new("SELECT attempts AS v FROM tranche_partitions WHERE id = ?")
+                    .bind(Bind::Int(partition_id)),
+            )
+        })?
+    } else {
+        update.push(" RETURNING CAST(attempts AS BIGINT) AS v", []);
+        c.load(&update)?
+    };
     rows.first().map(|r| r.v).ok_or(StoreError::LeaseLost {
         partition_id,
         epoch,

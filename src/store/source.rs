@@ -127,6 +127,8 @@ struct Keyset {
     param: &'static str,
     /// The order column is the key.
     key_only: bool,
+    /// The database it is written for.
+    dialect: Dialect,
     /// Rows whose key and order value can be read as the source is typed:
     /// the one predicate identification and paging share.
     readable: String,
@@ -134,19 +136,29 @@ struct Keyset {
 
 impl Keyset {
     fn of(c: &Connection, source: &Source) -> Result<Self, StoreError> {
-        let (o, k) = (source.order_column.quoted(), source.key_column.quoted());
+        let dialect = c.dialect();
+        let (o, k) = (
+            dialect.quote(&source.order_column),
+            dialect.quote(&source.key_column),
+        );
         let key_only = source.is_key_ordered();
         let kind = source.order_kind.unwrap_or_default();
-        let (o_int, param) = match (kind, c.dialect()) {
-            _ if key_only => (format!("CAST({k} AS BIGINT)"), "?"),
-            (OrderKind::Integer, _) => (format!("CAST({o} AS BIGINT)"), "?"),
+        let int = dialect.bigint();
+        let (o_int, param) = match (kind, dialect) {
+            _ if key_only => (format!("CAST({k} AS {int})"), "?"),
+            (OrderKind::Integer, _) => (format!("CAST({o} AS {int})"), "?"),
+            // DATETIME is read as UTC, as TIMESTAMP is in the UTC session.
+            (OrderKind::Timestamp, Dialect::Mysql) => (
+                format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {o})"),
+                "TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00')",
+            ),
             (OrderKind::Timestamp, Dialect::Postgres) => (
                 format!("CAST(EXTRACT(EPOCH FROM {o}) * 1000000 AS BIGINT)"),
                 "(TIMESTAMPTZ 'epoch' + ? * INTERVAL '1 microsecond')",
             ),
             (OrderKind::Timestamp, Dialect::Sqlite) => {
                 return Err(StoreError::Unsupported(format!(
-                    "source.order_kind: timestamp order columns need PostgreSQL; \
+                    "source.order_kind: timestamp order columns need PostgreSQL or MySQL; \
                      on SQLite order {} by an integer (epoch seconds or a sequence)",
                     source.table
                 )))
@@ -155,11 +167,12 @@ impl Keyset {
         // SQLite keeps whatever a row was given, whatever the column's
         // type: an order value stored as text or a real compares above
         // every integer and casts to a wrong one, so only integers are
-        // read as positions. PostgreSQL enforces the type; NULL is the
-        // one value a row comparison cannot place.
-        let readable_one = |col: &str| match c.dialect() {
+        // read as positions. PostgreSQL and MySQL (in strict mode)
+        // enforce the type; NULL is the one value a row comparison cannot
+        // place.
+        let readable_one = |col: &str| match dialect {
             Dialect::Sqlite => format!("typeof({col}) = 'integer'"),
-            Dialect::Postgres => format!("{col} IS NOT NULL"),
+            Dialect::Postgres | Dialect::Mysql => format!("{col} IS NOT NULL"),
         };
         let readable = if key_only {
             readable_one(&k)
@@ -172,14 +185,33 @@ impl Keyset {
             o_int,
             param,
             key_only,
+            dialect,
             readable,
         })
     }
 
-    /// ` AND (order, key) op (c)`.
+    /// ` AND (order, key) op (c)`. MariaDB does not seek an index to a
+    /// row value (it scans the index from its start, filtering), so there
+    /// the comparison is spelled out, `order > c OR (order = c AND key >
+    /// k)`, which its range optimizer turns into one seek on both columns.
     fn push_cmp(&self, sql: &mut Sql, op: &str, c: Cursor) {
         if self.key_only {
             sql.push(&format!(" AND {} {op} ?", self.k), [Bind::Int(c.key)]);
+        } else if self.dialect == Dialect::Mysql {
+            let (o, k, param) = (&self.o, &self.k, self.param);
+            let text = match op {
+                "=" => format!(" AND {o} = {param} AND {k} = ?"),
+                _ => {
+                    let strict = &op[..1];
+                    format!(" AND ({o} {strict} {param} OR ({o} = {param} AND {k} {op} ?))")
+                }
+            };
+            let binds = if op == "=" {
+                vec![Bind::Int(c.order), Bind::Int(c.key)]
+            } else {
+                vec![Bind::Int(c.order), Bind::Int(c.order), Bind::Int(c.key)]
+            };
+            sql.push(&text, binds);
         } else {
             sql.push(
                 &format!(" AND ({}, {}) {op} ({}, ?)", self.o, self.k, self.param),
@@ -201,7 +233,7 @@ impl Keyset {
     /// `FROM table WHERE filter AND scope AND readable`: the rows a run
     /// identifies and pages through.
     fn eligible(&self, source: &Source, scope: &Scope) -> Sql {
-        let mut sql = from_where(source, scope);
+        let mut sql = from_where(self.dialect, source, scope);
         sql.push(&format!(" AND {}", self.readable), []);
         sql
     }
@@ -215,17 +247,17 @@ fn value_bind(v: &FilterValue) -> Bind {
 }
 
 /// `FROM table WHERE filter AND scope` with its binds.
-fn from_where(source: &Source, scope: &Scope) -> Sql {
-    let mut sql = Sql::new(format!("FROM {} WHERE 1 = 1", source.table.quoted()));
+fn from_where(dialect: Dialect, source: &Source, scope: &Scope) -> Sql {
+    let mut sql = Sql::new(format!("FROM {} WHERE 1 = 1", dialect.quote(&source.table)));
     for cond in source.filter.iter().chain(&scope.conditions) {
-        push_condition(&mut sql, cond);
+        push_condition(dialect, &mut sql, cond);
     }
     sql
 }
 
-fn push_condition(sql: &mut Sql, cond: &Condition) {
+fn push_condition(dialect: Dialect, sql: &mut Sql, cond: &Condition) {
     sql.push(
-        &format!(" AND {} {} ?", cond.column.quoted(), cond.op.sql()),
+        &format!(" AND {} {} ?", dialect.quote(&cond.column), cond.op.sql()),
         [value_bind(&cond.value)],
     );
 }
@@ -239,8 +271,10 @@ pub(crate) fn scope_stats(
     let ks = Keyset::of(c, source)?;
     let base = ks.eligible(source, scope);
     let mut last = Sql::new(format!(
-        "SELECT {} AS ord, CAST({} AS BIGINT) AS k ",
-        ks.o_int, ks.k
+        "SELECT {} AS ord, CAST({} AS {}) AS k ",
+        ks.o_int,
+        ks.k,
+        ks.dialect.bigint()
     ));
     last.push(base.text_ref(), base.binds_ref().iter().cloned());
     last.push(&format!("{} LIMIT 1", ks.order_by(true)), []);
@@ -285,8 +319,10 @@ pub(crate) fn rows_at(
                 reason: format!("cut positions must rise from 1: {positions:?}"),
             })?;
         let mut sql = Sql::new(format!(
-            "SELECT {} AS ord, CAST({} AS BIGINT) AS k ",
-            ks.o_int, ks.k
+            "SELECT {} AS ord, CAST({} AS {}) AS k ",
+            ks.o_int,
+            ks.k,
+            ks.dialect.bigint()
         ));
         sql.push(base.text_ref(), base.binds_ref().iter().cloned());
         ks.push_cmp(&mut sql, "<=", hwm);
@@ -312,8 +348,8 @@ pub(crate) fn rows_at(
     Ok(cuts)
 }
 
-fn modulo_expr(source: &Source) -> String {
-    let k = source.key_column.quoted();
+fn modulo_expr(dialect: Dialect, source: &Source) -> String {
+    let k = dialect.quote(&source.key_column);
     // Normalised so negative keys fall in 0..modulus on both dialects.
     format!("((({k} % ?) + ?) % ?)")
 }
@@ -330,7 +366,7 @@ pub(crate) fn modulo_counts(
     let m = i64::from(modulus);
     let mut sql = Sql::new(format!(
         "SELECT {} AS r, COUNT(*) AS n ",
-        modulo_expr(source)
+        modulo_expr(c.dialect(), source)
     ));
     sql.push("", [Bind::Int(m), Bind::Int(m), Bind::Int(m)]);
     let base = ks.eligible(source, scope);
@@ -394,8 +430,10 @@ pub(crate) fn rows_by_key(
     let ks = Keyset::of(c, source)?;
     let (extra, _) = extra_columns(c, source, true);
     let mut sql = Sql::new(format!(
-        "SELECT {} AS ord, CAST({} AS BIGINT) AS k{extra} ",
-        ks.o_int, ks.k
+        "SELECT {} AS ord, CAST({} AS {}) AS k{extra} ",
+        ks.o_int,
+        ks.k,
+        ks.dialect.bigint()
     ));
     let base = ks.eligible(source, scope);
     sql.push(base.text_ref(), base.binds_ref().iter().cloned());
@@ -462,7 +500,7 @@ fn extra_columns(c: &Connection, source: &Source, columns: bool) -> (String, Str
         .map(|(i, col)| {
             let typed = match c.dialect() {
                 Dialect::Sqlite => !source.columns_as_text,
-                Dialect::Postgres => {
+                Dialect::Postgres | Dialect::Mysql => {
                     !source.columns_as_text
                         && source
                             .typed
@@ -470,10 +508,11 @@ fn extra_columns(c: &Connection, source: &Source, columns: bool) -> (String, Str
                             .is_some_and(|t| t.get(i).copied().unwrap_or(false))
                 }
             };
+            let col = c.dialect().quote(col);
             if typed {
-                format!(", {} AS c{i}", col.quoted())
+                format!(", {col} AS c{i}")
             } else {
-                format!(", CAST({} AS TEXT) AS c{i}", col.quoted())
+                format!(", CAST({col} AS {}) AS c{i}", c.dialect().text())
             }
         })
         .collect();
@@ -494,15 +533,17 @@ fn page_group(
     let ks = Keyset::of(c, source)?;
     let (extra, _) = extra_columns(c, source, true);
     let mut sql = Sql::new(format!(
-        "SELECT {} AS ord, CAST({} AS BIGINT) AS k{extra} ",
-        ks.o_int, ks.k
+        "SELECT {} AS ord, CAST({} AS {}) AS k{extra} ",
+        ks.o_int,
+        ks.k,
+        ks.dialect.bigint()
     ));
     let base = ks.eligible(source, &partition.scope);
     sql.push(base.text_ref(), base.binds_ref().iter().cloned());
     ks.push_cmp(&mut sql, "=", at);
     if let Some((m, r)) = partition.modulo {
         sql.push(
-            &format!(" AND {} = ?", modulo_expr(source)),
+            &format!(" AND {} = ?", modulo_expr(c.dialect(), source)),
             [Bind::Int(m), Bind::Int(m), Bind::Int(m), Bind::Int(r)],
         );
     }
@@ -584,6 +625,8 @@ pub(crate) fn explain_page(
     let mut explain = Sql::new(match c.dialect() {
         Dialect::Postgres => "EXPLAIN ",
         Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+        // One row: the plan as a JSON document.
+        Dialect::Mysql => "EXPLAIN FORMAT=JSON ",
     });
     explain.push(page.text_ref(), page.binds_ref().iter().cloned());
     let lines = in_key_order(c, source, partition, |c| c.load::<PlanLine>(&explain))?;
@@ -602,8 +645,9 @@ fn page_sql(
     let (o, k, param) = (&ks.o, &ks.k, ks.param);
     let (extra, outer) = extra_columns(c, source, columns);
     let select = format!(
-        "SELECT {} AS ord, CAST({k} AS BIGINT) AS k{extra} ",
-        ks.o_int
+        "SELECT {} AS ord, CAST({k} AS {}) AS k{extra} ",
+        ks.o_int,
+        ks.dialect.bigint()
     );
     let base = ks.eligible(source, &partition.scope);
     // Conditions every branch shares: the partition's end and its slice.
@@ -614,7 +658,7 @@ fn page_sql(
     ks.push_cmp(&mut tail, "<=", partition.hwm);
     if let Some((m, r)) = partition.modulo {
         tail.push(
-            &format!(" AND {} = ?", modulo_expr(source)),
+            &format!(" AND {} = ?", modulo_expr(c.dialect(), source)),
             [Bind::Int(m), Bind::Int(m), Bind::Int(m), Bind::Int(r)],
         );
     }
@@ -635,7 +679,7 @@ fn page_sql(
         // PostgreSQL seeks a btree to a row value, even behind equality
         // columns of the index: one range scan. A key alone is one range
         // scan on both.
-        Some((from, op)) if c.dialect() == Dialect::Postgres || ks.key_only => {
+        Some((from, op)) if c.dialect() != Dialect::Sqlite || ks.key_only => {
             sql.push(&select, []);
             sql.push(base.text_ref(), base.binds_ref().iter().cloned());
             ks.push_cmp(&mut sql, op, from);
@@ -701,7 +745,7 @@ pub(crate) fn unreadable_rows(
     limit: u64,
 ) -> Result<(u64, Vec<UnreadableRow>), StoreError> {
     let ks = Keyset::of(c, source)?;
-    let base = from_where(source, scope);
+    let base = from_where(c.dialect(), source, scope);
     let not = format!(" AND NOT ({})", ks.readable);
     let mut count = Sql::new("SELECT COUNT(*) AS n ");
     count.push(base.text_ref(), base.binds_ref().iter().cloned());
@@ -712,11 +756,14 @@ pub(crate) fn unreadable_rows(
     }
     let storage = |col: &str| match c.dialect() {
         Dialect::Sqlite => format!("typeof({col})"),
-        Dialect::Postgres => format!("CASE WHEN {col} IS NULL THEN 'null' ELSE 'integer' END"),
+        Dialect::Postgres | Dialect::Mysql => {
+            format!("CASE WHEN {col} IS NULL THEN 'null' ELSE 'integer' END")
+        }
     };
     let (k, o) = (&ks.k, &ks.o);
+    let text = c.dialect().text();
     let mut sample = Sql::new(format!(
-        "SELECT {} AS kt, CAST({k} AS TEXT) AS kv, {} AS ot, CAST({o} AS TEXT) AS ov ",
+        "SELECT {} AS kt, CAST({k} AS {text}) AS kv, {} AS ot, CAST({o} AS {text}) AS ov ",
         storage(k),
         if ks.key_only { storage(k) } else { storage(o) },
     ));

@@ -87,6 +87,73 @@ pub fn pg_database(hint: &str) -> Option<PgDatabase> {
     })
 }
 
+/// The admin URL of the test MySQL or MariaDB server
+/// (`TRANCHE_TEST_MYSQL`, default `mysql://root@127.0.0.1:3306/test`).
+#[cfg(feature = "mysql")]
+pub fn mysql_admin_url() -> String {
+    std::env::var("TRANCHE_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// A MySQL database made for one test, dropped when this guard is.
+#[cfg(feature = "mysql")]
+pub struct MysqlDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+#[cfg(feature = "mysql")]
+impl Drop for MysqlDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = diesel::MysqlConnection::establish(&mysql_admin_url()) {
+            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
+        }
+    }
+}
+
+/// A fresh, empty MySQL database for one test; `None` (after printing the
+/// reason) when the server is unreachable and services are not required.
+#[cfg(feature = "mysql")]
+pub fn mysql_database(hint: &str) -> Option<MysqlDatabase> {
+    let admin = mysql_admin_url();
+    let mut conn = match diesel::MysqlConnection::establish(&admin) {
+        Ok(c) => c,
+        Err(e) => {
+            if services_required() {
+                panic!("MySQL is required (TRANCHE_REQUIRE_SERVICES=1) but unreachable: {e}");
+            }
+            eprintln!("SKIPPED: MySQL unreachable at TRANCHE_TEST_MYSQL ({e})");
+            return None;
+        }
+    };
+    // At most 64 characters.
+    let name = format!(
+        "tranche_t_{}_{}_{}",
+        hint.to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(30)
+            .collect::<String>(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .expect("drop old test database");
+    conn.batch_execute(&format!(
+        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .expect("create test database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin.clone());
+    Some(MysqlDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    })
+}
+
 /// A fresh SQLite database file in its own temporary directory (kept alive
 /// by the returned guard).
 pub fn sqlite_database() -> (tempfile::TempDir, String) {
@@ -132,7 +199,8 @@ pub fn wait_until(what: &str, timeout_s: u64, mut cond: impl FnMut() -> bool) {
 }
 
 /// Instantiates each `async fn case(url: String)` once per backend, in
-/// modules `sqlite` and `postgres`, under the given test attribute.
+/// modules `sqlite` and `postgres` (and `mysql`, built with the `mysql`
+/// feature), under the given test attribute.
 #[macro_export]
 macro_rules! on_both_backends {
     (#[$attr:meta] $($case:ident),* $(,)?) => {
@@ -150,6 +218,16 @@ macro_rules! on_both_backends {
                 #[$attr]
                 async fn $case() {
                     let Some(db) = $crate::common::pg_database(stringify!($case)) else { return };
+                    super::$case(db.url.clone()).await;
+                }
+            )*
+        }
+        #[cfg(feature = "mysql")]
+        mod mysql {
+            $(
+                #[$attr]
+                async fn $case() {
+                    let Some(db) = $crate::common::mysql_database(stringify!($case)) else { return };
                     super::$case(db.url.clone()).await;
                 }
             )*

@@ -52,12 +52,21 @@ const BURSTS: [(f64, f64); 2] = [(0.40, 0.43), (0.75, 0.76)];
 
 /// Creates the demo tables if they do not exist.
 pub fn create_schema(c: &mut Connection) -> Result<(), StoreError> {
-    // PostgreSQL keeps creation dates as timestamps, as such systems do;
-    // SQLite has no timestamp type, so epoch seconds.
-    let (pk, created) = match c.dialect() {
-        Dialect::Postgres => ("BIGINT PRIMARY KEY", "TIMESTAMPTZ"),
-        _ => ("INTEGER PRIMARY KEY", "BIGINT"),
+    // PostgreSQL and MySQL keep creation dates as timestamps, as such
+    // systems do; SQLite has no timestamp type, so epoch seconds. MySQL
+    // (whose `CREATE INDEX` has no `IF NOT EXISTS`) gets the scan index
+    // with the table.
+    let (pk, created, meta_key, index) = match c.dialect() {
+        Dialect::Postgres => ("BIGINT PRIMARY KEY", "TIMESTAMPTZ", "TEXT", ""),
+        Dialect::Mysql => (
+            "BIGINT PRIMARY KEY",
+            "DATETIME(6)",
+            "VARCHAR(64)",
+            ", KEY demo_subscriptions_scan (product_id, created_at, id)",
+        ),
+        _ => ("INTEGER PRIMARY KEY", "BIGINT", "TEXT", ""),
     };
+    let key = meta_key_column(c.dialect());
     c.batch(&format!(
         "CREATE TABLE IF NOT EXISTS {PRODUCTS} (id {pk}, name TEXT NOT NULL, version BIGINT NOT NULL);
          CREATE TABLE IF NOT EXISTS {SUBSCRIPTIONS} (
@@ -65,9 +74,17 @@ pub fn create_schema(c: &mut Connection) -> Result<(), StoreError> {
              product_id BIGINT NOT NULL,
              version BIGINT NOT NULL,
              seeded_version BIGINT NOT NULL,
-             created_at {created} NOT NULL);
-         CREATE TABLE IF NOT EXISTS demo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+             created_at {created} NOT NULL{index});
+         CREATE TABLE IF NOT EXISTS demo_meta ({key} {meta_key} PRIMARY KEY, value TEXT NOT NULL);"
     ))
+}
+
+/// `demo_meta`'s key column, `key`, a reserved word on MySQL.
+fn meta_key_column(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Mysql => "`key`",
+        _ => "key",
+    }
 }
 
 /// Drops the demo tables and forgets the demo job's runs.
@@ -76,8 +93,12 @@ pub fn reset(c: &mut Connection) -> Result<(), StoreError> {
         "DROP TABLE IF EXISTS {SUBSCRIPTIONS}; DROP TABLE IF EXISTS {PRODUCTS}; \
          DROP TABLE IF EXISTS demo_meta;"
     ))?;
-    // Children first: dead letters and partitions reference runs.
-    for table in ["tranche_dead_letters", "tranche_partitions"] {
+    // Children first: dead letters, partitions and samples reference runs.
+    for table in [
+        "tranche_dead_letters",
+        "tranche_partitions",
+        "tranche_run_samples",
+    ] {
         c.execute(
             &Sql::new(format!(
                 "DELETE FROM {table} WHERE run_id IN (SELECT id FROM tranche_runs WHERE job_name = ?)"
@@ -106,9 +127,10 @@ struct MetaValue {
 
 /// The row count the data set was seeded with, if seeding completed.
 pub fn seeded_rows(c: &mut Connection) -> Result<Option<u64>, StoreError> {
-    let rows: Vec<MetaValue> = c.load(&Sql::new(
-        "SELECT value FROM demo_meta WHERE key = 'seeded_rows'",
-    ))?;
+    let key = meta_key_column(c.dialect());
+    let rows: Vec<MetaValue> = c.load(&Sql::new(format!(
+        "SELECT value FROM demo_meta WHERE {key} = 'seeded_rows'"
+    )))?;
     Ok(rows.first().and_then(|r| r.value.parse().ok()))
 }
 
@@ -207,6 +229,8 @@ fn add_subscriptions(
 ) -> Result<(), StoreError> {
     let row = match c.dialect() {
         Dialect::Postgres => "(?, ?, ?, ?, to_timestamp(?))",
+        // In the session's UTC.
+        Dialect::Mysql => "(?, ?, ?, ?, FROM_UNIXTIME(?))",
         _ => "(?, ?, ?, ?, ?)",
     };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -238,17 +262,26 @@ fn add_subscriptions(
         written += n as u64;
         on_progress(written);
     }
-    c.batch(&format!(
-        "CREATE INDEX IF NOT EXISTS demo_subscriptions_scan ON {SUBSCRIPTIONS} (product_id, created_at, id)"
-    ))?;
-    if c.dialect() == Dialect::Postgres {
-        c.batch(&format!("ANALYZE {SUBSCRIPTIONS}; ANALYZE {PRODUCTS};"))?;
-    } else {
-        c.batch("ANALYZE;")?;
+    match c.dialect() {
+        Dialect::Mysql => c.batch(&format!("ANALYZE TABLE {SUBSCRIPTIONS}, {PRODUCTS}"))?,
+        dialect => {
+            c.batch(&format!(
+                "CREATE INDEX IF NOT EXISTS demo_subscriptions_scan \
+                 ON {SUBSCRIPTIONS} (product_id, created_at, id)"
+            ))?;
+            if dialect == Dialect::Postgres {
+                c.batch(&format!("ANALYZE {SUBSCRIPTIONS}; ANALYZE {PRODUCTS};"))?;
+            } else {
+                c.batch("ANALYZE;")?;
+            }
+        }
     }
     c.execute(
-        &Sql::new("INSERT INTO demo_meta (key, value) VALUES ('seeded_rows', ?)")
-            .bind(Bind::Text(rows.to_string())),
+        &Sql::new(format!(
+            "INSERT INTO demo_meta ({}, value) VALUES ('seeded_rows', ?)",
+            meta_key_column(c.dialect())
+        ))
+        .bind(Bind::Text(rows.to_string())),
     )?;
     Ok(())
 }
@@ -307,7 +340,7 @@ pub fn job(
 ) -> Result<Job, tranche::ConfigError> {
     let source = Source::new(SUBSCRIPTIONS, "id", "created_at")?;
     let source = match dialect {
-        Dialect::Postgres => source.order_by_timestamp(),
+        Dialect::Postgres | Dialect::Mysql => source.order_by_timestamp(),
         _ => source,
     };
     Job::builder(JOB_NAME)
@@ -524,6 +557,8 @@ pub enum Prepared {
 /// several demo processes started together seed once: the first seeds, the
 /// others wait and then find the seed complete.
 const PG_SEED_LOCK: i64 = 0x0064_656d_6f5f_7330;
+/// The `GET_LOCK` name MySQL instances seed under.
+const MYSQL_SEED_LOCK: &str = "tranche.demo_seed";
 
 /// Prepares the demo data: seeds `rows` subscriptions unless a complete
 /// seed of that size exists (or `fresh` asks to start over), reporting
@@ -532,7 +567,7 @@ const PG_SEED_LOCK: i64 = 0x0064_656d_6f5f_7330;
 /// Several processes preparing one database at once seed it once: the
 /// first checks and seeds while the others wait, then find the seed
 /// complete. On PostgreSQL the check and the seed run under an advisory
-/// lock; on SQLite in one `BEGIN IMMEDIATE` transaction, so the others wait
+/// lock, on MySQL under a named lock (`GET_LOCK`); on SQLite in one `BEGIN IMMEDIATE` transaction, so the others wait
 /// for its write lock (up to the store's 30 s busy timeout, then fail with
 /// "database is locked").
 pub fn prepare_with(
@@ -544,9 +579,24 @@ pub fn prepare_with(
     if c.dialect() == Dialect::Sqlite {
         return c.write_transaction(|c| prepare_locked(c, rows, fresh, true, on_progress));
     }
-    c.batch(&format!("SELECT pg_advisory_lock({PG_SEED_LOCK})"))?;
+    let unlock = if c.dialect() == Dialect::Mysql {
+        if count(
+            c,
+            format!("SELECT GET_LOCK('{MYSQL_SEED_LOCK}', 3600) AS n"),
+        )? != 1
+        {
+            return Err(StoreError::Corrupt {
+                what: "demo seed lock",
+                reason: "another instance held it for an hour".into(),
+            });
+        }
+        format!("DO RELEASE_LOCK('{MYSQL_SEED_LOCK}')")
+    } else {
+        c.batch(&format!("SELECT pg_advisory_lock({PG_SEED_LOCK})"))?;
+        format!("SELECT pg_advisory_unlock({PG_SEED_LOCK})")
+    };
     let result = prepare_locked(c, rows, fresh, false, on_progress);
-    let unlocked = c.batch(&format!("SELECT pg_advisory_unlock({PG_SEED_LOCK})"));
+    let unlocked = c.batch(&unlock);
     if result.is_ok() {
         unlocked?;
     }
