@@ -92,6 +92,16 @@ fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition_on_pos
     sigkill_rounds(&db.url, dir.path());
 }
 
+#[cfg(feature = "mysql")]
+#[test]
+fn sigkill_mid_run_loses_nothing_and_replays_at_most_a_page_per_partition_on_mariadb() {
+    let Some(db) = common::mysql_database("crash") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_rounds(&db.url, dir.path());
+}
+
 fn sigkill_rounds(db: &str, dir: &Path) {
     let db = db.to_owned();
     let out = dir.join("out.jsonl");

@@ -95,6 +95,16 @@ fn the_demo_verifies_on_postgres() {
     demo_verifies(&db.url, dir.path());
 }
 
+#[cfg(feature = "mysql")]
+#[test]
+fn the_demo_verifies_on_mariadb() {
+    let Some(db) = common::mysql_database("demo") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    demo_verifies(&db.url, dir.path());
+}
+
 #[test]
 fn bad_flags_fail_before_anything_runs_and_name_the_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +196,16 @@ fn the_demo_fills_the_outbox_on_sqlite() {
 #[test]
 fn the_demo_fills_the_outbox_on_postgres() {
     let Some(db) = common::pg_database("demo_outbox") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    demo_fills_the_outbox(&db.url, dir.path());
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn the_demo_fills_the_outbox_on_mariadb() {
+    let Some(db) = common::mysql_database("demo_outbox") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -340,6 +360,22 @@ fn two_demos_at_once_seed_one_postgres_database_once() {
     };
     two_demos_at_once_seed_once(&db.url, || {
         let mut c = PgConnection::establish(&db.url).unwrap();
+        diesel::sql_query(COUNT_SUBSCRIPTIONS)
+            .get_result::<Count>(&mut c)
+            .unwrap()
+            .n
+    });
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn two_demos_at_once_seed_one_mariadb_database_once() {
+    use diesel::{Connection, MysqlConnection, RunQueryDsl};
+    let Some(db) = common::mysql_database("demo_prepare") else {
+        return;
+    };
+    two_demos_at_once_seed_once(&db.url, || {
+        let mut c = MysqlConnection::establish(&db.url).unwrap();
         diesel::sql_query(COUNT_SUBSCRIPTIONS)
             .get_result::<Count>(&mut c)
             .unwrap()

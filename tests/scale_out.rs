@@ -1,4 +1,6 @@
-//! Many instances, one run, on PostgreSQL: the real binary started as
+//! Many instances, one run, on PostgreSQL (and, for the takeover and
+//! zombie cases and three instances sharing a run, on MySQL or MariaDB
+//! with the `mysql` feature): the real binary started as
 //! several processes on one database, under the faults of DESIGN.md
 //! section 8 (SIGKILL, SIGSTOP past the lease, simultaneous start,
 //! terminated connections, a soak of random kills).
@@ -25,8 +27,55 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tranche::store::LoadRow;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The database a cluster runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Postgres,
+    #[cfg(feature = "mysql")]
+    Mariadb,
+}
+
+/// A connection of the test's own to the cluster's database, for the
+/// oracle's SQL.
+enum Db {
+    Pg(PgConnection),
+    #[cfg(feature = "mysql")]
+    My(diesel::MysqlConnection),
+}
+
+impl Db {
+    fn open(url: &str) -> Self {
+        #[cfg(feature = "mysql")]
+        if url.starts_with("mysql://") {
+            return Db::My(diesel::MysqlConnection::establish(url).unwrap());
+        }
+        Db::Pg(PgConnection::establish(url).unwrap())
+    }
+
+    fn mysql(&self) -> bool {
+        !matches!(self, Db::Pg(_))
+    }
+
+    fn load<T: LoadRow>(&mut self, sql: &str) -> diesel::QueryResult<Vec<T>> {
+        match self {
+            Db::Pg(c) => diesel::sql_query(sql).load(c),
+            #[cfg(feature = "mysql")]
+            Db::My(c) => diesel::sql_query(sql).load(c),
+        }
+    }
+
+    fn batch(&mut self, sql: &str) -> diesel::QueryResult<()> {
+        match self {
+            Db::Pg(c) => c.batch_execute(sql),
+            #[cfg(feature = "mysql")]
+            Db::My(c) => c.batch_execute(sql),
+        }
+    }
+}
 
 const PAGE: u64 = 500;
 const LEASE_MS: i64 = 1500;
@@ -189,46 +238,51 @@ struct Part {
     rows_done: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     split_from: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    attempts: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
     #[diesel(sql_type = BigInt)]
     epoch: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     lease_expires_ms: Option<i64>,
 }
 
-fn parts(c: &mut PgConnection) -> Vec<Part> {
-    diesel::sql_query(
+fn parts(c: &mut Db) -> Vec<Part> {
+    c.load(
         "SELECT id, owner, state, claimed_ms, rows_done, split_from, \
-         CAST(attempts AS BIGINT) AS attempts, epoch, lease_expires_ms \
-         FROM tranche_partitions ORDER BY id",
+         attempts, epoch, lease_expires_ms FROM tranche_partitions ORDER BY id",
     )
-    .load(c)
     .unwrap_or_default()
 }
 
 /// A one-number query; 0 while tranche's tables do not exist yet.
 /// The partitions `owner` holds now (claimed, whatever the lease).
-fn claimed_by(c: &mut PgConnection, owner: &str) -> Vec<Part> {
+fn claimed_by(c: &mut Db, owner: &str) -> Vec<Part> {
     parts(c)
         .into_iter()
         .filter(|p| p.state == "claimed" && p.owner.as_deref() == Some(owner))
         .collect()
 }
 
-fn count(c: &mut PgConnection, sql: &str) -> i64 {
-    match diesel::sql_query(sql).load::<N>(c) {
+fn count(c: &mut Db, sql: &str) -> i64 {
+    match c.load::<N>(sql) {
         Ok(rows) => rows[0].n,
-        Err(e) if common::chain(&e).contains("does not exist") => 0,
+        Err(e)
+            if common::chain(&e).contains("does not exist")
+                || common::chain(&e).contains("doesn't exist") =>
+        {
+            0
+        }
         Err(e) => panic!("{sql}: {e}"),
     }
 }
 
-fn db_now(c: &mut PgConnection) -> i64 {
-    count(
-        c,
-        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS n",
-    )
+fn db_now(c: &mut Db) -> i64 {
+    let now = if c.mysql() {
+        "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) AS n"
+    } else {
+        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS n"
+    };
+    count(c, now)
 }
 
 /// What reached the sinks, checked against the database.
@@ -243,16 +297,16 @@ struct Verdict {
 /// The independent oracle: every eligible subscription (computed here with
 /// its own SQL) present in some instance's file with its product's new
 /// version; nothing else; every copy of a key identical.
-fn oracle(c: &mut PgConnection, dir: &Path) -> Verdict {
-    let eligible: HashMap<i64, i64> = diesel::sql_query(
-        "SELECT s.id AS id, p.version AS version FROM demo_subscriptions s \
-         JOIN demo_products p ON p.id = s.product_id WHERE s.seeded_version < p.version",
-    )
-    .load::<Eligible>(c)
-    .unwrap()
-    .into_iter()
-    .map(|e| (e.id, e.version))
-    .collect();
+fn oracle(c: &mut Db, dir: &Path) -> Verdict {
+    let eligible: HashMap<i64, i64> = c
+        .load::<Eligible>(
+            "SELECT s.id AS id, p.version AS version FROM demo_subscriptions s \
+             JOIN demo_products p ON p.id = s.product_id WHERE s.seeded_version < p.version",
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.id, e.version))
+        .collect();
     let mut seen: HashMap<i64, u64> = HashMap::new();
     let mut unexpected = 0;
     for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
@@ -287,6 +341,7 @@ fn oracle(c: &mut PgConnection, dir: &Path) -> Verdict {
     }
 }
 
+/// A cluster on a fresh PostgreSQL database, with what keeps it alive.
 fn cluster(
     hint: &str,
     rows: u64,
@@ -303,34 +358,105 @@ fn cluster(
     Some((db, cluster, dir))
 }
 
+/// A cluster on a fresh database of `backend`.
+fn cluster_on(
+    backend: Backend,
+    hint: &str,
+    rows: u64,
+    partitions: u32,
+) -> Option<(Box<dyn std::any::Any>, Cluster, tempfile::TempDir)> {
+    let (guard, url): (Box<dyn std::any::Any>, String) = match backend {
+        Backend::Postgres => {
+            let db = common::pg_database(hint)?;
+            let url = db.url.clone();
+            (Box::new(db), url)
+        }
+        #[cfg(feature = "mysql")]
+        Backend::Mariadb => {
+            let db = common::mysql_database(hint)?;
+            let url = db.url.clone();
+            (Box::new(db), url)
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        db: url,
+        dir: dir.path().to_path_buf(),
+        rows,
+        partitions,
+    };
+    Some((guard, cluster, dir))
+}
+
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits (polling the database) until `instance` holds at least `n` claimed
 /// partitions and some rows are in the files.
-fn wait_holding(c: &mut PgConnection, cluster: &Cluster, instance: &str, n: usize) {
+fn wait_holding(c: &mut Db, cluster: &Cluster, instance: &str, n: usize) {
     common::wait_until(&format!("{instance} to hold {n} partitions"), 120, || {
         claimed_by(c, instance).len() >= n && cluster.lines() >= 2 * PAGE
     });
 }
 
-/// Waits until PostgreSQL has closed every session of `instance`.
-fn wait_gone(c: &mut PgConnection, instance: &str) {
+/// The sessions on the database other than the test's own (MySQL, which
+/// does not name sessions after their instance; empty on PostgreSQL).
+fn other_sessions(c: &mut Db) -> Vec<i64> {
+    if !c.mysql() {
+        return Vec::new();
+    }
+    c.load::<N>(
+        "SELECT CAST(ID AS SIGNED) AS n FROM information_schema.PROCESSLIST \
+         WHERE DB = DATABASE() AND ID <> CONNECTION_ID()",
+    )
+    .unwrap()
+    .into_iter()
+    .map(|r| r.n)
+    .collect()
+}
+
+/// Waits until the server has closed every session of `instance`: on
+/// PostgreSQL by their name, on MySQL by their ids (`sessions`, taken while
+/// `instance` was the only one).
+fn wait_gone(c: &mut Db, instance: &str, sessions: &[i64]) {
     common::wait_until(&format!("{instance}'s sessions to close"), 30, || {
-        count(
-            c,
-            &format!(
-                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = 'tranche {instance}'"
-            ),
-        ) == 0
+        if c.mysql() {
+            let ids = sessions.iter().map(i64::to_string).collect::<Vec<_>>();
+            ids.is_empty()
+                || count(
+                    c,
+                    &format!(
+                        "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID IN ({})",
+                        ids.join(", ")
+                    ),
+                ) == 0
+        } else {
+            count(
+                c,
+                &format!(
+                    "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                     WHERE application_name = 'tranche {instance}'"
+                ),
+            ) == 0
+        }
     });
 }
 
 #[test]
 fn three_instances_share_one_run_and_all_of_them_work() {
+    three_instances_share_one_run(Backend::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn three_instances_share_one_run_and_all_of_them_work_on_mariadb() {
+    three_instances_share_one_run(Backend::Mariadb);
+}
+
+fn three_instances_share_one_run(backend: Backend) {
     let _one = lock();
-    let Some((db, cluster, _dir)) = cluster("three", 200_000, 6) else {
+    let Some((_db, cluster, _dir)) = cluster_on(backend, "three", 200_000, 6) else {
         return;
     };
     let mut instances: Vec<Instance> = ["a", "b", "c"]
@@ -338,7 +464,7 @@ fn three_instances_share_one_run_and_all_of_them_work() {
         .map(|id| cluster.start(id, 2, true))
         .collect();
     let summaries: Vec<serde_json::Value> = instances.iter_mut().map(|i| i.finish().1).collect();
-    let mut c = PgConnection::establish(&db.url).unwrap();
+    let mut c = Db::open(&cluster.db);
     let v = oracle(&mut c, &cluster.dir);
     assert_eq!((v.lost, v.unexpected), (0, 0), "{v:?}");
     assert_eq!(v.replays, 0, "no fault, no replay: {v:?}");
@@ -383,20 +509,32 @@ fn three_instances_share_one_run_and_all_of_them_work() {
 
 #[test]
 fn a_killed_instance_s_partitions_are_taken_over_only_after_their_leases_expire() {
+    takeover_after_sigkill(Backend::Postgres);
+}
+
+/// Three demo processes on MariaDB, one killed: one run, nothing lost.
+#[cfg(feature = "mysql")]
+#[test]
+fn a_killed_instance_s_partitions_are_taken_over_only_after_their_leases_expire_on_mariadb() {
+    takeover_after_sigkill(Backend::Mariadb);
+}
+
+fn takeover_after_sigkill(backend: Backend) {
     let _one = lock();
-    let Some((db, cluster, _dir)) = cluster("takeover", 200_000, 6) else {
+    let Some((_db, cluster, _dir)) = cluster_on(backend, "takeover", 200_000, 6) else {
         return;
     };
-    let mut c = PgConnection::establish(&db.url).unwrap();
+    let mut c = Db::open(&cluster.db);
     // The victim claims every partition. The survivors start as it dies:
     // they have free workers and do not split ranges, so the only work they
     // can get is a takeover, which the lease allows 1.5 s after the kill.
     let mut victim = cluster.start("victim", 6, true);
     wait_holding(&mut c, &cluster, "victim", 6);
+    let sessions = other_sessions(&mut c);
     let killed_at = db_now(&mut c);
     victim.kill();
     let mut survivors = [cluster.start("s1", 3, false), cluster.start("s2", 3, false)];
-    wait_gone(&mut c, "victim");
+    wait_gone(&mut c, "victim", &sessions);
     // The victim is gone: its leases, by the database clock, are final.
     let leases: std::collections::HashMap<i64, i64> = claimed_by(&mut c, "victim")
         .iter()
@@ -463,11 +601,21 @@ fn a_killed_instance_s_partitions_are_taken_over_only_after_their_leases_expire(
 
 #[test]
 fn a_paused_instance_loses_its_leases_and_its_late_checkpoints_are_rejected() {
+    zombie_past_its_lease(Backend::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_paused_instance_loses_its_leases_and_its_late_checkpoints_are_rejected_on_mariadb() {
+    zombie_past_its_lease(Backend::Mariadb);
+}
+
+fn zombie_past_its_lease(backend: Backend) {
     let _one = lock();
-    let Some((db, cluster, _dir)) = cluster("zombie", 200_000, 4) else {
+    let Some((_db, cluster, _dir)) = cluster_on(backend, "zombie", 200_000, 4) else {
         return;
     };
-    let mut c = PgConnection::establish(&db.url).unwrap();
+    let mut c = Db::open(&cluster.db);
     let mut zombie = cluster.start("zombie", 4, true);
     wait_holding(&mut c, &cluster, "zombie", 4);
     zombie.signal(Signal::SIGSTOP);
@@ -523,7 +671,7 @@ fn two_instances_started_at_the_same_instant_plan_once() {
     };
     let mut both = [cluster.start("x", 2, true), cluster.start("y", 2, true)];
     let summaries: Vec<serde_json::Value> = both.iter_mut().map(|i| i.finish().1).collect();
-    let mut c = PgConnection::establish(&db.url).unwrap();
+    let mut c = Db::open(&db.url);
     assert_eq!(count(&mut c, "SELECT COUNT(*) AS n FROM tranche_runs"), 1);
     let planned = parts(&mut c)
         .iter()
@@ -548,7 +696,7 @@ fn an_instance_whose_connections_are_terminated_recovers() {
     let Some((db, cluster, _dir)) = cluster("terminated", 200_000, 4) else {
         return;
     };
-    let mut c = PgConnection::establish(&db.url).unwrap();
+    let mut c = Db::open(&db.url);
     let mut victim = cluster.start("victim", 4, true);
     wait_holding(&mut c, &cluster, "victim", 4);
     let mut terminated = 0;
@@ -594,7 +742,7 @@ fn soak_twenty_random_kills_across_three_instances() {
     let Some((db, cluster, _dir)) = cluster("soak", 1_930_000, 8) else {
         return;
     };
-    let mut c = PgConnection::establish(&db.url).unwrap();
+    let mut c = Db::open(&db.url);
     let ids = ["p", "q", "r"];
     let mut instances: BTreeMap<&str, Instance> = ids
         .iter()
@@ -637,7 +785,7 @@ fn soak_twenty_random_kills_across_three_instances() {
             );
         }
         inst.kill();
-        wait_gone(&mut c, id);
+        wait_gone(&mut c, id, &[]);
         killed_holding.extend(claimed_by(&mut c, id).iter().map(|p| (p.id, p.epoch)));
         kills += 1;
         eprintln!("soak: kill {kills} of {id} at {target} rows");
@@ -676,8 +824,8 @@ fn the_oracle_detects_loss_duplicates_and_strangers() {
     let Some(db) = common::pg_database("oracle") else {
         return;
     };
-    let mut c = PgConnection::establish(&db.url).unwrap();
-    c.batch_execute(
+    let mut c = Db::open(&db.url);
+    c.batch(
         "CREATE TABLE demo_products (id BIGINT PRIMARY KEY, version BIGINT NOT NULL);
          CREATE TABLE demo_subscriptions (id BIGINT PRIMARY KEY, product_id BIGINT NOT NULL,
              seeded_version BIGINT NOT NULL);
