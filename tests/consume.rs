@@ -1,6 +1,7 @@
 //! Consumers against the real RabbitMQ, NATS JetStream and a Kafka-protocol
-//! broker (tansu), applying to
-//! PostgreSQL, run as real `tranche consume` processes:
+//! broker (tansu), applying to PostgreSQL (and, through RabbitMQ, to MySQL
+//! or MariaDB with the `mysql` feature), run as real `tranche consume`
+//! processes:
 //!
 //! * per-key order: insert / modify / delete operations for 10,000 keys,
 //!   shared by three consumers, leave the table exactly as applying each
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::{Connection as _, PgConnection, QueryableByName, RunQueryDsl};
+use diesel::{Connection as _, PgConnection, QueryableByName};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tranche::{Message, Sink};
@@ -106,9 +107,8 @@ struct Row {
 }
 
 fn items(url: &str) -> BTreeMap<i64, Item> {
-    let mut c = PgConnection::establish(url).unwrap();
-    diesel::sql_query("SELECT id, name, qty FROM items")
-        .load::<Row>(&mut c)
+    common::Db::open(url)
+        .load::<Row>("SELECT id, name, qty FROM items")
         .unwrap()
         .into_iter()
         .map(|r| (r.id, (r.name, r.qty)))
@@ -121,19 +121,24 @@ fn count(url: &str, sql: &str) -> i64 {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let mut c = PgConnection::establish(url).unwrap();
-    diesel::sql_query(sql).load::<N>(&mut c).unwrap()[0].n
+    common::Db::open(url).load::<N>(sql).unwrap()[0].n
 }
 
-/// A database with tranche's tables and an empty `items`.
-fn database(hint: &str) -> Option<common::PgDatabase> {
-    let db = common::pg_database(hint)?;
-    tranche::run_migrations(&db.url).unwrap();
-    PgConnection::establish(&db.url)
-        .unwrap()
-        .batch_execute("CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT, qty BIGINT)")
+/// A test's database, dropped with it.
+struct TestDb {
+    url: String,
+    _guard: Box<dyn std::any::Any>,
+}
+
+/// A database (PostgreSQL, or MySQL for `mysql`) with tranche's tables and
+/// an empty `items`.
+fn database(mysql: bool, hint: &str) -> Option<TestDb> {
+    let (guard, url) = common::server_database(mysql, hint)?;
+    tranche::run_migrations(&url).unwrap();
+    common::Db::open(&url)
+        .batch("CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT, qty BIGINT)")
         .unwrap();
-    Some(db)
+    Some(TestDb { url, _guard: guard })
 }
 
 /// Where the operations go and come back from.
@@ -316,7 +321,13 @@ fn finish(mut proc: Proc, summary: &Path) -> serde_json::Value {
 }
 
 async fn per_key_order(broker: Broker) {
-    let Some(db) = database("order") else { return };
+    per_key_order_on(broker, false).await;
+}
+
+async fn per_key_order_on(broker: Broker, mysql: bool) {
+    let Some(db) = database(mysql, "order") else {
+        return;
+    };
     let (ops, expected) = operations("ops", 10_000, 6, 7);
     let dir = tempfile::tempdir().unwrap();
     let config = consumer_file(dir.path(), &db.url, &broker, 100);
@@ -420,7 +431,13 @@ async fn per_key_order(broker: Broker) {
 }
 
 async fn sigkill_mid_batch(broker: Broker) {
-    let Some(db) = database("kill") else { return };
+    sigkill_mid_batch_on(broker, false).await;
+}
+
+async fn sigkill_mid_batch_on(broker: Broker, mysql: bool) {
+    let Some(db) = database(mysql, "kill") else {
+        return;
+    };
     let (ops, expected) = operations("ops", 2_000, 40, 11);
     broker.publish(&ops).await;
     let dir = tempfile::tempdir().unwrap();
@@ -439,11 +456,11 @@ async fn sigkill_mid_batch(broker: Broker) {
     let pid = Pid::from_raw(first.0.as_ref().expect("running").id() as i32);
     // About a third of the way: the inbox's versions sum to the versions
     // applied per key.
+    let int = if mysql { "SIGNED" } else { "BIGINT" };
+    let applied =
+        format!("SELECT CAST(COALESCE(SUM(version), 0) AS {int}) AS n FROM tranche_inbox");
     common::wait_until("the first consumer to commit some batches", 60, || {
-        count(
-            &db.url,
-            "SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) AS n FROM tranche_inbox",
-        ) >= 12_000
+        count(&db.url, &applied) >= 12_000
     });
     kill(pid, Signal::SIGKILL).unwrap();
     let status = first.0.take().expect("running").wait().unwrap();
@@ -502,8 +519,14 @@ fn spawn_consumer<I: tranche::consume::Inbound + 'static>(
 }
 
 async fn poison_goes_to_dead_letters(broker: Broker) {
+    poison_goes_to_dead_letters_on(broker, false).await;
+}
+
+async fn poison_goes_to_dead_letters_on(broker: Broker, mysql: bool) {
     use tranche::consume::{Apply, ConsumerConfig, RowsSpec};
-    let Some(db) = database("poison") else { return };
+    let Some(db) = database(mysql, "poison") else {
+        return;
+    };
     let good = |key: i64| {
         Message::new(
             "ops",
@@ -641,13 +664,35 @@ on_every_broker!(
     poison_goes_to_dead_letters
 );
 
+/// The same cases applied to MariaDB, through RabbitMQ.
+#[cfg(feature = "mysql")]
+mod amqp_mariadb {
+    macro_rules! on_mariadb {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let _one = super::ONE_AT_A_TIME.lock().await;
+                    let Some(broker) = super::Broker::amqp() else { return };
+                    super::$case(broker, true).await;
+                }
+            )*
+        };
+    }
+    on_mariadb!(
+        per_key_order_on,
+        sigkill_mid_batch_on,
+        poison_goes_to_dead_letters_on
+    );
+}
+
 /// A consumer serves its counters for Prometheus (`--metrics-addr`), and
 /// they agree with its summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_serves_its_metrics() {
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(broker) = Broker::amqp() else { return };
-    let Some(db) = database("metrics") else {
+    let Some(db) = database(false, "metrics") else {
         return;
     };
     let (ops, _) = operations("ops", 300, 3, 11);
@@ -749,7 +794,9 @@ async fn a_consumer_stops_while_its_database_is_down() {
     let Broker::Amqp { url, queue } = &broker else {
         unreachable!()
     };
-    let Some(db) = database("down") else { return };
+    let Some(db) = database(false, "down") else {
+        return;
+    };
     let (ops, expected) = operations("ops", 2_000, 6, 3);
     // Declares the queue, so the consumer can start before the operations.
     broker.publish(&ops[..1]).await;

@@ -215,12 +215,17 @@ fn the_demo_fills_the_outbox_on_mariadb() {
 /// The demo through a broker: published, applied by two in-process
 /// consumers, verified in the database.
 fn demo_through(broker: &str, consumers: &str, dir: &Path) {
-    let json = dir.join("broker.json");
     let db = format!("sqlite://{}", dir.join("broker.db").display());
+    demo_through_on(&db, broker, consumers, dir);
+}
+
+/// [`demo_through`] on the database at `db`.
+fn demo_through_on(db: &str, broker: &str, consumers: &str, dir: &Path) {
+    let json = dir.join("broker.json");
     let out = common::run_tranche(&[
         "demo",
         "--db",
-        &db,
+        db,
         "--rows",
         "20000",
         "--partitions",
@@ -255,13 +260,32 @@ fn demo_through(broker: &str, consumers: &str, dir: &Path) {
     assert!(stdout.contains("consumers:"), "{stdout}");
 }
 
+/// The demo's queue is one per broker: its RabbitMQ runs take turns.
+static ONE_RABBITMQ_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_demo_through_rabbitmq_verifies() {
+    let _one = ONE_RABBITMQ_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let Some(url) = common::amqp_url() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     demo_through(&url, "2", dir.path());
+}
+
+/// The consumers' `versions` apply on MariaDB.
+#[cfg(feature = "mysql")]
+#[test]
+fn the_demo_through_rabbitmq_verifies_on_mariadb() {
+    let _one = ONE_RABBITMQ_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(url) = common::amqp_url() else {
+        return;
+    };
+    let Some(db) = common::mysql_database("demo_amqp") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    demo_through_on(&db.url, &url, "2", dir.path());
 }
 
 #[test]

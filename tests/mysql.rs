@@ -118,3 +118,79 @@ async fn failures_are_classified_by_their_error_codes() {
     }
     tokio::time::sleep(Duration::ZERO).await;
 }
+
+/// The fence counts rows matched, not rows changed (diesel's connections
+/// set CLIENT_FOUND_ROWS): an update that leaves a row as it was still
+/// says it found it, so a checkpoint repeating its values is not taken for
+/// a lost lease.
+#[actix::test]
+async fn an_update_that_changes_nothing_still_counts_its_row() {
+    let Some(db) = common::mysql_database("found_rows") else {
+        return;
+    };
+    let store = open(&db.url);
+    let n = store
+        .run(|c| {
+            c.batch("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL); INSERT INTO t VALUES (1, 7)")?;
+            c.execute(&Sql::new("UPDATE t SET v = ? WHERE id = ?").bind(Bind::Int(7)).bind(Bind::Int(1)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// A keyset page on `(order, key)` past a cursor seeks the index on both
+/// columns (MariaDB would scan the index from its start for a row-value
+/// comparison; the comparison is spelled out so that it does not).
+#[actix::test]
+async fn a_page_after_a_cursor_seeks_the_order_key_index() {
+    use tranche::job::{Cursor, Throttle};
+    use tranche::store::Scopes;
+    use tranche::{Source, Strategy};
+    let Some(db) = common::mysql_database("seek") else {
+        return;
+    };
+    let store = open(&db.url);
+    store
+        .run(|c| {
+            c.batch(
+                "CREATE TABLE events (id BIGINT PRIMARY KEY, at BIGINT NOT NULL, KEY events_at (at)); \
+                 INSERT INTO events WITH RECURSIVE g (n) AS \
+                   (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 199), \
+                   ids (id) AS (SELECT a.n * 100 + b.n + 1 FROM g a, g b WHERE b.n < 100) \
+                 SELECT id, id % 50 FROM ids; ANALYZE TABLE events",
+            )
+        })
+        .await
+        .unwrap();
+    let source = Source::new("events", "id", "at").unwrap();
+    let run = store
+        .open_run("seek", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
+    let plan = store
+        .plan_run(
+            run.id,
+            &source,
+            &Scopes::Whole,
+            Strategy::Range { partitions: 4 },
+            0,
+        )
+        .await
+        .unwrap();
+    let second = &plan.partitions[1];
+    let lower = second.range.and_then(|r| r.lower).expect("a lower bound");
+    let after = Cursor::new(lower.order, lower.key + 500);
+    let text = store
+        .explain_page(&source, second, Some(after), 100)
+        .await
+        .unwrap()
+        .join("\n");
+    // InnoDB keeps the primary key at the end of events_at: (at, id).
+    assert!(text.contains(r#""key": "events_at""#), "{text}");
+    assert!(text.contains(r#""access_type": "range""#), "{text}");
+    assert!(
+        text.contains(r#""key_length": "16""#),
+        "seeks on both columns: {text}"
+    );
+}

@@ -22,12 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 
-use diesel::connection::SimpleConnection;
+use common::Db;
 use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use diesel::QueryableByName;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tranche::store::LoadRow;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -37,44 +36,6 @@ enum Backend {
     Postgres,
     #[cfg(feature = "mysql")]
     Mariadb,
-}
-
-/// A connection of the test's own to the cluster's database, for the
-/// oracle's SQL.
-enum Db {
-    Pg(PgConnection),
-    #[cfg(feature = "mysql")]
-    My(diesel::MysqlConnection),
-}
-
-impl Db {
-    fn open(url: &str) -> Self {
-        #[cfg(feature = "mysql")]
-        if url.starts_with("mysql://") {
-            return Db::My(diesel::MysqlConnection::establish(url).unwrap());
-        }
-        Db::Pg(PgConnection::establish(url).unwrap())
-    }
-
-    fn mysql(&self) -> bool {
-        !matches!(self, Db::Pg(_))
-    }
-
-    fn load<T: LoadRow>(&mut self, sql: &str) -> diesel::QueryResult<Vec<T>> {
-        match self {
-            Db::Pg(c) => diesel::sql_query(sql).load(c),
-            #[cfg(feature = "mysql")]
-            Db::My(c) => diesel::sql_query(sql).load(c),
-        }
-    }
-
-    fn batch(&mut self, sql: &str) -> diesel::QueryResult<()> {
-        match self {
-            Db::Pg(c) => c.batch_execute(sql),
-            #[cfg(feature = "mysql")]
-            Db::My(c) => c.batch_execute(sql),
-        }
-    }
 }
 
 const PAGE: u64 = 500;
@@ -365,19 +326,8 @@ fn cluster_on(
     rows: u64,
     partitions: u32,
 ) -> Option<(Box<dyn std::any::Any>, Cluster, tempfile::TempDir)> {
-    let (guard, url): (Box<dyn std::any::Any>, String) = match backend {
-        Backend::Postgres => {
-            let db = common::pg_database(hint)?;
-            let url = db.url.clone();
-            (Box::new(db), url)
-        }
-        #[cfg(feature = "mysql")]
-        Backend::Mariadb => {
-            let db = common::mysql_database(hint)?;
-            let url = db.url.clone();
-            (Box::new(db), url)
-        }
-    };
+    let mysql = !matches!(backend, Backend::Postgres);
+    let (guard, url) = common::server_database(mysql, hint)?;
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster {
         db: url,

@@ -87,8 +87,9 @@ pub(crate) enum Command {
     Serve(serve::ServeArgs),
     /// Apply tranche's migrations to a database.
     Migrate {
-        /// Database URL: postgres://..., a keyword DSN, or sqlite://path (or a
-        /// path ending .db, .sqlite or .sqlite3).
+        /// Database URL: postgres://..., a keyword DSN, mysql://... (a build
+        /// with the mysql feature), or sqlite://path (or a path ending .db,
+        /// .sqlite or .sqlite3).
         #[arg(long, env = "TRANCHE_DATABASE_URL")]
         db: String,
     },

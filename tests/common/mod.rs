@@ -154,6 +154,64 @@ pub fn mysql_database(hint: &str) -> Option<MysqlDatabase> {
     })
 }
 
+/// A connection of a test's own to a PostgreSQL or MySQL database, for the
+/// test's SQL (an oracle, a count).
+pub enum Db {
+    Pg(PgConnection),
+    #[cfg(feature = "mysql")]
+    My(diesel::MysqlConnection),
+}
+
+impl Db {
+    /// Connects to `url`: MySQL for `mysql://`, PostgreSQL otherwise.
+    pub fn open(url: &str) -> Self {
+        #[cfg(feature = "mysql")]
+        if url.starts_with("mysql://") {
+            return Db::My(diesel::MysqlConnection::establish(url).unwrap());
+        }
+        Db::Pg(PgConnection::establish(url).unwrap())
+    }
+
+    pub fn mysql(&self) -> bool {
+        !matches!(self, Db::Pg(_))
+    }
+
+    pub fn load<T: tranche::store::LoadRow>(&mut self, sql: &str) -> diesel::QueryResult<Vec<T>> {
+        use diesel::RunQueryDsl;
+        match self {
+            Db::Pg(c) => diesel::sql_query(sql).load(c),
+            #[cfg(feature = "mysql")]
+            Db::My(c) => diesel::sql_query(sql).load(c),
+        }
+    }
+
+    pub fn batch(&mut self, sql: &str) -> diesel::QueryResult<()> {
+        match self {
+            Db::Pg(c) => c.batch_execute(sql),
+            #[cfg(feature = "mysql")]
+            Db::My(c) => c.batch_execute(sql),
+        }
+    }
+}
+
+/// A fresh server database (PostgreSQL, or MySQL for `mysql`), dropped with
+/// the guard it returns beside its URL; `None` as for [`pg_database`].
+pub fn server_database(mysql: bool, hint: &str) -> Option<(Box<dyn std::any::Any>, String)> {
+    if mysql {
+        #[cfg(feature = "mysql")]
+        {
+            let db = mysql_database(hint)?;
+            let url = db.url.clone();
+            return Some((Box::new(db), url));
+        }
+        #[cfg(not(feature = "mysql"))]
+        panic!("a MySQL database in a build without the mysql feature");
+    }
+    let db = pg_database(hint)?;
+    let url = db.url.clone();
+    Some((Box::new(db), url))
+}
+
 /// A fresh SQLite database file in its own temporary directory (kept alive
 /// by the returned guard).
 pub fn sqlite_database() -> (tempfile::TempDir, String) {

@@ -24,7 +24,8 @@ use super::{consume, InstanceArgs};
 #[derive(Parser)]
 pub(crate) struct DemoArgs {
     /// Database URL: sqlite://path (or a path ending .db, .sqlite or
-    /// .sqlite3), postgres://... or a keyword DSN.
+    /// .sqlite3), postgres://..., a keyword DSN, or mysql://... (a build
+    /// with the mysql feature).
     #[arg(
         long,
         env = "TRANCHE_DATABASE_URL",
