@@ -152,17 +152,23 @@ pub struct TableInfo {
 impl TableInfo {
     /// Whether a column of this table is read typed (see
     /// [`crate::model::Datum`]): on MySQL, the integer, floating, decimal,
-    /// text, JSON, binary and date and time types; other types (bit,
-    /// spatial...) arrive as their text.
+    /// binary, date and datetime types. Text and JSON columns are read
+    /// through `CAST(column AS CHAR)`: the protocol marks a text column of
+    /// a binary collation (`utf8mb4_bin`, MariaDB's JSON) as binary, so
+    /// only the cast tells them from bytes. They arrive as text, as other
+    /// types (TIME, whose negative values diesel does not read; bit,
+    /// spatial...) do.
     pub fn reads_typed(&self, col: &ColumnInfo) -> bool {
         if !self.mysql {
             return col.read_typed(self.sqlite);
         }
         let t = col.type_name.to_ascii_lowercase();
-        col.kind != ColumnKind::Other
-            || ["date", "time", "year"]
-                .iter()
-                .any(|p| t == *p || t.starts_with(&format!("{p}(")))
+        !matches!(
+            col.kind,
+            ColumnKind::Other | ColumnKind::Text | ColumnKind::Json
+        ) || ["date", "year"]
+            .iter()
+            .any(|p| t == *p || t.starts_with(&format!("{p}(")))
     }
 
     /// The column called `name`.

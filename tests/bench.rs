@@ -24,7 +24,14 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     let database = format!("tranche_bench_t_{}", std::process::id());
     let out = tempfile::tempdir().unwrap();
     let admin = common::pg_admin_url();
-    let output = common::run_tranche(&[
+    // With the mysql feature, the MariaDB read group and update step too.
+    let mysql: Vec<String> = if cfg!(feature = "mysql") {
+        vec!["--mysql".into(), mysql_admin()]
+    } else {
+        Vec::new()
+    };
+    let mysql_args: Vec<&str> = mysql.iter().map(String::as_str).collect();
+    let mut args = vec![
         "bench",
         "--pg",
         &admin,
@@ -52,9 +59,15 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         &kafka,
         "--out",
         out.path().to_str().unwrap(),
-    ]);
+    ];
+    args.extend(&mysql_args);
+    let output = common::run_tranche(&args);
     if let Ok(mut conn) = PgConnection::establish(&admin) {
         let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    }
+    #[cfg(feature = "mysql")]
+    if let Ok(mut conn) = diesel::MysqlConnection::establish(&mysql_admin()) {
+        let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {database}"));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -88,40 +101,55 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     let quick = "modulo workers (5)";
     let latency = "latency 20 ms, 500 rows";
     let (rabbit_away, jet_away) = ("RabbitMQ, 20 ms round trip", "JetStream, 20 ms round trip");
-    assert_eq!(
-        names,
-        vec![
-            ("PostgreSQL read", "keyset walk, 1 connection"),
-            ("PostgreSQL read", "COPY TO STDOUT"),
-            ("PostgreSQL read", "tranche, null sink"),
-            ("PostgreSQL read", "tranche, key order only"),
-            ("RabbitMQ", "bare client, pipelined"),
-            ("RabbitMQ", s1),
-            ("RabbitMQ", quick),
-            ("RabbitMQ", "tranche"),
-            ("JetStream", "bare client, pipelined"),
-            ("JetStream", s1),
-            ("JetStream", quick),
-            ("JetStream", "tranche"),
-            ("Kafka", "bare client, pipelined"),
-            ("Kafka", s1),
-            ("Kafka", quick),
-            ("Kafka", "tranche"),
-            (rabbit_away, "bare client, pipelined"),
-            (rabbit_away, s1),
-            (rabbit_away, quick),
-            (rabbit_away, "tranche"),
-            (jet_away, "bare client, pipelined"),
-            (jet_away, s1),
-            (jet_away, quick),
-            (jet_away, "tranche"),
-            (latency, s1),
-            (latency, quick),
-            (latency, "tranche"),
-            ("update step", "tranche, update step, SQLite"),
-            ("update step", "tranche, update step, PostgreSQL"),
-        ]
+    let mut expected = vec![
+        ("PostgreSQL read", "keyset walk, 1 connection"),
+        ("PostgreSQL read", "COPY TO STDOUT"),
+        ("PostgreSQL read", "tranche, null sink"),
+        ("PostgreSQL read", "tranche, key order only"),
+        ("RabbitMQ", "bare client, pipelined"),
+        ("RabbitMQ", s1),
+        ("RabbitMQ", quick),
+        ("RabbitMQ", "tranche"),
+        ("JetStream", "bare client, pipelined"),
+        ("JetStream", s1),
+        ("JetStream", quick),
+        ("JetStream", "tranche"),
+        ("Kafka", "bare client, pipelined"),
+        ("Kafka", s1),
+        ("Kafka", quick),
+        ("Kafka", "tranche"),
+        (rabbit_away, "bare client, pipelined"),
+        (rabbit_away, s1),
+        (rabbit_away, quick),
+        (rabbit_away, "tranche"),
+        (jet_away, "bare client, pipelined"),
+        (jet_away, s1),
+        (jet_away, quick),
+        (jet_away, "tranche"),
+        (latency, s1),
+        (latency, quick),
+        (latency, "tranche"),
+        ("update step", "tranche, update step, SQLite"),
+        ("update step", "tranche, update step, PostgreSQL"),
+    ];
+    // The group is named after the server: MariaDB or MySQL.
+    let server = if names.iter().any(|(g, _)| *g == "MySQL read") {
+        "MySQL"
+    } else {
+        "MariaDB"
+    };
+    let (read, update) = (
+        format!("{server} read"),
+        format!("tranche, update step, {server}"),
     );
+    if cfg!(feature = "mysql") {
+        expected.extend([
+            (read.as_str(), "keyset walk, 1 connection"),
+            (read.as_str(), "tranche, null sink"),
+            ("update step", update.as_str()),
+        ]);
+    }
+    assert_eq!(names, expected);
     for (group, name, rows, done) in &measured {
         let want = match group.as_str() {
             g if g == latency => 500,
@@ -149,10 +177,11 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         }
     }
     // tranche against each other measurement of its group (the read
-    // group's two tranche rows each against the walk and COPY).
+    // group's two tranche rows each against the walk and COPY; MariaDB's
+    // against its walk).
     assert_eq!(
         json["ratios"].as_array().unwrap().len(),
-        2 * 2 + 3 + 3 + 3 + 3 + 3 + 2
+        2 * 2 + 3 + 3 + 3 + 3 + 3 + 2 + usize::from(cfg!(feature = "mysql"))
     );
     let memory = &json["memory"][0];
     assert_eq!(memory["rows"], 3000);
@@ -191,4 +220,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     assert!(info.info().height > 400, "one bar per measurement");
     // The password of the broker URL never reaches the output.
     assert!(!stdout.contains("guest:guest"), "{stdout}");
+}
+
+/// The MySQL server the bench measures (`TRANCHE_TEST_MYSQL`).
+fn mysql_admin() -> String {
+    std::env::var("TRANCHE_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }

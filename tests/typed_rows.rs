@@ -327,3 +327,78 @@ async fn postgres_sql_ascii_text_that_is_not_utf8_poisons_its_row_alone() {
     );
     runtime.shutdown().await;
 }
+
+/// MySQL and MariaDB: integers (unsigned too), floats, exact decimals,
+/// text of a binary collation, binary strings, dates and datetimes arrive
+/// typed; JSON, TIME and other text arrive as text; a BIGINT
+/// UNSIGNED beyond a signed 64-bit integer poisons its row alone.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_types_arrive_typed_and_in_their_documented_json() {
+    let Some(db) = common::mysql_database("typed_rows") else {
+        return;
+    };
+    let mut config = RuntimeConfig::new(&db.url);
+    config.skip_limit = 5;
+    let runtime = RuntimeHandle::start(config).await.unwrap();
+    runtime
+        .store()
+        .run(|c| {
+            c.batch(
+                "CREATE TABLE typed (id BIGINT PRIMARY KEY, ti TINYINT, u8 BIGINT UNSIGNED, \
+                   f FLOAT, d DOUBLE, n DECIMAL(12,4), t TEXT, vc VARCHAR(10), \
+                   bin VARBINARY(8), bl BLOB, j JSON, dt DATETIME(6), ts TIMESTAMP(3) NULL, \
+                   da DATE, tm TIME, e ENUM('sad', 'happy')) \
+                   CHARACTER SET utf8mb4 COLLATE utf8mb4_bin; \
+                 INSERT INTO typed VALUES \
+                 (1, -128, 18446744073709551, 0.5, 2.5, -12.5, 'ü 😀 \"q\"', 'varchar', \
+                  X'DEADBEEF', X'00FF', '{\"a\": [1, null]}', '2024-05-01 12:00:00.250000', \
+                  '1970-01-01 00:00:01.5', '2024-02-29', '-25:03:04', 'happy'), \
+                 (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                  NULL, NULL, NULL), \
+                 (3, 0, 18446744073709551615, 0, 0, 0, '', '', X'', X'', '[]', \
+                  '1000-01-01 00:00:00', NULL, '9999-12-31', '00:00:00', 'sad')",
+            )
+        })
+        .await
+        .unwrap();
+    let columns = [
+        "ti", "u8", "f", "d", "n", "t", "vc", "bin", "bl", "j", "dt", "ts", "da", "tm", "e",
+    ];
+    let source = columns
+        .iter()
+        .fold(Source::by_key("typed", "id").unwrap(), |s, c| {
+            s.column(c).unwrap()
+        });
+    let (rows, payloads, letters) = read_all(&runtime, "typed-mysql", source).await;
+    assert_eq!(
+        payloads[&1],
+        json!({"ti": -128, "u8": 18446744073709551_i64, "f": 0.5, "d": 2.5, "n": "-12.5000",
+               "t": "ü 😀 \"q\"", "vc": "varchar", "bin": "3q2+7w==", "bl": "AP8=",
+               "j": "{\"a\": [1, null]}", "dt": "2024-05-01T12:00:00.25Z",
+               "ts": "1970-01-01T00:00:01.5Z", "da": "2024-02-29", "tm": "-25:03:04",
+               "e": "happy"})
+    );
+    assert!(
+        payloads[&2]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(Json::is_null),
+        "{}",
+        payloads[&2]
+    );
+    let one = &rows[&1];
+    assert_eq!(one.text("t").unwrap(), Some("ü 😀 \"q\""));
+    assert_eq!(
+        one.bytes("bin").unwrap(),
+        Some(&[0xde, 0xad, 0xbe, 0xef][..])
+    );
+    assert_eq!(one.timestamp("dt").unwrap(), Some(1_714_564_800_250_000));
+    assert_eq!(one.numeric("n").unwrap().as_deref(), Some("-12.5000"));
+    // 2^64 - 1 has no signed 64-bit form: its row is dead-lettered, named.
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].row_key, Some(3));
+    assert!(letters[0].reason.contains("column u8"), "{letters:?}");
+    runtime.shutdown().await;
+}

@@ -226,7 +226,7 @@ mod mysql {
     use diesel::deserialize::{self, FromSql};
     use diesel::mysql::data_types::MysqlTime;
     use diesel::mysql::{Mysql, MysqlType, MysqlValue};
-    use diesel::sql_types::{BigInt, Date, Datetime, Double, Time};
+    use diesel::sql_types::{BigInt, Date, Datetime, Double};
 
     use super::{utf8, AnyValue, Cell};
     use crate::model::Datum;
@@ -283,16 +283,6 @@ mod mysql {
                     + i64::from(t.minute) * 60
                     + i64::from(t.second);
                 Datum::Timestamp(secs * 1_000_000 + t.second_part as i64)
-            }
-            MysqlType::Time => {
-                let t = <MysqlTime as FromSql<Time, Mysql>>::from_sql(value).map_err(read)?;
-                let sign = if t.neg { "-" } else { "" };
-                let hours = t.day * 24 + t.hour;
-                let mut text = format!("{sign}{hours:02}:{:02}:{:02}", t.minute, t.second);
-                if t.second_part != 0 {
-                    text.push_str(&format!(".{:06}", t.second_part));
-                }
-                Datum::Text(text)
             }
             MysqlType::String | MysqlType::Enum | MysqlType::Set => {
                 Datum::Text(utf8(value.as_bytes())?)

@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// Table sizes whose peak memory is measured; `none` for none.
     #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
     memory_rows: Vec<String>,
+    /// A MySQL or MariaDB server (admin URL) whose read group and update
+    /// step are measured; the bench drops and creates --database there.
+    /// Needs a build with the mysql feature.
+    #[arg(long, env = "TRANCHE_BENCH_MYSQL")]
+    mysql: Option<String>,
     /// Where the results (bench.json, bench.md, bench.png) go.
     #[arg(long, default_value = "target/tranche-bench")]
     out: PathBuf,
@@ -126,6 +131,7 @@ pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
                 .map_err(|_| anyhow::anyhow!("--memory-rows: {r:?} is not a row count"))
         })
         .collect::<anyhow::Result<_>>()?;
+    config.mysql_url = args.mysql;
     config.tranche_exe = std::env::current_exe().ok();
     config.out_dir = args.out;
     if cfg!(debug_assertions) {

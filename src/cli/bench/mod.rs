@@ -34,6 +34,8 @@ mod data;
 mod delay;
 mod legacy;
 mod limits;
+#[cfg(feature = "mysql")]
+mod mysql;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -168,6 +170,11 @@ pub struct BenchConfig {
     /// The `tranche` binary that the memory rows run (`tranche run` with
     /// the null sink); without it they are skipped.
     pub tranche_exe: Option<PathBuf>,
+    /// A MySQL or MariaDB server (admin URL, `mysql://...`), when its
+    /// read group and update step are measured: the bench drops and
+    /// creates the database [`Self::database`] there (a build with the
+    /// `mysql` feature; without it, those rows are skipped with the reason).
+    pub mysql_url: Option<String>,
     /// Where the SQLite database and the results go.
     pub out_dir: PathBuf,
 }
@@ -196,6 +203,7 @@ impl BenchConfig {
             window: 1024,
             memory_rows: vec![1_000_000, 10_000_000],
             tranche_exe: None,
+            mysql_url: None,
             out_dir: PathBuf::from("target/tranche-bench"),
         }
     }
@@ -555,6 +563,20 @@ pub async fn run(
         .await?;
     }
 
+    // The same table on MySQL or MariaDB: read alone and by tranche, then
+    // the update step there.
+    if let Some(admin) = c.mysql_url.clone() {
+        #[cfg(feature = "mysql")]
+        if let Err(e) = mysql_rows(&mut b, &admin).await {
+            b.skip("MySQL", e);
+        }
+        #[cfg(not(feature = "mysql"))]
+        {
+            let _ = admin;
+            b.skip("MySQL", "this build has no mysql feature");
+        }
+    }
+
     // Peak memory of a separate tranche process per table size.
     for &rows in &c.memory_rows {
         let Some(exe) = c.tranche_exe.clone() else {
@@ -633,6 +655,66 @@ async fn read_rows(b: &mut Bench<'_>) -> Result<(), BenchError> {
         ));
     }
     Ok(())
+}
+
+/// The MySQL read group (the keyset walk alone, then tranche into the null
+/// sink, in rounds, each reporting its median) and the update step on the
+/// same server. The group is named after the server (`MariaDB read`).
+#[cfg(feature = "mysql")]
+async fn mysql_rows(b: &mut Bench<'_>, admin: &str) -> Result<(), BenchError> {
+    let c = b.config;
+    b.progress
+        .step(&format!("MySQL: creating the database {}", c.database));
+    let (url, server) = tokio::task::block_in_place(|| mysql::bench_database(admin, &c.database))?;
+    b.report.settings.insert(
+        server.clone(),
+        format!("{}: InnoDB table", tranche::redact::redact_url(admin)),
+    );
+    b.progress
+        .step(&format!("{server}: seeding {} rows", c.rows));
+    tokio::task::block_in_place(|| mysql::seed(&url, data::TABLE, c.rows, c.payload_bytes))?;
+    let group = format!("{server} read");
+    let rounds = c.read_rounds as usize;
+    let (mut walk, mut null) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let of = format!("round {round} of {rounds}");
+        b.progress.step(&format!("{group}: keyset walk, {of}"));
+        walk.push(tokio::task::block_in_place(|| {
+            mysql::keyset_walk(&url, data::TABLE, c.page_size)
+        })?);
+        b.progress
+            .step(&format!("{group}: tranche, null sink, {of}"));
+        let runtime = b.runtime(&url).await?;
+        let seconds = b
+            .tranche_seconds(
+                runtime,
+                &group,
+                "tranche, null sink",
+                Arc::new(NullSink::new()),
+                (None, data::Walk::Order),
+            )
+            .await?;
+        null.push((c.rows, Duration::from_secs_f64(seconds)));
+    }
+    for (name, kind, runs) in [
+        ("keyset walk, 1 connection", Kind::Limit, walk),
+        ("tranche, null sink", Kind::Tranche, null),
+    ] {
+        let (rows, took) = median(runs);
+        b.push(Measurement::new(
+            &group,
+            name,
+            kind,
+            rows,
+            rows,
+            took.as_secs_f64(),
+        ));
+    }
+    let name = format!("tranche, update step, {server}");
+    b.progress.step(&name);
+    let runtime = b.runtime(&url).await?;
+    let sink = Arc::new(UpdateSink::new(runtime.store().clone(), update_spec()?));
+    b.tranche_on(runtime, UPDATE, &name, sink, None).await
 }
 
 /// The median of the rounds by time (the upper one of an even count).
