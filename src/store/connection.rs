@@ -549,6 +549,22 @@ impl CustomizeConnection<Pooled<SqliteConnection>, diesel::r2d2::Error> for Sqli
     }
 }
 
+/// MySQL session settings (see [`super::mysql::SESSION`]).
+#[cfg(feature = "mysql")]
+#[derive(Debug)]
+struct MysqlSession;
+
+#[cfg(feature = "mysql")]
+impl CustomizeConnection<Pooled<diesel::MysqlConnection>, diesel::r2d2::Error> for MysqlSession {
+    fn on_acquire(
+        &self,
+        conn: &mut Pooled<diesel::MysqlConnection>,
+    ) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(super::mysql::SESSION)
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
 /// PostgreSQL session settings: UTC, so a `timestamp` order column compares
 /// with tranche's cursors the same way on every instance, whatever the
 /// server's or role's default time zone. Also names the session after the
@@ -663,7 +679,7 @@ impl Pool {
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
-                    .connection_customizer(Box::new(super::mysql::MysqlSession))
+                    .connection_customizer(Box::new(MysqlSession))
                     .error_handler(Box::new(RedactingErrors(url.clone())))
                     .build(Manager {
                         inner: ConnectionManager::new(url.connect_str()),

@@ -22,12 +22,16 @@
 //!
 //! * **One holder.** A claim is one statement (PostgreSQL:
 //!   `UPDATE .. WHERE id = (SELECT .. FOR UPDATE SKIP LOCKED)`; SQLite: the
-//!   same inside `BEGIN IMMEDIATE`). It sets `owner`, increments `epoch` and
+//!   same inside `BEGIN IMMEDIATE`; MySQL, which neither returns updated
+//!   rows nor updates a table its subquery reads: the `SELECT .. FOR UPDATE
+//!   SKIP LOCKED`, the `UPDATE` of the row it locked and a read of it, in
+//!   one transaction). It sets `owner`, increments `epoch` and
 //!   sets `lease_expires_ms = now + lease`. `now` is the database clock, so
 //!   instances with skewed clocks agree on who holds what.
 //! * **Fenced writes.** Every write by a holder (checkpoint, complete,
 //!   release, failure) says `WHERE id = ? AND owner = ? AND epoch = ? AND
-//!   state = 'claimed'`. Zero rows updated means the lease was lost (another
+//!   state = 'claimed'`. Zero rows updated (matched, on MySQL, whose
+//!   connections report rows matched) means the lease was lost (another
 //!   instance took the partition over and bumped the epoch): the holder
 //!   stops at once and writes nothing more. A zombie that wakes up after its
 //!   lease expired can therefore never move a cursor backwards or forwards.

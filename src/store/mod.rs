@@ -5,9 +5,9 @@
 //! async face of it: each method ships a plain synchronous function over a
 //! pooled [`Connection`] to the executor and awaits the answer, so no async
 //! task ever blocks on the database. ([`run_migrations`] is the one entry
-//! point that opens a connection of its own: it runs before any store.) The same methods work on SQLite and
-//! PostgreSQL; one conformance suite (`tests/store_conformance.rs`) holds
-//! both to the same behaviour.
+//! point that opens a connection of its own: it runs before any store.) The same methods work on SQLite,
+//! PostgreSQL and (feature `mysql`) MySQL or MariaDB; one conformance suite
+//! (`tests/store_conformance.rs`) holds them to the same behaviour.
 //!
 //! See [`lease`] for the claim, lease and checkpoint
 //! protocol.

@@ -4,12 +4,9 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::query_dsl::RunQueryDsl;
-use diesel::r2d2::CustomizeConnection;
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{MysqlConnection, QueryableByName};
-
-use super::connection::Pooled;
 
 /// Session settings applied to every pooled MySQL connection (diesel has
 /// already set the UTC time zone and utf8mb4):
@@ -19,20 +16,10 @@ use super::connection::Pooled;
 ///   latest committed rows, and no gap locks widen a claim's lock;
 /// - a 10 s lock wait, after which a statement fails with error 1205,
 ///   which is retried.
-#[derive(Debug)]
-pub(crate) struct MysqlSession;
-
-impl CustomizeConnection<Pooled<MysqlConnection>, diesel::r2d2::Error> for MysqlSession {
-    fn on_acquire(&self, conn: &mut Pooled<MysqlConnection>) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(
-            "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, \
-             'STRICT_ALL_TABLES', 'NO_ZERO_DATE', 'NO_ZERO_IN_DATE', 'ERROR_FOR_DIVISION_BY_ZERO'); \
-             SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
-             SET SESSION innodb_lock_wait_timeout = 10",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
-    }
-}
+pub(crate) const SESSION: &str = "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, \
+     'STRICT_ALL_TABLES', 'NO_ZERO_DATE', 'NO_ZERO_IN_DATE', 'ERROR_FOR_DIVISION_BY_ZERO'); \
+     SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+     SET SESSION innodb_lock_wait_timeout = 10";
 
 /// Server error codes after which the same statement may pass later.
 /// Deadlocks and lock waits are conflicts (diesel's serialization
