@@ -232,6 +232,43 @@ fn passwords_appear_in_no_output_summary_or_history() {
             }
         }
     }
+    // MySQL (a build with the mysql feature): an unreachable server, a
+    // refused password, an unknown database, through the same commands.
+    #[cfg(feature = "mysql")]
+    for pw in PASSWORDS {
+        for (p, db) in [
+            (1u16, "test"),
+            (3306, "test"),
+            (3306, "tranche_no_such_database"),
+        ] {
+            for url in [
+                format!("mysql://root:{}@127.0.0.1:{p}/{db}", encode(pw)),
+                format!("mariadb://root:{pw}@127.0.0.1:{p}/{db}"),
+            ] {
+                n += 1;
+                let dir = root.path().join(format!("case{n}"));
+                let args: Vec<String> = match n % 3 {
+                    0 => ["demo", "--db", &url, "--rows", "10"]
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    1 => ["history", "--db", &url, "--job", "secrets"]
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    _ => {
+                        let file = job_file(&dir, &url);
+                        vec!["run".into(), "--config".into(), file.display().to_string()]
+                    }
+                };
+                cases.push(Case {
+                    what: format!("MySQL, {} with {url:?}", args[0]),
+                    args,
+                    dir,
+                });
+            }
+        }
+    }
     // Brokers: a refused RabbitMQ login, an unreachable NATS server, and
     // a NATS server that lets the user in, as sinks and as a source.
     let amqp = common::amqp_url();

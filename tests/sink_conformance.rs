@@ -400,6 +400,30 @@ async fn the_update_sink_conforms_on_postgres() {
     update_conforms(runtime, Box::new(db)).await;
 }
 
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_sink_conforms_on_mariadb() {
+    let Some(db) = common::mysql_database("sink_outbox") else {
+        return;
+    };
+    let runtime = RuntimeHandle::start(RuntimeConfig::new(&db.url))
+        .await
+        .unwrap();
+    outbox_conforms(runtime, Box::new(db)).await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_update_sink_conforms_on_mariadb() {
+    let Some(db) = common::mysql_database("sink_update") else {
+        return;
+    };
+    let runtime = RuntimeHandle::start(RuntimeConfig::new(&db.url))
+        .await
+        .unwrap();
+    update_conforms(runtime, Box::new(db)).await;
+}
+
 #[cfg(feature = "amqp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rabbitmq_sink_conforms() {

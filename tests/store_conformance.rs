@@ -125,6 +125,21 @@ async fn migrations_are_idempotent(url: String) {
     assert!(tranche::migrate(&url).await.unwrap().is_empty());
 }
 
+/// A `mysql://` URL in a build without the `mysql` feature is refused,
+/// naming the feature, before anything connects; its password unshown.
+#[cfg(not(feature = "mysql"))]
+#[test]
+fn a_mysql_url_without_the_feature_names_the_feature() {
+    let err = tranche::run_migrations("mysql://app:S3cret@127.0.0.1:3306/shop").unwrap_err();
+    let text = common::chain(&err);
+    assert!(text.contains("mysql` feature"), "{text}");
+    assert!(
+        text.contains("mysql://app:***@127.0.0.1:3306/shop"),
+        "{text}"
+    );
+    assert!(!text.contains("S3cret"), "{text}");
+}
+
 /// Outside an actix System a store cannot run its executor: opening one
 /// says so, instead of panicking.
 #[test]

@@ -413,8 +413,15 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
         let elapsed = setup.run.started.elapsed();
         setup.run.progress.send_modify(|prog| {
             prog.elapsed = elapsed;
-            prog.rows_done += n;
             prog.rows_checkpointed += n as u64;
+            // The run's rows done is at least what was done when this
+            // instance started plus what it checkpointed since; the
+            // supervisor raises it to the stored total as it polls, which
+            // may already hold this page: added to that, it would count
+            // the page twice.
+            prog.rows_done = prog
+                .rows_done
+                .max(prog.rows_done_at_start + prog.rows_checkpointed as i64);
             prog.rows_published += delivery.confirmed;
             prog.rows_replayed += delivery.duplicates;
             prog.dead_letters += dead_count;
