@@ -381,7 +381,7 @@ fn passwords_appear_in_no_output_summary_or_history() {
 fn urls_naming_no_backend_create_nothing_and_list_the_accepted_forms() {
     for db in [
         "postgress://app:Pq7Zx9Kw@127.0.0.1:5432/app",
-        "mysql://app:Pq7Zx9Kw@127.0.0.1:3306/app",
+        "mysqlx://app:Pq7Zx9Kw@127.0.0.1:3306/app",
         "app_Pq7Zx9Kw",
         "postgres://app:Pq7?Zx9Kw@127.0.0.1:5432/app",
     ] {
