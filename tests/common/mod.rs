@@ -47,6 +47,21 @@ impl Drop for PgDatabase {
     }
 }
 
+/// A name for one test's database, unique in the process and across runs,
+/// at most 64 characters (MySQL's limit): `tranche_t_{hint}_{pid}_{n}`.
+fn database_name(hint: &str) -> String {
+    format!(
+        "tranche_t_{}_{}_{}",
+        hint.to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(30)
+            .collect::<String>(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 /// A fresh, empty PostgreSQL database for one test; `None` (after printing
 /// the reason) when PostgreSQL is unreachable and services are not required.
 pub fn pg_database(hint: &str) -> Option<PgDatabase> {
@@ -61,16 +76,7 @@ pub fn pg_database(hint: &str) -> Option<PgDatabase> {
             return None;
         }
     };
-    let name = format!(
-        "tranche_t_{}_{}_{}",
-        hint.to_ascii_lowercase()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(30)
-            .collect::<String>(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = database_name(hint);
     // Separate statements: PostgreSQL runs a multi-statement batch as one
     // transaction, which DROP/CREATE DATABASE refuse.
     conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -127,17 +133,7 @@ pub fn mysql_database(hint: &str) -> Option<MysqlDatabase> {
             return None;
         }
     };
-    // At most 64 characters.
-    let name = format!(
-        "tranche_t_{}_{}_{}",
-        hint.to_ascii_lowercase()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(30)
-            .collect::<String>(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = database_name(hint);
     conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
         .expect("drop old test database");
     conn.batch_execute(&format!(

@@ -77,12 +77,20 @@ pub(crate) fn keyset_walk(
     page_size: usize,
 ) -> Result<(u64, Duration), BenchError> {
     let mut conn = PgConnection::establish(url).map_err(|e| BenchError::connect(url, e))?;
+    walk_pages(|after| page(&mut conn, table, after, page_size, None, None))
+}
+
+/// Reads pages from the start of the keyset until one comes back empty,
+/// each after the last row of the one before: rows read and the time.
+pub(crate) fn walk_pages(
+    mut next: impl FnMut((i64, i64)) -> Result<Vec<RawRow>, BenchError>,
+) -> Result<(u64, Duration), BenchError> {
     let started = Instant::now();
     let mut after = (i64::MIN, i64::MIN);
     let mut rows = 0u64;
     let mut bytes = 0usize;
     loop {
-        let got = page(&mut conn, table, after, page_size, None, None)?;
+        let got = next(after)?;
         let Some(last) = got.last() else { break };
         after = (last.at, last.id);
         rows += got.len() as u64;

@@ -2,7 +2,7 @@
 //! InnoDB, walked alone with keyset pages on one connection, and read by
 //! tranche into the null sink and through the update step.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::Text;
@@ -11,7 +11,7 @@ use diesel::{Connection, MysqlConnection, QueryableByName, RunQueryDsl};
 use tranche::internals::Db;
 use tranche::store::{Bind, Sql};
 
-use super::limits::RawRow;
+use super::limits::walk_pages;
 use super::BenchError;
 
 #[derive(QueryableByName)]
@@ -95,11 +95,7 @@ pub(crate) fn keyset_walk(
     page_size: usize,
 ) -> Result<(u64, Duration), BenchError> {
     let mut conn = MysqlConnection::establish(url).map_err(|e| BenchError::connect(url, e))?;
-    let started = Instant::now();
-    let mut after = (i64::MIN, i64::MIN);
-    let mut rows = 0u64;
-    let mut bytes = 0usize;
-    loop {
+    walk_pages(|after| {
         let sql = Sql::new(format!(
             "SELECT at, id, body FROM {table} WHERE (at > ? OR (at = ? AND id > ?)) \
              ORDER BY at, id LIMIT ?"
@@ -109,14 +105,7 @@ pub(crate) fn keyset_walk(
         .bind(Bind::Int(after.1))
         .bind(Bind::Int(page_size as i64))
         .prepared();
-        let got: Vec<RawRow> = conn
-            .load(&sql)
-            .map_err(|e| BenchError::step("reading a keyset page", e))?;
-        let Some(last) = got.last() else { break };
-        after = (last.at, last.id);
-        rows += got.len() as u64;
-        bytes += got.iter().map(|r| r.body.len()).sum::<usize>();
-    }
-    std::hint::black_box(bytes);
-    Ok((rows, started.elapsed()))
+        conn.load(&sql)
+            .map_err(|e| BenchError::step("reading a keyset page", e))
+    })
 }
