@@ -214,8 +214,12 @@ fn ctrl_c_checkpoints_hands_partitions_back_and_the_next_run_resumes() {
     let json = dir.path().join("summary.json");
     let json_s = json.to_str().unwrap();
 
-    let child = spawn(&demo_args(&db, &sink, json_s));
-    common::wait_until("the run to make progress", 300, || lines(&out) >= 10_000);
+    // Throttled to 2,000 rows a second the first run needs most of a
+    // minute, so the signal lands while it runs however loaded the machine.
+    let mut first_args = demo_args(&db, &sink, json_s);
+    first_args.extend(["--max-rows-per-s", "2000"]);
+    let child = spawn(&first_args);
+    common::wait_until("the run to make progress", 300, || lines(&out) >= 5_000);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("send SIGINT");
     let first = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&first.stdout);
@@ -234,6 +238,20 @@ fn ctrl_c_checkpoints_hands_partitions_back_and_the_next_run_resumes() {
     let done_before = s["rows_done"].as_u64().unwrap();
     assert!(done_before > 0);
 
+    // The resumed run keeps its throttle until an operator lifts it.
+    let lifted = Command::new(env!("CARGO_BIN_EXE_tranche"))
+        .args([
+            "throttle",
+            "--db",
+            &db,
+            "--job",
+            "demo-s0",
+            "--unset",
+            "max_rows_per_s",
+        ])
+        .output()
+        .unwrap();
+    assert!(lifted.status.success(), "{lifted:?}");
     let last = spawn(&demo_args(&db, &sink, json_s))
         .wait_with_output()
         .unwrap();

@@ -332,11 +332,13 @@ pub fn update_spec() -> UpdateSpec {
 
 /// The demo's job: scopes from [`changed_products`], range partitions over
 /// `(created_at, id)`, one message per subscription carrying its new version.
-/// `dialect` says how `created_at` is stored (see [`create_schema`]).
+/// `dialect` says how `created_at` is stored (see [`create_schema`]);
+/// `throttle` is what a new run starts with.
 pub fn job(
     sink: Arc<dyn Sink>,
     partitions: u32,
     dialect: Dialect,
+    throttle: tranche::job::Throttle,
 ) -> Result<Job, tranche::ConfigError> {
     let source = Source::new(SUBSCRIPTIONS, "id", "created_at")?;
     let source = match dialect {
@@ -366,6 +368,7 @@ pub fn job(
         })
         .sink(sink)
         .params(serde_json::json!({"partitions": partitions}))
+        .throttle(throttle)
         .build()
 }
 

@@ -50,6 +50,11 @@ pub(crate) struct DemoArgs {
     /// Consumers applying a broker's messages (with a broker --sink).
     #[arg(long, default_value_t = 2)]
     pub(crate) consumers: usize,
+    /// Deliver at most this many rows a second, all instances together: a
+    /// new run's throttle, which `tranche throttle` changes while it runs
+    /// (a resumed run keeps its own).
+    #[arg(long)]
+    pub(crate) max_rows_per_s: Option<u64>,
     /// Write a JSON summary of the run here.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
@@ -173,7 +178,9 @@ pub(crate) async fn demo_main(args: DemoArgs) -> anyhow::Result<i32> {
             )
         }
     };
-    let mut job = data::job(sink, args.partitions, store.dialect())?;
+    let mut throttle = tranche::job::Throttle::default();
+    throttle.max_rows_per_s = args.max_rows_per_s;
+    let mut job = data::job(sink, args.partitions, store.dialect(), throttle)?;
     if let Some(key) = &args.instance.run_key {
         job = job.with_run_key(key.clone())?;
     }
