@@ -31,6 +31,21 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         Vec::new()
     };
     let mysql_args: Vec<&str> = mysql.iter().map(String::as_str).collect();
+    // graphile-worker, when Node.js and the harness's packages are here
+    // (`npm ci --prefix benches/peers`; .ci/run installs them).
+    let peers_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers");
+    let peers = peers_dir
+        .join("node_modules/graphile-worker/package.json")
+        .is_file();
+    assert!(
+        peers || !common::services_required(),
+        "the peers' packages are not installed: npm ci --prefix benches/peers"
+    );
+    let peers_arg = if peers {
+        peers_dir.to_str().unwrap().to_owned()
+    } else {
+        "none".to_owned()
+    };
     let mut args = vec![
         "bench",
         "--pg",
@@ -51,6 +66,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         "3000",
         "--baseline-budget-s",
         "1",
+        "--peers",
+        &peers_arg,
+        "--peer-budget-s",
+        "120",
         "--amqp",
         &amqp,
         "--nats",
@@ -101,6 +120,10 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     let quick = "modulo workers (5)";
     let latency = "latency 20 ms, 500 rows";
     let (rabbit_away, jet_away) = ("RabbitMQ, 20 ms round trip", "JetStream, 20 ms round trip");
+    let (range_peer, row_peer) = (
+        "graphile-worker, a job per 1000 rows (4 at once)",
+        "graphile-worker, a job per row (24 at once)",
+    );
     let mut expected = vec![
         ("PostgreSQL read", "keyset walk, 1 connection"),
         ("PostgreSQL read", "COPY TO STDOUT"),
@@ -110,6 +133,8 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         ("RabbitMQ", s1),
         ("RabbitMQ", quick),
         ("RabbitMQ", "tranche"),
+        ("RabbitMQ", range_peer),
+        ("RabbitMQ", row_peer),
         ("JetStream", "bare client, pipelined"),
         ("JetStream", s1),
         ("JetStream", quick),
@@ -142,6 +167,9 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         format!("{server} read"),
         format!("tranche, update step, {server}"),
     );
+    if !peers {
+        expected.retain(|(_, n)| *n != range_peer && *n != row_peer);
+    }
     if cfg!(feature = "mysql") {
         expected.extend([
             (read.as_str(), "keyset walk, 1 connection"),
@@ -159,7 +187,7 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         assert_eq!(*rows, want, "{group} / {name}");
         // Limits and tranche go through every row; a baseline may be
         // stopped at its budget, but it did some.
-        if name.starts_with("sequential") || name.starts_with("modulo") {
+        if name.starts_with("sequential") || name.starts_with("modulo") || name == row_peer {
             assert!(*done > 0 && *done <= want, "{group} / {name}: {done}");
         } else {
             assert_eq!(*done, want, "{group} / {name}");
@@ -181,8 +209,64 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
     // against its walk).
     assert_eq!(
         json["ratios"].as_array().unwrap().len(),
-        2 * 2 + 3 + 3 + 3 + 3 + 3 + 2 + usize::from(cfg!(feature = "mysql"))
+        2 * 2
+            + 3
+            + 2 * usize::from(peers)
+            + 3
+            + 3
+            + 3
+            + 3
+            + 2
+            + usize::from(cfg!(feature = "mysql"))
     );
+    // Every measurement says what CPU it took; where the work read
+    // PostgreSQL (this machine's server), the server's too.
+    for m in json["measurements"].as_array().unwrap() {
+        let what = format!("{} / {}", m["group"], m["name"]);
+        assert!(m["cpu"]["process"]["user_s"].is_number(), "{what}: {m}");
+        let on_postgres =
+            m["group"] == "PostgreSQL read" || m["name"] == "tranche, update step, PostgreSQL";
+        if on_postgres {
+            assert!(m["cpu"]["postgres"]["user_s"].is_number(), "{what}: {m}");
+        }
+    }
+    if peers {
+        let peer = json["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == range_peer)
+            .unwrap();
+        assert_eq!(peer["kind"], "peer");
+        assert!(
+            peer["note"].as_str().unwrap().contains("3 jobs enqueued"),
+            "{peer}"
+        );
+        assert!(
+            peer["cpu"]["process"]["user_s"].as_f64().unwrap() > 0.0,
+            "{peer}"
+        );
+    }
+    // The targets the bench holds tranche to, each with its verdict.
+    let targets: Vec<&str> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["what"].as_str().unwrap())
+        .collect();
+    for want in [
+        "PostgreSQL read: null sink / COPY TO STDOUT",
+        "JetStream: tranche / bare client",
+        "RabbitMQ: tranche / graphile-worker, a job per 1000 rows (4 at once)",
+        "RabbitMQ: tranche's process CPU per 1M rows against that peer's",
+    ] {
+        assert!(targets.contains(&want), "{want}: {targets:?}");
+    }
+    assert!(
+        targets.iter().any(|t| t.contains("checkpoints and leases")),
+        "{targets:?}"
+    );
+    assert!(stdout.contains("PG CPU"), "{stdout}");
     let memory = &json["memory"][0];
     assert_eq!(memory["rows"], 3000);
     assert!(memory["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
@@ -214,6 +298,7 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         "{md}"
     );
     assert!(md.contains("## Targets"));
+    assert!(md.contains("CPU s / 1M rows"), "{md}");
     let png = std::fs::read(out.path().join("bench.png")).unwrap();
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let info = decoder.read_info().unwrap();

@@ -301,10 +301,12 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
             }
         }
 
-        let mut messages = Vec::with_capacity(page.rows.len());
+        let Page {
+            rows, unreadable, ..
+        } = page;
+        let mut messages = Vec::with_capacity(rows.len());
         let mut dead = Vec::new();
-        let rejected = page
-            .rows
+        let rejected = rows
             .iter()
             .filter_map(|row| match process_row(&setup.run.job, row, &p.scope) {
                 Ok(Some(m)) => {
@@ -315,10 +317,10 @@ async fn run_partition(setup: WorkerSetup) -> Result<WorkerOutcome, Error> {
                 Err(poison) => Some((row.key, poison.0)),
             })
             .collect::<Vec<_>>();
-        let unreadable = page
-            .unreadable
-            .into_iter()
-            .map(|(at, reason)| (at.key, reason));
+        // The rows are not needed past their messages: free them before
+        // the page's delivery and checkpoint are awaited.
+        drop(rows);
+        let unreadable = unreadable.into_iter().map(|(at, reason)| (at.key, reason));
         for (row_key, reason) in unreadable.chain(rejected) {
             dead_letters_seen += 1;
             if dead_letters_seen > setup.run.config.skip_limit {

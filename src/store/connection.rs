@@ -634,6 +634,18 @@ pub(crate) enum Pool {
     Mysql(diesel::r2d2::Pool<Manager<diesel::MysqlConnection>>),
 }
 
+/// The threads r2d2 opens connections on in the background: one per pool.
+/// Its default of three costs a thread stack and a malloc arena each for
+/// work that happens once per connection.
+fn helper_threads() -> std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    std::sync::Arc::new(
+        scheduled_thread_pool::ScheduledThreadPool::builder()
+            .num_threads(1)
+            .thread_name_pattern("tranche-r2d2")
+            .build(),
+    )
+}
+
 impl Pool {
     /// Builds a pool of `size` connections to `url`, failing (with the URL
     /// redacted) when the database cannot be reached within `timeout`.
@@ -651,6 +663,7 @@ impl Pool {
             Dialect::Postgres => Pool::Postgres({
                 init_openssl();
                 diesel::r2d2::Pool::builder()
+                    .thread_pool(helper_threads())
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
@@ -663,6 +676,7 @@ impl Pool {
             }),
             Dialect::Sqlite => Pool::Sqlite(
                 diesel::r2d2::Pool::builder()
+                    .thread_pool(helper_threads())
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
@@ -676,6 +690,7 @@ impl Pool {
             #[cfg(feature = "mysql")]
             Dialect::Mysql => Pool::Mysql(
                 diesel::r2d2::Pool::builder()
+                    .thread_pool(helper_threads())
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)

@@ -25,6 +25,7 @@ fn colour(kind: Kind) -> [u8; 3] {
         Kind::Limit => [150, 150, 150],
         Kind::Baseline => [214, 96, 77],
         Kind::Tranche => [49, 112, 186],
+        Kind::Peer => [230, 159, 0],
     }
 }
 
@@ -110,6 +111,7 @@ pub(crate) fn draw(report: &BenchReport, title: &str, path: &Path) -> Result<(),
     let legend = [
         ("limit", Kind::Limit),
         ("baseline", Kind::Baseline),
+        ("peer", Kind::Peer),
         ("tranche", Kind::Tranche),
     ];
     let mut lx = MARGIN;

@@ -98,6 +98,16 @@ pub struct BenchArgs {
     /// Needs a build with the mysql feature.
     #[arg(long, env = "TRANCHE_BENCH_MYSQL")]
     mysql: Option<String>,
+    /// The peers' harness directory (graphile-worker, measured in the
+    /// RabbitMQ group when Node.js and its packages are installed:
+    /// `npm ci --prefix benches/peers`); `none` leaves the peers out.
+    #[arg(long, default_value = "benches/peers")]
+    peers: String,
+    /// Seconds graphile-worker's batched configuration may work before it
+    /// is stopped and projected (its job-per-row one gets
+    /// --baseline-budget-s).
+    #[arg(long, default_value_t = 600)]
+    peer_budget_s: u64,
     /// Where the results (bench.json, bench.md, bench.png) go.
     #[arg(long, default_value = "target/tranche-bench")]
     out: PathBuf,
@@ -132,6 +142,8 @@ pub async fn bench_main(args: BenchArgs) -> anyhow::Result<i32> {
         })
         .collect::<anyhow::Result<_>>()?;
     config.mysql_url = args.mysql;
+    config.peers_dir = (args.peers != "none").then(|| PathBuf::from(&args.peers));
+    config.peer_budget = Duration::from_secs(args.peer_budget_s);
     config.tranche_exe = std::env::current_exe().ok();
     config.out_dir = args.out;
     if cfg!(debug_assertions) {

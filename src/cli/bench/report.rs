@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::cpu::Cpu;
+
 /// What a measurement stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -17,6 +19,8 @@ pub enum Kind {
     Baseline,
     /// tranche itself.
     Tranche,
+    /// A tool a user would pick instead of tranche (a job queue).
+    Peer,
 }
 
 impl Kind {
@@ -25,6 +29,7 @@ impl Kind {
             Kind::Limit => "limit",
             Kind::Baseline => "baseline",
             Kind::Tranche => "tranche",
+            Kind::Peer => "peer",
         }
     }
 }
@@ -49,6 +54,11 @@ pub struct Measurement {
     pub rows_per_s: f64,
     /// Whether `seconds` is projected from part of the rows.
     pub projected: bool,
+    /// The CPU it took, when measured: of the process doing the work and
+    /// of the PostgreSQL server.
+    pub cpu: Option<Cpu>,
+    /// What else to know about it (a peer's enqueue time).
+    pub note: Option<String>,
 }
 
 impl Measurement {
@@ -77,8 +87,42 @@ impl Measurement {
             },
             rows_per_s: rate,
             projected,
+            cpu: None,
+            note: None,
         }
     }
+
+    /// The measurement with the CPU it took.
+    pub fn with_cpu(mut self, cpu: Cpu) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+
+    /// CPU seconds per 1,000,000 rows of the work's process.
+    pub fn cpu_per_m_rows(&self) -> Option<f64> {
+        self.cpu.map(|c| self.per_m_rows(c.process.total_s()))
+    }
+
+    /// Of that, system time.
+    pub fn system_per_m_rows(&self) -> Option<f64> {
+        self.cpu.map(|c| self.per_m_rows(c.process.system_s))
+    }
+
+    /// PostgreSQL's CPU seconds per 1,000,000 rows, when measured.
+    pub fn postgres_per_m_rows(&self) -> Option<f64> {
+        self.cpu
+            .and_then(|c| c.postgres)
+            .map(|p| self.per_m_rows(p.total_s()))
+    }
+
+    fn per_m_rows(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / self.measured_rows.max(1) as f64
+    }
+}
+
+/// CPU seconds per 1M rows as a table cell: `-` when not measured.
+fn cpu_cell(s: Option<f64>) -> String {
+    s.map_or("-".into(), |s| format!("{s:.2}"))
 }
 
 /// Peak resident memory of a `tranche run` process.
@@ -172,12 +216,13 @@ impl BenchReport {
             let _ = writeln!(out, "- **{k}**: {v}");
         }
         out.push_str("\n## Rows per second\n\n");
-        out.push_str("| group | measurement | kind | rows | seconds | rows/s |\n");
-        out.push_str("|---|---|---|---:|---:|---:|\n");
+        out.push_str("CPU columns: CPU seconds per 1,000,000 rows of the process doing the work (its system time in brackets) and of the PostgreSQL server.\n\n");
+        out.push_str("| group | measurement | kind | rows | seconds | rows/s | CPU s / 1M rows | PostgreSQL CPU s / 1M rows |\n");
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|\n");
         for m in &self.measurements {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {}{} | {:.0} |",
+                "| {} | {} | {} | {} | {}{}{} | {:.0} | {}{} | {} |",
                 m.group,
                 m.name,
                 m.kind.label(),
@@ -188,7 +233,12 @@ impl BenchReport {
                 } else {
                     String::new()
                 },
-                m.rows_per_s
+                m.note.as_ref().map_or(String::new(), |n| format!("; {n}")),
+                m.rows_per_s,
+                cpu_cell(m.cpu_per_m_rows()),
+                m.system_per_m_rows()
+                    .map_or(String::new(), |s| format!(" ({s:.2})")),
+                cpu_cell(m.postgres_per_m_rows()),
             );
         }
         out.push_str("\n## tranche against the others\n\n| group | tranche | against | ratio |\n|---|---|---|---:|\n");
@@ -241,24 +291,37 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<26} {:<30} {:>9} {:>10} {:>12} {:>12}",
-            "group", "measurement", "kind", "rows", "seconds", "rows/s"
+            "{:<26} {:<44} {:>9} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
+            "group", "measurement", "kind", "rows", "seconds", "rows/s", "CPU", "sys", "PG CPU"
         );
         for m in &self.measurements {
             let _ = writeln!(
                 out,
-                "{:<26} {:<30} {:>9} {:>10} {:>11}{} {:>12.0}",
+                "{:<26} {:<44} {:>9} {:>10} {:>11}{} {:>12.0} {:>8} {:>8} {:>8}",
                 m.group,
                 m.name,
                 m.kind.label(),
                 m.rows,
                 seconds(m.seconds),
                 if m.projected { "*" } else { " " },
-                m.rows_per_s
+                m.rows_per_s,
+                cpu_cell(m.cpu_per_m_rows()),
+                cpu_cell(m.system_per_m_rows()),
+                cpu_cell(m.postgres_per_m_rows()),
             );
         }
         if self.measurements.iter().any(|m| m.projected) {
             out.push_str("* projected from the rows done within the time budget\n");
+        }
+        out.push_str("CPU, sys, PG CPU: CPU seconds per 1,000,000 rows of the process doing the work, its system time, and the PostgreSQL server's\n");
+        for m in self.measurements.iter().filter(|m| m.note.is_some()) {
+            let _ = writeln!(
+                out,
+                "{} / {}: {}",
+                m.group,
+                m.name,
+                m.note.as_deref().unwrap_or_default()
+            );
         }
         out.push('\n');
         for r in &self.ratios {
