@@ -292,6 +292,13 @@ fn the_bench_measures_each_group_over_every_row_and_writes_its_results() {
         .unwrap()
         .contains("publisher confirms"));
 
+    // The update step's SQLite database goes, with its log.
+    let left: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("bench.db"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
     assert!(
         md.contains("| RabbitMQ | tranche | tranche | 3000 |"),

@@ -572,7 +572,7 @@ pub async fn run(
     b.progress
         .step("tranche, update step, SQLite (seeding first)");
     let sqlite_path = c.out_dir.join("bench.db");
-    let _ = std::fs::remove_file(&sqlite_path);
+    remove_sqlite(&sqlite_path);
     let sqlite = format!("sqlite://{}", sqlite_path.display());
     {
         let runtime = b.runtime(&sqlite).await?;
@@ -582,7 +582,7 @@ pub async fn run(
         b.tranche_on(runtime, UPDATE, "tranche, update step, SQLite", sink, None)
             .await?;
     }
-    let _ = std::fs::remove_file(&sqlite_path);
+    remove_sqlite(&sqlite_path);
     b.progress.step("tranche, update step, PostgreSQL");
     {
         let runtime = b.runtime(&url).await?;
@@ -739,6 +739,17 @@ async fn mysql_rows(b: &mut Bench<'_>, admin: &str) -> Result<(), BenchError> {
     let runtime = b.runtime(&url).await?;
     let sink = Arc::new(UpdateSink::new(runtime.store().clone(), update_spec()?));
     b.tranche_on(runtime, UPDATE, &name, sink, None).await
+}
+
+/// Removes a SQLite database and its write-ahead log and shared-memory
+/// files (the log of the update step's million rows is hundreds of MiB).
+fn remove_sqlite(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(side);
+    }
 }
 
 /// The median of the rounds by time (the upper one of an even count).
@@ -1041,7 +1052,7 @@ async fn peer_rows(b: &mut Bench<'_>, route: &Route, exchange: &str) -> Result<(
         )
         .with_cpu(cpu);
         m.note = Some(format!(
-            "{} jobs enqueued in {:.1} s (included){}; peak RSS {:.0} MiB",
+            "{} jobs enqueued in {:.2} s (included){}; peak RSS {:.0} MiB",
             run.jobs,
             run.enqueue_s,
             if run.budget_hit {

@@ -98,25 +98,28 @@ impl Measurement {
         self
     }
 
-    /// CPU seconds per 1,000,000 rows of the work's process.
+    /// CPU seconds per 1,000,000 rows of the work's process (when it
+    /// spent enough to tell, as for the two below).
     pub fn cpu_per_m_rows(&self) -> Option<f64> {
-        self.cpu.map(|c| self.per_m_rows(c.process.total_s()))
+        self.cpu.and_then(|c| self.per_m_rows(c.process.total_s()))
     }
 
     /// Of that, system time.
     pub fn system_per_m_rows(&self) -> Option<f64> {
-        self.cpu.map(|c| self.per_m_rows(c.process.system_s))
+        self.cpu.and_then(|c| self.per_m_rows(c.process.system_s))
     }
 
     /// PostgreSQL's CPU seconds per 1,000,000 rows, when measured.
     pub fn postgres_per_m_rows(&self) -> Option<f64> {
         self.cpu
             .and_then(|c| c.postgres)
-            .map(|p| self.per_m_rows(p.total_s()))
+            .and_then(|p| self.per_m_rows(p.total_s()))
     }
 
-    fn per_m_rows(&self, seconds: f64) -> f64 {
-        seconds * 1e6 / self.measured_rows.max(1) as f64
+    /// `seconds` per 1,000,000 rows; `None` under five clock ticks of
+    /// `/proc` (50 ms), where a figure per million rows would be noise.
+    fn per_m_rows(&self, seconds: f64) -> Option<f64> {
+        (seconds >= 0.05).then(|| seconds * 1e6 / self.measured_rows.max(1) as f64)
     }
 }
 
