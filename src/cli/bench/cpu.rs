@@ -175,6 +175,7 @@ impl Meter {
 
     /// What was spent since [`Self::start`], with `process` for the CPU
     /// of the process that did the work (a peer's, reported by itself).
+    #[cfg(feature = "amqp")]
     pub fn stop_with(&self, process: CpuTime) -> Cpu {
         Cpu {
             process,
