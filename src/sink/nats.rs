@@ -5,9 +5,10 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use async_nats::header::NATS_MESSAGE_ID;
-use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind, stream};
 use async_nats::{HeaderMap, Subject};
 use async_trait::async_trait;
+use futures::FutureExt;
 use tokio::sync::Mutex;
 
 use super::{Delivery, Message, NatsConfig, Sink, SinkError};
@@ -69,7 +70,9 @@ impl NatsSink {
         let client = connect(&c.url)
             .await
             .map_err(|e| self.fail("connect", e, true))?;
-        let js = jetstream::new(client);
+        let mut js = jetstream::new(client);
+        // Each acknowledgement is awaited with this timer, the only one.
+        js.set_timeout(c.ack_timeout);
         let mut stream = if c.declare {
             js.get_or_create_stream(stream::Config {
                 name: c.stream.clone(),
@@ -169,16 +172,15 @@ impl Sink for NatsSink {
                 Err(e) => return Err(e),
             };
             let mut acked = vec![false; batch.len()];
-            // Each publish waits for its acknowledgement until its own
-            // deadline, so after a lost connection the whole window times
-            // out together rather than one timeout after another. The
-            // publishes of one top-up share the deadline taken before it.
-            let mut in_flight: VecDeque<(usize, Instant, PublishAckFuture)> =
+            // The oldest publish waits for its acknowledgement at most
+            // ack_timeout (the context's own timer); after one is lost the
+            // rest of the window is only collected, so a lost connection
+            // costs one timeout, not one per message in flight.
+            let mut in_flight: VecDeque<(usize, PublishAckFuture)> =
                 VecDeque::with_capacity(self.config.window.min(pending.len()));
             let mut failure: Option<String> = None;
             let mut next = pending.iter().copied();
             loop {
-                let due = Instant::now() + self.config.ack_timeout;
                 while failure.is_none() && in_flight.len() < self.config.window {
                     let Some(i) = next.next() else { break };
                     let m = &batch[i];
@@ -192,28 +194,37 @@ impl Sink for NatsSink {
                         )
                         .await
                     {
-                        Ok(ack) => in_flight.push_back((i, due, ack)),
+                        Ok(ack) => in_flight.push_back((i, ack)),
                         Err(e) => failure = Some(format!("publish: {e}")),
                     }
                 }
-                let Some((i, due, ack)) = in_flight.pop_front() else {
+                let Some((i, ack)) = in_flight.pop_front() else {
                     break;
                 };
-                let wait = due.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(wait, ack.into_future()).await {
-                    Ok(Ok(ack)) => {
+                // After a failure the rest are only collected: those whose
+                // acknowledgement came count, the others go again.
+                let answer = if failure.is_none() {
+                    ack.into_future().await
+                } else {
+                    match ack.into_future().now_or_never() {
+                        Some(answer) => answer,
+                        None => continue,
+                    }
+                };
+                match answer {
+                    Ok(ack) => {
                         acked[i] = true;
                         if ack.duplicate {
                             duplicates += 1;
                         }
                     }
-                    Ok(Err(e)) => {
-                        failure.get_or_insert_with(|| format!("acknowledgement: {e}"));
-                    }
-                    Err(_) => {
+                    Err(e) if e.kind() == PublishErrorKind::TimedOut => {
                         failure.get_or_insert_with(|| {
                             format!("no acknowledgement within {:?}", self.config.ack_timeout)
                         });
+                    }
+                    Err(e) => {
+                        failure.get_or_insert_with(|| format!("acknowledgement: {e}"));
                     }
                 }
             }
