@@ -71,7 +71,6 @@ enum Round {
     Nacked(Vec<usize>),
 }
 
-/// One round failed on the connection or channel; these were not confirmed.
 /// A publish whose frames lapin's I/O thread has not written yet.
 type Writing<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = lapin::Result<lapin::PublisherConfirm>> + Send + 'a>,
@@ -84,6 +83,7 @@ enum Sent<'a> {
     Written(lapin::PublisherConfirm),
 }
 
+/// One round failed on the connection or channel; these were not confirmed.
 struct Broken {
     unconfirmed: Vec<usize>,
     error: lapin::Error,

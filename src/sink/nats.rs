@@ -71,8 +71,6 @@ impl NatsSink {
             .await
             .map_err(|e| self.fail("connect", e, true))?;
         let mut js = jetstream::new(client);
-        // Each acknowledgement is awaited with this timer, the only one.
-        js.set_timeout(c.ack_timeout);
         let mut stream = if c.declare {
             js.get_or_create_stream(stream::Config {
                 name: c.stream.clone(),
@@ -117,6 +115,10 @@ impl NatsSink {
             tracing::warn!("{w}");
             warnings.push(w);
         }
+        // From here the context only publishes: each acknowledgement is
+        // awaited with this timer, the only one (the stream calls above
+        // kept the client's default).
+        js.set_timeout(c.ack_timeout);
         Ok((js, warnings))
     }
 
