@@ -1,7 +1,7 @@
 //! What MySQL and MariaDB do differently, tested on the real server
 //! (`TRANCHE_TEST_MYSQL`; built with the `mysql` feature): failures
 //! classified by the server's error codes, fenced updates counted by rows
-//! matched, and the database clock.
+//! matched, the database clock, and the sessions' idle-transaction timeout.
 #![cfg(feature = "mysql")]
 
 #[macro_use]
@@ -193,4 +193,42 @@ async fn a_page_after_a_cursor_seeks_the_order_key_index() {
         text.contains(r#""key_length": "16""#),
         "seeks on both columns: {text}"
     );
+}
+
+/// Every pooled session ends idle transactions after the store's timeout,
+/// in whole seconds rounded up, and keeps the server's setting when the
+/// store sets none.
+#[actix::test]
+async fn sessions_carry_the_idle_transaction_timeout() {
+    let Some(db) = common::mysql_database("idle_timeout") else {
+        return;
+    };
+    let setting = |store: Store| async move {
+        store
+            .run(|c| {
+                c.load::<N>(&Sql::new(
+                    "SELECT CAST(@@SESSION.idle_transaction_timeout AS SIGNED) AS n",
+                ))
+            })
+            .await
+            .expect("read the session's setting")[0]
+            .n
+    };
+    let mut options = StoreOptions::default();
+    assert_eq!(setting(open(&db.url)).await, 30, "the default");
+    options.idle_transaction_timeout = Some(Duration::from_millis(1500));
+    let store = Store::open(&db.url, &options).expect("open store");
+    assert_eq!(setting(store).await, 2, "rounded up");
+    options.idle_transaction_timeout = None;
+    let store = Store::open(&db.url, &options).expect("open store");
+    let global = store
+        .run(|c| {
+            c.load::<N>(&Sql::new(
+                "SELECT CAST(@@GLOBAL.idle_transaction_timeout AS SIGNED) AS n",
+            ))
+        })
+        .await
+        .unwrap()[0]
+        .n;
+    assert_eq!(setting(store).await, global, "the server's own");
 }

@@ -922,6 +922,133 @@ on_both_backends!(
     timestamp_order_columns_page_in_utc_microseconds,
 );
 
+/// A holder paused between two statements of a transaction (as a process
+/// stopped inside a claim or a checkpoint) keeps the rows it locked only
+/// until the server ends its idle session: once its lease has run out,
+/// another instance claims the partition, and the holder's transaction is
+/// rolled back and fails with a retryable error. SQLite has no server to
+/// end a session; a paused writer there holds the write lock.
+async fn a_holder_paused_inside_a_transaction_does_not_keep_its_partition(url: String) {
+    let mut options = StoreOptions::default();
+    options.threads = 1;
+    options.idle_transaction_timeout = Some(Duration::from_secs(1));
+    let paused = Store::open(&url, &options).expect("open the paused holder's store");
+    let heir_store = open(&url);
+    seed_items(&heir_store, 100).await;
+    let job = job("paused", Strategy::Range { partitions: 1 }, items());
+    let run = heir_store
+        .open_run("paused", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
+    heir_store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
+    let held = paused
+        .claim(run.id, "paused", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The holder locks what a claim and a checkpoint lock (the run's row,
+    // the partition's row), writes, and stops before its next statement.
+    let (locked_tx, locked) = tokio::sync::oneshot::channel();
+    let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+    let (run_id, partition_id, epoch) = (run.id, held.id, held.epoch);
+    let stalled = tokio::spawn(async move {
+        let ended = paused
+            .run(move |c| {
+                c.write_transaction(|c| {
+                    c.execute(
+                        &Sql::new("UPDATE tranche_runs SET id = id WHERE id = ?")
+                            .bind(Bind::Int(run_id)),
+                    )?;
+                    c.execute(
+                        &Sql::new(
+                            "UPDATE tranche_partitions SET rows_done = rows_done + 7 \
+                             WHERE id = ? AND owner = 'paused' AND epoch = ?",
+                        )
+                        .bind(Bind::Int(partition_id))
+                        .bind(Bind::Int(epoch)),
+                    )?;
+                    locked_tx.send(()).expect("the test waits");
+                    // Paused: no statement until the test lets it go on.
+                    resume_rx.recv().ok();
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await;
+        (ended, paused)
+    });
+    locked.await.expect("the holder took its locks");
+
+    // The heir claims once the lease has passed on the database clock; a
+    // claim skips a locked partition (or waits for the run's row), so
+    // this only succeeds once the server has ended the paused session.
+    let expires = held.lease_expires_ms.unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if heir_store.now_ms().await.unwrap() > expires {
+                if let Some(p) = heir_store.claim(run_id, "heir", LEASE).await.unwrap() {
+                    break p;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the heir claimed the paused holder's partition within 30 s");
+    assert_eq!(
+        (claimed.id, claimed.epoch, claimed.taken_over),
+        (partition_id, epoch + 1, true)
+    );
+    assert_eq!(claimed.rows_done, 0, "the paused write was rolled back");
+
+    resume.send(()).unwrap();
+    let (ended, paused) = stalled.await.unwrap();
+    let err = ended.expect_err("the paused holder's transaction cannot commit");
+    assert!(err.is_retryable(), "an ended session is retryable: {err}");
+    // On a new session, the holder's checkpoint is fenced off.
+    let late = paused
+        .checkpoint(Checkpoint {
+            partition_id,
+            owner: "paused".into(),
+            epoch,
+            cursor: Cursor::new(50, 50),
+            rows: 50,
+            done: false,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    assert_eq!(
+        heir_store.partition(partition_id).await.unwrap().rows_done,
+        0,
+        "nothing of the paused transaction was committed"
+    );
+}
+
+#[actix::test]
+async fn a_holder_paused_inside_a_transaction_does_not_keep_its_partition_on_postgres() {
+    let Some(db) = common::pg_database("paused_holder") else {
+        return;
+    };
+    a_holder_paused_inside_a_transaction_does_not_keep_its_partition(db.url.clone()).await;
+}
+
+#[cfg(feature = "mysql")]
+#[actix::test]
+async fn a_holder_paused_inside_a_transaction_does_not_keep_its_partition_on_mysql() {
+    let Some(db) = common::mysql_database("paused_holder") else {
+        return;
+    };
+    a_holder_paused_inside_a_transaction_does_not_keep_its_partition(db.url.clone()).await;
+}
+
 /// A session the server ended fails the statement that finds it, and is
 /// then dropped by the pool instead of being handed out again: the store
 /// comes back by itself, at the cost of one failure per pooled session.

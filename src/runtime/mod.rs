@@ -179,8 +179,17 @@ impl RuntimeConfig {
             connect_timeout: self.connect_timeout,
             migrate: self.migrate,
             application_name: self.application_name.clone(),
+            // A paused instance's open transaction holds its locks no
+            // longer than its leases hold.
+            idle_transaction_timeout: Some(self.lease.max(Self::MIN_IDLE_TRANSACTION_TIMEOUT)),
         }
     }
+
+    /// The shortest time the store lets a session sit idle inside a
+    /// transaction (see [`StoreOptions::idle_transaction_timeout`]),
+    /// whatever the lease: a busy host's thread may be descheduled for
+    /// a moment mid-transaction without its session being ended.
+    pub const MIN_IDLE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -627,5 +636,29 @@ impl Drop for Inner {
             let _ = tokio::time::timeout(grace, active.wait_idle()).await;
             system.stop();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_ends_idle_transactions_after_the_lease_and_never_sooner_than_the_floor() {
+        let mut config = RuntimeConfig::new("sqlite://t.db");
+        assert_eq!(
+            config.store_options().idle_transaction_timeout,
+            Some(config.lease)
+        );
+        config.lease = Duration::from_secs(90);
+        assert_eq!(
+            config.store_options().idle_transaction_timeout,
+            Some(Duration::from_secs(90))
+        );
+        config.lease = Duration::from_millis(1500);
+        assert_eq!(
+            config.store_options().idle_transaction_timeout,
+            Some(RuntimeConfig::MIN_IDLE_TRANSACTION_TIMEOUT)
+        );
     }
 }

@@ -549,10 +549,21 @@ impl CustomizeConnection<Pooled<SqliteConnection>, diesel::r2d2::Error> for Sqli
     }
 }
 
-/// MySQL session settings (see [`super::mysql::SESSION`]).
+/// What every pooled session of a server database is set up with, beside
+/// the settings each backend always applies (see
+/// [`StoreOptions`](super::StoreOptions)).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Session {
+    /// PostgreSQL `application_name`.
+    pub(crate) application_name: Option<String>,
+    /// The server ends a session idle this long inside a transaction.
+    pub(crate) idle_transaction_timeout: Option<Duration>,
+}
+
+/// MySQL session settings (see [`super::mysql::session`]).
 #[cfg(feature = "mysql")]
 #[derive(Debug)]
-struct MysqlSession;
+struct MysqlSession(Session);
 
 #[cfg(feature = "mysql")]
 impl CustomizeConnection<Pooled<diesel::MysqlConnection>, diesel::r2d2::Error> for MysqlSession {
@@ -560,7 +571,7 @@ impl CustomizeConnection<Pooled<diesel::MysqlConnection>, diesel::r2d2::Error> f
         &self,
         conn: &mut Pooled<diesel::MysqlConnection>,
     ) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(super::mysql::SESSION)
+        conn.batch_execute(&super::mysql::session(self.0.idle_transaction_timeout))
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -573,11 +584,10 @@ impl CustomizeConnection<Pooled<diesel::MysqlConnection>, diesel::r2d2::Error> f
 /// `SQL_ASCII` holds bytes in no known encoding, which the server would
 /// refuse to hand to a UTF-8 session, failing a whole page: the session
 /// takes them as they are instead, and a value that is not UTF-8 poisons
-/// its row alone.
+/// its row alone. A session left idle inside a transaction (its process
+/// paused) is ended by the server, releasing its locks.
 #[derive(Debug)]
-struct PgSession {
-    application_name: Option<String>,
-}
+struct PgSession(Session);
 
 impl CustomizeConnection<Pooled<PgConnection>, diesel::r2d2::Error> for PgSession {
     fn on_acquire(&self, conn: &mut Pooled<PgConnection>) -> Result<(), diesel::r2d2::Error> {
@@ -585,7 +595,12 @@ impl CustomizeConnection<Pooled<PgConnection>, diesel::r2d2::Error> for PgSessio
             "SET TIME ZONE 'UTC'; SELECT set_config('client_encoding', 'SQL_ASCII', false) \
              WHERE current_setting('server_encoding') = 'SQL_ASCII'",
         );
-        if let Some(name) = &self.application_name {
+        if let Some(idle) = self.0.idle_transaction_timeout {
+            // Milliseconds; 0 would mean no limit.
+            let ms = idle.as_millis().clamp(1, i32::MAX as u128);
+            sql.push_str(&format!("; SET idle_in_transaction_session_timeout = {ms}"));
+        }
+        if let Some(name) = &self.0.application_name {
             // A literal, quotes doubled; PostgreSQL keeps the first 63 bytes.
             let clean: String = name
                 .chars()
@@ -653,7 +668,7 @@ impl Pool {
         url: &DatabaseUrl,
         size: u32,
         timeout: Duration,
-        application_name: Option<String>,
+        session: Session,
     ) -> Result<Self, StoreError> {
         let connect_err = |e: diesel::r2d2::PoolError| StoreError::Connect {
             url: url.redacted().to_owned(),
@@ -667,7 +682,7 @@ impl Pool {
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
-                    .connection_customizer(Box::new(PgSession { application_name }))
+                    .connection_customizer(Box::new(PgSession(session)))
                     .error_handler(Box::new(RedactingErrors(url.clone())))
                     .build(Manager {
                         inner: ConnectionManager::new(url.connect_str()),
@@ -694,7 +709,7 @@ impl Pool {
                     .max_size(size)
                     .min_idle(Some(1))
                     .connection_timeout(timeout)
-                    .connection_customizer(Box::new(MysqlSession))
+                    .connection_customizer(Box::new(MysqlSession(session)))
                     .error_handler(Box::new(RedactingErrors(url.clone())))
                     .build(Manager {
                         inner: ConnectionManager::new(url.connect_str()),

@@ -32,7 +32,12 @@ const PG_MIGRATION_LOCK: i64 = 0x0074_7261_6e63_6865;
 /// unless `store.migrate` is off.)
 pub fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
     let url = DatabaseUrl::parse(url).map_err(StoreError::Config)?;
-    let pool = Pool::connect(&url, 1, std::time::Duration::from_secs(10), None)?;
+    let pool = Pool::connect(
+        &url,
+        1,
+        std::time::Duration::from_secs(10),
+        super::Session::default(),
+    )?;
     apply_pending(&mut pool.get()?)
 }
 

@@ -35,7 +35,7 @@ use actix::{Addr, SyncArbiter};
 pub use crate::model::{Cursor, KeyRange};
 #[doc(hidden)]
 pub use connection::{init_openssl, Db};
-pub(crate) use connection::{Backend, Pool};
+pub(crate) use connection::{Backend, Pool, Session};
 pub use connection::{Bind, Connection, Dialect, LoadRow, Sql};
 pub use control::{AuditEntry, ControlView, RetryOutcome, StateChange, Transition};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
@@ -180,6 +180,20 @@ pub struct StoreOptions {
     /// PostgreSQL `application_name` of every pooled session (the runtime
     /// sets `tranche <instance id>` unless one is given here).
     pub application_name: Option<String>,
+    /// How long a session may sit idle inside an open transaction before
+    /// the server ends it, rolling the transaction back (default 30 s, the
+    /// default lease; the runtime sets its lease, at least 5 s; `None`
+    /// leaves the server's setting). A process paused or stalled between
+    /// two statements of a transaction (a claim, a checkpoint with dead
+    /// letters, an update step's page) would otherwise keep the rows it
+    /// locked for as long as it stays paused, and no other instance could
+    /// take its partitions over after its lease ran out. PostgreSQL's
+    /// `idle_in_transaction_session_timeout`, MariaDB's
+    /// `idle_transaction_timeout` (whole seconds, rounded up); MySQL has no
+    /// such setting and SQLite no server, so there a paused writer keeps
+    /// its locks. A host's own transaction in [`Store::run`] that waits
+    /// longer than this between statements fails with a retryable error.
+    pub idle_transaction_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -189,6 +203,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             migrate: true,
             application_name: None,
+            idle_transaction_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -228,12 +243,11 @@ impl Store {
             ));
         }
         let threads = options.threads.max(1);
-        let pool = Pool::connect(
-            url,
-            threads as u32 + 1,
-            options.connect_timeout,
-            options.application_name.clone(),
-        )?;
+        let session = Session {
+            application_name: options.application_name.clone(),
+            idle_transaction_timeout: options.idle_transaction_timeout,
+        };
+        let pool = Pool::connect(url, threads as u32 + 1, options.connect_timeout, session)?;
         if options.migrate {
             migrations::apply_pending(&mut pool.get()?)?;
         }

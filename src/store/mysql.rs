@@ -16,10 +16,27 @@ use diesel::{MysqlConnection, QueryableByName};
 ///   latest committed rows, and no gap locks widen a claim's lock;
 /// - a 10 s lock wait, after which a statement fails with error 1205,
 ///   which is retried.
-pub(crate) const SESSION: &str = "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, \
+const SESSION: &str = "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, \
      'STRICT_ALL_TABLES', 'NO_ZERO_DATE', 'NO_ZERO_IN_DATE', 'ERROR_FOR_DIVISION_BY_ZERO'); \
      SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
      SET SESSION innodb_lock_wait_timeout = 10";
+
+/// [`SESSION`], and on MariaDB (10.3 and later) the time a session may sit
+/// idle inside a transaction before the server ends it, in whole seconds
+/// rounded up. The assignment sits in a MariaDB-only executable comment,
+/// which MySQL, having no such setting, reads as a comment.
+pub(crate) fn session(idle_transaction_timeout: Option<std::time::Duration>) -> String {
+    match idle_transaction_timeout {
+        None => SESSION.to_owned(),
+        Some(idle) => {
+            let secs = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
+            format!(
+                "{SESSION} /*M!100300 , SESSION idle_transaction_timeout = {} */",
+                secs.clamp(1, 31_536_000)
+            )
+        }
+    }
+}
 
 /// Server error codes after which the same statement may pass later.
 /// Deadlocks and lock waits are conflicts (diesel's serialization
