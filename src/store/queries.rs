@@ -1245,14 +1245,11 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
                 epoch,
             })
     };
-    // MySQL: the row the update locked is read back in its transaction.
-    let fenced = |c: &mut Connection| {
-        if !mysql {
-            return ack(c.load(&update)?);
-        }
-        if c.execute(&update)? == 0 {
-            return ack(Vec::new());
-        }
+    // MySQL has no RETURNING: the bounds are read back after the update,
+    // which commits by itself, so no lock outlives its statement. Read a
+    // moment later they are as new or newer (a split since only moves the
+    // bound down, which the holder would learn at its next checkpoint).
+    let read_back = |c: &mut Connection| {
         ack(c.load(
             &Sql::new(
                 "SELECT upper_order, upper_key, rows_planned FROM tranche_partitions WHERE id = ?",
@@ -1261,12 +1258,20 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
             .prepared(),
         )?)
     };
-    if dead_letters.is_empty() && !mysql {
-        return fenced(c);
+    if dead_letters.is_empty() {
+        if !mysql {
+            return ack(c.load(&update)?);
+        }
+        if c.execute(&update)? == 0 {
+            return ack(Vec::new());
+        }
+        return read_back(c);
     }
+    // With dead letters, one transaction: the page's dead letters and its
+    // checkpoint are written together or not at all. The fenced update
+    // comes last, so the partition's row is locked only until the commit.
     let (insert, skip) = c.dialect().insert_skipping("run_id, row_key");
-    c.write_transaction(|c| {
-        let acked = fenced(c)?;
+    let acked = c.write_transaction(|c| {
         for d in dead_letters {
             c.execute(
                 &Sql::new(format!(
@@ -1280,8 +1285,18 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
                 .prepared(),
             )?;
         }
-        Ok(acked)
-    })
+        if !mysql {
+            return ack(c.load(&update)?).map(Some);
+        }
+        if c.execute(&update)? == 0 {
+            return ack(Vec::new()).map(Some);
+        }
+        Ok(None)
+    })?;
+    match acked {
+        Some(ack) => Ok(ack),
+        None => read_back(c),
+    }
 }
 
 /// When a split is worth making (see [`Store::steal`](super::Store::steal)).
@@ -1469,16 +1484,17 @@ pub(crate) fn renew_leases(
         .bind(Bind::Text(owner.into()));
         sql.push("", ids());
         let rows: Vec<Held> = if c.dialect() == super::Dialect::Mysql {
-            // The renewed rows, read back under the update's locks.
+            // The renewed rows, read back after the update (which commits
+            // by itself, holding no lock past its statement): only this
+            // owner makes a row its own, and what it just renewed cannot
+            // have expired since.
             let mut read = Sql::new(format!(
                 "SELECT id, epoch FROM tranche_partitions {held_by}"
             ))
             .bind(Bind::Text(owner.into()));
             read.push("", ids());
-            c.write_transaction(|c| {
-                c.execute(&sql)?;
-                c.load(&read)
-            })?
+            c.execute(&sql)?;
+            c.load(&read)?
         } else {
             sql.push(" RETURNING id, epoch", []);
             c.load(&sql)?
@@ -1527,15 +1543,16 @@ pub(crate) fn record_failure(
     .bind(Bind::Text(owner.into()))
     .bind(Bind::Int(epoch));
     let rows: Vec<One> = if c.dialect() == super::Dialect::Mysql {
-        c.write_transaction(|c| {
-            if c.execute(&update)? == 0 {
-                return Ok(Vec::new());
-            }
+        // Read back after the update, which commits by itself: only the
+        // holder counts attempts, and it counts one at a time.
+        if c.execute(&update)? == 0 {
+            Vec::new()
+        } else {
             c.load(
                 &Sql::new("SELECT attempts AS v FROM tranche_partitions WHERE id = ?")
                     .bind(Bind::Int(partition_id)),
-            )
-        })?
+            )?
+        }
     } else {
         update.push(" RETURNING CAST(attempts AS BIGINT) AS v", []);
         c.load(&update)?
