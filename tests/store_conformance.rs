@@ -13,7 +13,7 @@ use tranche::job::Throttle;
 use tranche::job::{Cursor, FilterValue, Op};
 use tranche::sink::{MemorySink, UpdateSink, UpdateSpec};
 use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions};
-use tranche::store::{DeadLetter, StoreError};
+use tranche::store::{DeadLetter, StoreError, ThrottleOutcome};
 use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
 
 /// `items`: `rows` rows; the order column `ts` has heavy ties (a third of
@@ -903,9 +903,75 @@ async fn the_outbox_holds_each_message_once(url: String) {
     assert_eq!(bad.field, "sink.table");
 }
 
+/// Two throttle changes made at once both take effect: the second is read
+/// and written after the first, not beside it.
+async fn throttle_changes_made_at_once_both_take_effect(url: String) {
+    let store = open(&url);
+    let run = store
+        .open_run("throttled", "{}", None, &Throttle::default())
+        .await
+        .unwrap();
+    let (read_tx, read) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .update_throttle(run.id, move |t| {
+                    read_tx.send(()).expect("the test waits");
+                    // Read, not yet written: the second change starts now.
+                    go_rx.recv().ok();
+                    t.max_rows_per_s = Some(100);
+                })
+                .await
+        }
+    });
+    read.await.expect("the first change has read the throttle");
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .update_throttle(run.id, |t| t.max_active_partitions = Some(2))
+                .await
+        }
+    });
+    go.send(()).unwrap();
+    for change in [first, second] {
+        assert!(matches!(
+            change.await.unwrap().unwrap(),
+            ThrottleOutcome::Set(_)
+        ));
+    }
+    let stored = store.run_record(run.id).await.unwrap().throttle;
+    assert_eq!(
+        (stored.max_rows_per_s, stored.max_active_partitions),
+        (Some(100), Some(2)),
+        "{stored:?}"
+    );
+    let invalid = store
+        .update_throttle(run.id, |t| t.max_rows_per_s = Some(0))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&invalid, ThrottleOutcome::Invalid(e) if e.field.contains("max_rows_per_s")),
+        "{invalid:?}"
+    );
+    assert_eq!(
+        store
+            .run_record(run.id)
+            .await
+            .unwrap()
+            .throttle
+            .max_rows_per_s,
+        Some(100),
+        "an invalid change stores nothing"
+    );
+}
+
 on_both_backends!(
     #[actix::test]
     the_outbox_holds_each_message_once,
+    throttle_changes_made_at_once_both_take_effect,
     concurrent_planners_plan_once,
     a_run_key_names_one_run_in_any_state,
     a_steal_splits_the_largest_remaining_range_and_the_holder_learns_it,

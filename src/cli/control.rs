@@ -435,7 +435,7 @@ pub(crate) async fn throttle_main(args: ThrottleArgs) -> anyhow::Result<i32> {
     let json = args.json;
     let (runtime, o, job) = open(&args.target).await?;
     let out = o
-        .update_throttle(&job, run, |t| {
+        .update_throttle(&job, run, move |t| {
             edit_throttle(&args, t).expect("checked above");
         })
         .await;

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::model::{ConfigError, Throttle};
 use crate::store::{
     AuditEntry, DeadLetter, PartitionState, RetryOutcome, RunRecord, RunState, StateChange, Store,
-    StoreError, Transition,
+    StoreError, ThrottleOutcome, Transition,
 };
 
 /// Why an operation was refused or failed.
@@ -456,19 +456,18 @@ impl Operator {
 
     /// Changes a run's throttle: `change` edits the stored one, which is
     /// validated and stored for every instance to obey within a poll
-    /// interval. Returns the throttle now in force.
+    /// interval. The edit is applied to the throttle as stored under the
+    /// run's lock, so two operators changing different settings at once
+    /// both have their way. Returns the throttle now in force.
     pub async fn update_throttle(
         &self,
         job: &str,
         run_id: Option<i64>,
-        change: impl FnOnce(&mut Throttle),
+        change: impl FnOnce(&mut Throttle) + Send + 'static,
     ) -> Result<Throttle, ControlError> {
         let run = self.pick(job, run_id, false).await?;
-        let mut throttle = run.throttle.clone();
-        change(&mut throttle);
-        throttle.validate()?;
-        match self.store.set_throttle(run.id, &throttle).await? {
-            Ok(()) => {
+        match self.store.update_throttle(run.id, change).await? {
+            ThrottleOutcome::Set(throttle) => {
                 let detail = throttle.to_string();
                 self.audit(AuditEntry::new(
                     job,
@@ -480,7 +479,8 @@ impl Operator {
                 .await?;
                 Ok(throttle)
             }
-            Err(state) => Err(ControlError::Forbidden {
+            ThrottleOutcome::Invalid(e) => Err(e.into()),
+            ThrottleOutcome::Ended(state) => Err(ControlError::Forbidden {
                 op: "throttle",
                 run_id: run.id,
                 state,

@@ -314,21 +314,39 @@ pub(crate) fn retry(
     })
 }
 
-/// Stores the run's throttle; `Err(state)` once the run has ended.
-pub(crate) fn set_throttle(
+/// What a change to a run's throttle did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ThrottleOutcome {
+    /// Stored: the throttle now in force.
+    Set(Throttle),
+    /// The changed throttle is not valid; nothing was stored.
+    Invalid(crate::model::ConfigError),
+    /// The run has ended (in this state); nothing was stored.
+    Ended(RunState),
+}
+
+/// Applies `change` to the run's stored throttle, read and written under
+/// the run's lock, so two changes made at once both take effect.
+pub(crate) fn update_throttle(
     c: &mut Connection,
     run_id: i64,
-    throttle: &Throttle,
-) -> Result<Result<(), RunState>, StoreError> {
-    let json = serde_json::to_string(throttle).map_err(|e| StoreError::Corrupt {
-        what: "run throttle",
-        reason: e.to_string(),
-    })?;
+    change: impl FnOnce(&mut Throttle),
+) -> Result<ThrottleOutcome, StoreError> {
     c.write_transaction(|c| {
         let run = locked_run(c, run_id)?;
         if run.state.is_finished() {
-            return Ok(Err(run.state));
+            return Ok(ThrottleOutcome::Ended(run.state));
         }
+        let mut throttle = run.throttle;
+        change(&mut throttle);
+        if let Err(e) = throttle.validate() {
+            return Ok(ThrottleOutcome::Invalid(e));
+        }
+        let json = serde_json::to_string(&throttle).map_err(|e| StoreError::Corrupt {
+            what: "run throttle",
+            reason: e.to_string(),
+        })?;
         c.execute(
             &Sql::new(
                 "UPDATE tranche_runs SET throttle = ?, max_active_partitions = ? WHERE id = ?",
@@ -337,7 +355,7 @@ pub(crate) fn set_throttle(
             .bind(Bind::OptInt(throttle.max_active_partitions.map(i64::from)))
             .bind(Bind::Int(run_id)),
         )?;
-        Ok(Ok(()))
+        Ok(ThrottleOutcome::Set(throttle))
     })
 }
 
@@ -691,14 +709,16 @@ impl Store {
         self.run(move |c| retry(c, run_id, partition)).await
     }
 
-    /// Stores a run's throttle (`Err(state)` once the run has ended).
-    pub async fn set_throttle(
+    /// Applies `change` to a run's stored throttle and stores it if it is
+    /// valid and the run has not ended; the read and the write hold the
+    /// run's lock, so changes made at once by several operators all take
+    /// effect.
+    pub async fn update_throttle(
         &self,
         run_id: i64,
-        throttle: &Throttle,
-    ) -> Result<Result<(), RunState>, StoreError> {
-        let throttle = throttle.clone();
-        self.run(move |c| set_throttle(c, run_id, &throttle)).await
+        change: impl FnOnce(&mut Throttle) + Send + 'static,
+    ) -> Result<ThrottleOutcome, StoreError> {
+        self.run(move |c| update_throttle(c, run_id, change)).await
     }
 
     #[doc(hidden)]

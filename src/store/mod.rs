@@ -37,7 +37,9 @@ pub use crate::model::{Cursor, KeyRange};
 pub use connection::{init_openssl, Db};
 pub(crate) use connection::{Backend, Pool, Session};
 pub use connection::{Bind, Connection, Dialect, LoadRow, Sql};
-pub use control::{AuditEntry, ControlView, RetryOutcome, StateChange, Transition};
+pub use control::{
+    AuditEntry, ControlView, RetryOutcome, StateChange, ThrottleOutcome, Transition,
+};
 pub use database_url::{DatabaseUrl, ACCEPTED_FORMS};
 pub(crate) use executor::DbExecutor;
 use executor::Execute;
