@@ -12,7 +12,9 @@ use std::time::Duration;
 use tranche::job::Throttle;
 use tranche::job::{Cursor, FilterValue, Op};
 use tranche::sink::{MemorySink, UpdateSink, UpdateSpec};
-use tranche::store::{Bind, Checkpoint, PartitionState, RunState, Sql, Store, StoreOptions};
+use tranche::store::{
+    Bind, Checkpoint, PartitionState, RunRecord, RunState, Sql, Store, StoreOptions,
+};
 use tranche::store::{DeadLetter, StoreError, ThrottleOutcome};
 use tranche::{Job, Message, Scope, Sink, Source, SourceRow, Strategy};
 
@@ -78,6 +80,43 @@ fn open(url: &str) -> Store {
 }
 
 const LEASE: Duration = Duration::from_secs(30);
+
+/// A late checkpoint of 50 rows by a holder whose lease was taken over
+/// is refused.
+async fn assert_fenced_off(store: &Store, partition_id: i64, owner: &str, epoch: i64) {
+    let late = store
+        .checkpoint(Checkpoint {
+            partition_id,
+            owner: owner.into(),
+            epoch,
+            cursor: Cursor::new(99, 99),
+            rows: 50,
+            done: false,
+            dead_letters: vec![],
+            lease: LEASE,
+        })
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+}
+
+/// A run of job `name` over 100 seeded items, planned as one range
+/// partition.
+async fn one_partition_run(store: &Store, name: &str) -> RunRecord {
+    seed_items(store, 100).await;
+    let job = job(name, Strategy::Range { partitions: 1 }, items());
+    let run = store
+        .open_run(name, "{}", None, &Throttle::default())
+        .await
+        .unwrap();
+    store
+        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
+        .await
+        .unwrap();
+    run
+}
 
 /// Reads every row of a partition through the keyset pages.
 async fn walk(
@@ -336,16 +375,7 @@ async fn claims_are_exclusive_and_bump_the_epoch(url: String) {
 
 async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     let store = open(&url);
-    seed_items(&store, 100).await;
-    let job = job("fence", Strategy::Range { partitions: 1 }, items());
-    let run = store
-        .open_run("fence", "{}", None, &Throttle::default())
-        .await
-        .unwrap();
-    store
-        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
-        .await
-        .unwrap();
+    let run = one_partition_run(&store, "fence").await;
     let zombie = store
         .claim(run.id, "zombie", Duration::from_millis(1))
         .await
@@ -385,22 +415,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_fenced(url: String) {
     );
     assert_eq!(heir.rows_done, 10);
 
-    let late = store
-        .checkpoint(Checkpoint {
-            partition_id: zombie.id,
-            owner: "zombie".into(),
-            epoch: zombie.epoch,
-            cursor: Cursor::new(99, 99),
-            rows: 50,
-            done: false,
-            dead_letters: vec![],
-            lease: LEASE,
-        })
-        .await;
-    assert!(
-        matches!(late, Err(StoreError::LeaseLost { .. })),
-        "{late:?}"
-    );
+    assert_fenced_off(&store, zombie.id, "zombie", zombie.epoch).await;
     assert!(matches!(
         store.complete(zombie.id, "zombie", zombie.epoch).await,
         Err(StoreError::LeaseLost { .. })
@@ -1000,16 +1015,7 @@ async fn a_holder_paused_inside_a_transaction_does_not_keep_its_partition(url: S
     options.idle_transaction_timeout = Some(Duration::from_secs(1));
     let paused = Store::open(&url, &options).expect("open the paused holder's store");
     let heir_store = open(&url);
-    seed_items(&heir_store, 100).await;
-    let job = job("paused", Strategy::Range { partitions: 1 }, items());
-    let run = heir_store
-        .open_run("paused", "{}", None, &Throttle::default())
-        .await
-        .unwrap();
-    heir_store
-        .plan_run(run.id, job.source(), job.scopes(), job.strategy(), 100)
-        .await
-        .unwrap();
+    let run = one_partition_run(&heir_store, "paused").await;
     let held = paused
         .claim(run.id, "paused", Duration::from_millis(200))
         .await
@@ -1075,22 +1081,7 @@ async fn a_holder_paused_inside_a_transaction_does_not_keep_its_partition(url: S
     let err = ended.expect_err("the paused holder's transaction cannot commit");
     assert!(err.is_retryable(), "an ended session is retryable: {err}");
     // On a new session, the holder's checkpoint is fenced off.
-    let late = paused
-        .checkpoint(Checkpoint {
-            partition_id,
-            owner: "paused".into(),
-            epoch,
-            cursor: Cursor::new(50, 50),
-            rows: 50,
-            done: false,
-            dead_letters: vec![],
-            lease: LEASE,
-        })
-        .await;
-    assert!(
-        matches!(late, Err(StoreError::LeaseLost { .. })),
-        "{late:?}"
-    );
+    assert_fenced_off(&paused, partition_id, "paused", epoch).await;
     assert_eq!(
         heir_store.partition(partition_id).await.unwrap().rows_done,
         0,
