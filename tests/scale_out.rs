@@ -1,6 +1,5 @@
-//! Many instances, one run, on PostgreSQL (and, for the takeover and
-//! zombie cases and three instances sharing a run, on MySQL or MariaDB
-//! with the `mysql` feature): the real binary started as
+//! Many instances, one run, on PostgreSQL (and, for all but the soak, on
+//! MySQL or MariaDB with the `mysql` feature): the real binary started as
 //! several processes on one database, under the faults of DESIGN.md
 //! section 8 (SIGKILL, SIGSTOP past the lease, simultaneous start,
 //! terminated connections, a soak of random kills).
@@ -615,23 +614,35 @@ fn zombie_past_its_lease(backend: Backend) {
 
 #[test]
 fn two_instances_started_at_the_same_instant_plan_once() {
+    same_instant_start(Backend::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn two_instances_started_at_the_same_instant_plan_once_on_mariadb() {
+    same_instant_start(Backend::Mariadb);
+}
+
+fn same_instant_start(backend: Backend) {
     let _one = lock();
-    let Some((db, cluster, _dir)) = cluster("same_instant", 200_000, 6) else {
+    let Some((_db, cluster, _dir)) = cluster_on(backend, "same_instant", 200_000, 6) else {
         return;
     };
     let mut both = [cluster.start("x", 2, true), cluster.start("y", 2, true)];
     let summaries: Vec<serde_json::Value> = both.iter_mut().map(|i| i.finish().1).collect();
-    let mut c = Db::open(&db.url);
+    let mut c = Db::open(&cluster.db);
     assert_eq!(count(&mut c, "SELECT COUNT(*) AS n FROM tranche_runs"), 1);
     let planned = parts(&mut c)
         .iter()
         .filter(|p| p.split_from.is_none())
         .count();
     assert_eq!(planned, 6, "the partitions were planned once");
+    // `key` is a reserved word on MySQL.
+    let key = if c.mysql() { "`key`" } else { "key" };
     assert_eq!(
         count(
             &mut c,
-            "SELECT COUNT(*) AS n FROM demo_meta WHERE key = 'seeded_rows'"
+            &format!("SELECT COUNT(*) AS n FROM demo_meta WHERE {key} = 'seeded_rows'")
         ),
         1
     );
@@ -640,22 +651,52 @@ fn two_instances_started_at_the_same_instant_plan_once() {
     assert_eq!(summaries[0]["run_id"], summaries[1]["run_id"]);
 }
 
+/// Ends every database session of `instance` from the server's side:
+/// PostgreSQL by the sessions' name, MySQL by the ids of the sessions
+/// other than the test's own (`instance` being the only other client).
+/// How many were ended.
+fn terminate_sessions(c: &mut Db, instance: &str) -> i64 {
+    if !c.mysql() {
+        return count(
+            c,
+            &format!(
+                "SELECT COUNT(*) AS n FROM (SELECT pg_terminate_backend(pid) AS t \
+                 FROM pg_stat_activity WHERE application_name = 'tranche {instance}') k WHERE t"
+            ),
+        );
+    }
+    let mut ended = 0;
+    for id in other_sessions(c) {
+        // A session may close by itself in between: that is no failure.
+        if c.batch(&format!("KILL CONNECTION {id}")).is_ok() {
+            ended += 1;
+        }
+    }
+    ended
+}
+
 #[test]
 fn an_instance_whose_connections_are_terminated_recovers() {
+    terminated_sessions(Backend::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn an_instance_whose_connections_are_terminated_recovers_on_mariadb() {
+    terminated_sessions(Backend::Mariadb);
+}
+
+fn terminated_sessions(backend: Backend) {
     let _one = lock();
-    let Some((db, cluster, _dir)) = cluster("terminated", 200_000, 4) else {
+    let Some((_db, cluster, _dir)) = cluster_on(backend, "terminated", 200_000, 4) else {
         return;
     };
-    let mut c = Db::open(&db.url);
+    let mut c = Db::open(&cluster.db);
     let mut victim = cluster.start("victim", 4, true);
     wait_holding(&mut c, &cluster, "victim", 4);
     let mut terminated = 0;
     for _ in 0..3 {
-        terminated += count(
-            &mut c,
-            "SELECT COUNT(*) AS n FROM (SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity \
-             WHERE application_name = 'tranche victim') k WHERE t",
-        );
+        terminated += terminate_sessions(&mut c, "victim");
         let seen = cluster.lines();
         common::wait_until("work to go on after the terminations", 60, || {
             cluster.lines() >= seen + PAGE
@@ -677,7 +718,7 @@ fn an_instance_whose_connections_are_terminated_recovers() {
     let v = oracle(&mut c, &cluster.dir);
     assert_eq!((v.lost, v.unexpected), (0, 0), "{v:?}");
     eprintln!(
-        "terminated {terminated} sessions; attempts per partition {:?}; {} rows replayed",
+        "terminated {terminated} sessions ({backend:?}); attempts per partition {:?}; {} rows replayed",
         ps.iter().map(|p| p.attempts).collect::<Vec<_>>(),
         v.replays
     );
