@@ -1258,33 +1258,9 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
             .prepared(),
         )?)
     };
-    if dead_letters.is_empty() {
-        if !mysql {
-            return ack(c.load(&update)?);
-        }
-        if c.execute(&update)? == 0 {
-            return ack(Vec::new());
-        }
-        return read_back(c);
-    }
-    // With dead letters, one transaction: the page's dead letters and its
-    // checkpoint are written together or not at all. The fenced update
-    // comes last, so the partition's row is locked only until the commit.
-    let (insert, skip) = c.dialect().insert_skipping("run_id, row_key");
-    let acked = c.write_transaction(|c| {
-        for d in dead_letters {
-            c.execute(
-                &Sql::new(format!(
-                    "{insert} tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
-                     VALUES (?, ?, ?, ?, {now}){skip}"
-                ))
-                .bind(Bind::Int(d.run_id))
-                .bind(Bind::OptInt(d.partition_id))
-                .bind(Bind::OptInt(d.row_key))
-                .bind(Bind::Text(d.reason.clone()))
-                .prepared(),
-            )?;
-        }
+    // The fenced update: the new bounds (PostgreSQL, SQLite), or `None`
+    // on MySQL, to be read back once the update has committed.
+    let fenced = |c: &mut Connection| {
         if !mysql {
             return ack(c.load(&update)?).map(Some);
         }
@@ -1292,7 +1268,31 @@ pub(crate) fn checkpoint(c: &mut Connection, cp: &Checkpoint) -> Result<Checkpoi
             return ack(Vec::new()).map(Some);
         }
         Ok(None)
-    })?;
+    };
+    let acked = if dead_letters.is_empty() {
+        fenced(c)?
+    } else {
+        // One transaction: the page's dead letters and its checkpoint are
+        // written together or not at all. The fenced update comes last, so
+        // the partition's row is locked only until the commit.
+        let (insert, skip) = c.dialect().insert_skipping("run_id, row_key");
+        c.write_transaction(|c| {
+            for d in dead_letters {
+                c.execute(
+                    &Sql::new(format!(
+                        "{insert} tranche_dead_letters (run_id, partition_id, row_key, reason, created_ms) \
+                         VALUES (?, ?, ?, ?, {now}){skip}"
+                    ))
+                    .bind(Bind::Int(d.run_id))
+                    .bind(Bind::OptInt(d.partition_id))
+                    .bind(Bind::OptInt(d.row_key))
+                    .bind(Bind::Text(d.reason.clone()))
+                    .prepared(),
+                )?;
+            }
+            fenced(c)
+        })?
+    };
     match acked {
         Some(ack) => Ok(ack),
         None => read_back(c),
